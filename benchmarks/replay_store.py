@@ -1,0 +1,846 @@
+#!/usr/bin/env python3
+"""Benchmark ``InMemoryLiveReplayStore`` against a bare ``collections.deque`` baseline.
+
+Run from the repository root::
+
+    python benchmarks/replay_store.py            # full run (about 40 s on 2 cores)
+    python benchmarks/replay_store.py --quick    # fewer events and repetitions, same rows (~10 s)
+    python benchmarks/replay_store.py --json out.json
+
+Three measurements, each beside a baseline timed in the same process (interleaved with it):
+
+1. appends/s into one session, steady state: the store is prefilled to ``N`` events with
+   ``max_events_per_session=N`` (and an age limit far beyond the run, so retention is bound by
+   count only), then whole multiples of ``N`` appends are timed, so each batch contains the same
+   number of head compactions of the store's list;
+2. replay latency from a cursor at the retained buffer's start (returns all ``N`` events), middle
+   (``N/2``) and end (none), median of several samples, also per returned event;
+3. fan-out: ``K`` appends, every subscriber reading every event, with 1, 10 and 100 subscribers.
+   The synchronous rows drain with ``next_nowait()`` after each chunk of appends (chunk far below
+   the subscriber backlog, so nobody lags), so they measure the store, not asyncio. One async row
+   uses 100 real ``await next_event()`` tasks.
+
+The baseline is the naive port of the Rust original: a ``deque(maxlen=N)`` of a frozen slotted
+``Record(position, appended_at, event)``; replay parses the cursor, checks for a gap and scans the
+deque keeping ``position > p``; fan-out keeps one queue per subscriber and appends each event to
+every one of them (``collections.deque`` drained with ``popleft`` for the synchronous rows,
+``asyncio.Queue`` for the async row). It builds the very same ``SessionObservationEvent`` (same
+cursor string, same ``SessionRevision``) on the same clock as the store, so a ratio measures the
+store's own bookkeeping (validation, lock, retention, compaction, subscription protocol) against
+the bare data structure, not event construction.
+
+Payloads are ``TurnActivityPayload(TurnActivity.independent(AssistantProseDelta("token ")))``,
+built before any timing. The cyclic garbage collector is paused while timing (as ``timeit`` does;
+``--keep-gc`` leaves it running). Every measurement asserts what it measured: retained and
+replayed counts, positions of the first and last replayed event, per-subscriber delivery counts,
+the identity of the last delivered event, and that no subscriber lagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import dataclasses
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+try:
+    import lash_core  # noqa: F401  (installed, e.g. editable in the dev venv)
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lash_core._cursor import CURSOR_PREFIX, SessionCursor, SessionRevision, as_cursor
+from lash_core._errors import SubscriberLagged
+from lash_core._events import (
+    AssistantProseDelta,
+    EventPayload,
+    SessionObservationEvent,
+    TurnActivity,
+    TurnActivityPayload,
+)
+from lash_core._replay import (
+    DEFAULT_LIVE_REPLAY_CAPACITY,
+    DEFAULT_SUBSCRIBER_BACKLOG,
+    Gap,
+    InMemoryLiveReplayStore,
+    InMemoryLiveReplayStoreConfig,
+    Replayed,
+    Subscribed,
+)
+
+SESSION = "bench-session"
+REVISION = 7
+#: Far beyond any run, so retention in sections 1 and 2 is bound by count alone.
+LONG_AGE = 10.0 * 24 * 3600
+#: Distinct payloads built ahead of time and cycled through.
+PAYLOAD_POOL = 4096
+
+
+# --- profiles -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    sizes: tuple[int, ...]
+    append_min_batch: int  # timed appends per sample: the smallest multiple of N at least this
+    append_warmup: int  # untimed batches first (list growth, fresh memory arenas)
+    append_reps: int
+    replay_min_sample_s: float  # a replay sample loops until it lasts at least this long
+    replay_reps: int
+    fanout_subscribers: tuple[int, ...]
+    fanout_chunk: int  # appends between two drains; must stay below the subscriber backlog
+    fanout_events: int
+    fanout_reps: int
+    async_subscribers: int
+    async_chunk: int
+    async_events: int
+    async_reps: int
+
+
+FULL = Profile(
+    name="full",
+    sizes=(2_000, 20_000, 200_000),
+    append_min_batch=40_000,
+    append_warmup=1,
+    append_reps=7,
+    replay_min_sample_s=0.004,
+    replay_reps=15,
+    fanout_subscribers=(1, 10, 100),
+    fanout_chunk=256,
+    fanout_events=20_000,
+    fanout_reps=7,
+    async_subscribers=100,
+    async_chunk=16,
+    async_events=10_000,
+    async_reps=5,
+)
+
+QUICK = Profile(
+    name="quick",
+    sizes=(2_000, 20_000, 200_000),
+    append_min_batch=10_000,
+    append_warmup=0,
+    append_reps=3,
+    replay_min_sample_s=0.001,
+    replay_reps=5,
+    fanout_subscribers=(1, 10, 100),
+    fanout_chunk=256,
+    fanout_events=3_000,
+    fanout_reps=3,
+    async_subscribers=100,
+    async_chunk=16,
+    async_events=600,
+    async_reps=2,
+)
+
+
+# --- the baseline ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    position: int
+    appended_at: float
+    event: SessionObservationEvent
+
+
+class DequeBaseline:
+    """One session, the Rust way: a bounded deque of records, replay by scanning it."""
+
+    __slots__ = ("records", "tail", "max_age", "clock")
+
+    def __init__(self, capacity: int, max_age: float, clock: Callable[[], float] = time.monotonic):
+        self.records: collections.deque[Record] = collections.deque(maxlen=capacity)
+        self.tail = 0
+        self.max_age = max_age
+        self.clock = clock
+
+    def append(self, session_id: str, revision: int, payload: EventPayload) -> SessionObservationEvent:
+        self.tail = tail = self.tail + 1
+        cursor = SessionCursor(f"{CURSOR_PREFIX}{revision}:{tail}:{session_id}")
+        event = SessionObservationEvent(session_id, SessionRevision(revision), cursor, payload)
+        now = self.clock()
+        records = self.records
+        records.append(Record(tail, now, event))
+        while now - records[0].appended_at > self.max_age:
+            records.popleft()
+        return event
+
+    def replay_after_cursor(self, cursor: SessionCursor) -> list[SessionObservationEvent] | None:
+        """The events after the cursor, or ``None`` for a gap."""
+        p = as_cursor(cursor).parse().live_position
+        if p > self.tail:
+            return None
+        records = self.records
+        now = self.clock()
+        while records and now - records[0].appended_at > self.max_age:
+            records.popleft()
+        if records and p + 1 < records[0].position:
+            return None
+        return [r.event for r in records if r.position > p]
+
+
+class FanoutBaseline(DequeBaseline):
+    """The deque baseline plus one plain queue per subscriber, each event appended to every one."""
+
+    __slots__ = ("queues",)
+
+    def __init__(self, capacity: int, max_age: float, clock: Callable[[], float] = time.monotonic):
+        super().__init__(capacity, max_age, clock)
+        self.queues: list[Any] = []
+
+    def subscribe(self, queue: Any) -> Any:
+        self.queues.append(queue)
+        return queue
+
+    def append(self, session_id: str, revision: int, payload: EventPayload) -> SessionObservationEvent:
+        self.tail = tail = self.tail + 1
+        cursor = SessionCursor(f"{CURSOR_PREFIX}{revision}:{tail}:{session_id}")
+        event = SessionObservationEvent(session_id, SessionRevision(revision), cursor, payload)
+        now = self.clock()
+        records = self.records
+        records.append(Record(tail, now, event))
+        while now - records[0].appended_at > self.max_age:
+            records.popleft()
+        for queue in self.queues:
+            queue.append(event)
+        return event
+
+
+class AsyncFanoutBaseline(FanoutBaseline):
+    """Fan-out to ``asyncio.Queue`` per subscriber (what a naive async port would write)."""
+
+    __slots__ = ()
+
+    def append(self, session_id: str, revision: int, payload: EventPayload) -> SessionObservationEvent:
+        self.tail = tail = self.tail + 1
+        cursor = SessionCursor(f"{CURSOR_PREFIX}{revision}:{tail}:{session_id}")
+        event = SessionObservationEvent(session_id, SessionRevision(revision), cursor, payload)
+        now = self.clock()
+        records = self.records
+        records.append(Record(tail, now, event))
+        while now - records[0].appended_at > self.max_age:
+            records.popleft()
+        for queue in self.queues:
+            queue.put_nowait(event)
+        return event
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+class BenchmarkError(AssertionError):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    """Like ``assert`` but not stripped by ``python -O``."""
+    if not condition:
+        raise BenchmarkError(message)
+
+
+def position(event: SessionObservationEvent) -> int:
+    return event.cursor.parse().live_position
+
+
+def make_payloads(count: int) -> list[TurnActivityPayload]:
+    return [
+        TurnActivityPayload(TurnActivity.independent(AssistantProseDelta("token ")))
+        for _ in range(count)
+    ]
+
+
+def payload_sequence(pool: Sequence[TurnActivityPayload], length: int) -> list[TurnActivityPayload]:
+    reps = -(-length // len(pool))
+    return (list(pool) * reps)[:length]
+
+
+def run_appends(append: Callable[..., Any], payloads: Sequence[EventPayload]) -> float:
+    """Seconds taken by ``append(SESSION, REVISION, p)`` for each payload (same loop for both)."""
+    session, revision = SESSION, REVISION
+    start = time.perf_counter()
+    for payload in payloads:
+        append(session, revision, payload)
+    return time.perf_counter() - start
+
+
+class Timing:
+    """Pause the cyclic GC while timing unless told not to; collect before each timed block."""
+
+    def __init__(self, keep_gc: bool) -> None:
+        self.keep_gc = keep_gc
+
+    def __enter__(self) -> None:
+        gc.collect()
+        if not self.keep_gc:
+            gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        gc.enable()
+
+
+def per_call_samples(
+    fns: Sequence[Callable[[], Any]], min_sample_s: float, reps: int
+) -> list[tuple[list[float], int]]:
+    """For each function: ``reps`` samples of seconds per call, interleaved across the functions
+    so drift hits them alike. Each sample loops the call until it lasts ``min_sample_s``."""
+    numbers = []
+    for fn in fns:
+        fastest = math.inf
+        for _ in range(3):  # warm up, then calibrate on the fastest call
+            start = time.perf_counter()
+            fn()
+            fastest = min(fastest, time.perf_counter() - start)
+        numbers.append(max(1, min(1_000_000, math.ceil(min_sample_s / max(fastest, 1e-8)))))
+    samples: list[list[float]] = [[] for _ in fns]
+    for rep in range(reps):
+        order = range(len(fns)) if rep % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            fn, number = fns[i], numbers[i]
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[i].append((time.perf_counter() - start) / number)
+    return list(zip(samples, numbers))
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: Sequence[float]) -> float:
+    """(max - min) / median, a crude noise figure kept in the JSON."""
+    m = median(values)
+    return (max(values) - min(values)) / m if m else 0.0
+
+
+# --- 1 and 2: appends and replay, per buffer size -------------------------------------------------
+
+
+def bench_buffer(
+    n: int, prof: Profile, pool: Sequence[TurnActivityPayload], keep_gc: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    store = InMemoryLiveReplayStore(
+        InMemoryLiveReplayStoreConfig(max_events_per_session=n, max_age=LONG_AGE)
+    )
+    base = DequeBaseline(n, LONG_AGE)
+    batch = n * max(1, -(-prof.append_min_batch // n))
+    batch_payloads = payload_sequence(pool, batch)
+
+    with Timing(keep_gc):
+        prefill = payload_sequence(pool, n)
+        run_appends(store.append, prefill)
+        run_appends(base.append, prefill)
+        del prefill
+        for _ in range(prof.append_warmup):
+            run_appends(store.append, batch_payloads)
+            run_appends(base.append, batch_payloads)
+
+    store_rates: list[float] = []
+    base_rates: list[float] = []
+    for rep in range(prof.append_reps):
+        pair = [(store.append, store_rates), (base.append, base_rates)]
+        if rep % 2:
+            pair.reverse()
+        for append, rates in pair:
+            with Timing(keep_gc):
+                seconds = run_appends(append, batch_payloads)
+            rates.append(batch / seconds)
+
+    tail = n + (prof.append_warmup + prof.append_reps) * batch
+    first = tail - n + 1
+    stats = store.statistics(SESSION)
+    check(stats.tail_position == tail, f"store tail {stats.tail_position} != {tail}")
+    check(stats.retained_events == n, f"store retains {stats.retained_events}, expected {n}")
+    check(stats.oldest_position == first, f"store oldest {stats.oldest_position} != {first}")
+    check(store.current_cursor(SESSION, REVISION).parse().live_position == tail, "store cursor")
+    check(base.tail == tail and len(base.records) == n, "baseline retained count")
+    check(base.records[0].position == first, "baseline oldest position")
+    check(base.records[-1].event.cursor.parse().live_position == tail, "baseline newest event")
+
+    append_row = {
+        "buffer": n,
+        "batch": batch,
+        "reps": prof.append_reps,
+        "store_appends_per_s": median(store_rates),
+        "baseline_appends_per_s": median(base_rates),
+        "ratio_store_over_baseline": median(store_rates) / median(base_rates),
+        "store_us_per_append": 1e6 / median(store_rates),
+        "baseline_us_per_append": 1e6 / median(base_rates),
+        "store_samples_per_s": store_rates,
+        "baseline_samples_per_s": base_rates,
+    }
+
+    replay_rows = []
+    for where, p, expected in (
+        ("start", first - 1, n),
+        ("middle", first - 1 + n // 2, n - n // 2),
+        ("end", tail, 0),
+    ):
+        cursor = SessionCursor.new(SESSION, REVISION, p)
+
+        def store_replay(cursor: SessionCursor = cursor) -> Any:
+            return store.replay_after_cursor(cursor)
+
+        def base_replay(cursor: SessionCursor = cursor) -> Any:
+            return base.replay_after_cursor(cursor)
+
+        got = store_replay()
+        check(isinstance(got, Replayed), f"store replay from {where} gave {got!r:.80}")
+        check(len(got.events) == expected, f"store replayed {len(got.events)}, expected {expected}")
+        got_base = base_replay()
+        check(got_base is not None, f"baseline replay from {where} gave a gap")
+        check(len(got_base) == expected, f"baseline replayed {len(got_base)}, expected {expected}")
+        if expected:
+            for events in (got.events, got_base):
+                check(position(events[0]) == p + 1, f"replay from {where} starts wrong")
+                check(position(events[-1]) == tail, f"replay from {where} ends wrong")
+            check(got.events[0] is got_base[0] or position(got.events[0]) == position(got_base[0]),
+                  "store and baseline disagree")
+        del got, got_base
+
+        with Timing(keep_gc):
+            (s_samples, s_number), (b_samples, b_number) = per_call_samples(
+                [store_replay, base_replay], prof.replay_min_sample_s, prof.replay_reps
+            )
+        s_med, b_med = median(s_samples), median(b_samples)
+        replay_rows.append(
+            {
+                "buffer": n,
+                "cursor": where,
+                "cursor_position": p,
+                "events_returned": expected,
+                "store_us": s_med * 1e6,
+                "baseline_us": b_med * 1e6,
+                "ratio_store_over_baseline": s_med / b_med,
+                "store_ns_per_event": s_med * 1e9 / expected if expected else None,
+                "baseline_ns_per_event": b_med * 1e9 / expected if expected else None,
+                "reps": prof.replay_reps,
+                "calls_per_sample": {"store": s_number, "baseline": b_number},
+                "store_samples_us": [s * 1e6 for s in s_samples],
+                "baseline_samples_us": [s * 1e6 for s in b_samples],
+                "store_spread": spread(s_samples),
+                "baseline_spread": spread(b_samples),
+            }
+        )
+    del store, base, batch_payloads
+    gc.collect()
+    return append_row, replay_rows
+
+
+# --- 3: fan-out -----------------------------------------------------------------------------------
+
+
+def chunked(payloads: Sequence[EventPayload], size: int) -> list[list[EventPayload]]:
+    return [list(payloads[i : i + size]) for i in range(0, len(payloads), size)]
+
+
+def fanout_store_sync(subscribers: int, chunks: list[list[EventPayload]], prefill: list) -> float:
+    store = InMemoryLiveReplayStore()  # default config: 2048 events, 120 s, backlog 2048
+    run_appends(store.append, prefill)
+    subs = []
+    for _ in range(subscribers):
+        result = store.subscribe_after_cursor(store.current_cursor(SESSION, REVISION))
+        check(isinstance(result, Subscribed), f"subscribe gave {result!r:.80}")
+        subs.append(result.subscription)
+    counts = [0] * subscribers
+    lasts: list[Any] = [None] * subscribers
+    append, session, revision = store.append, SESSION, REVISION
+    last = None
+
+    start = time.perf_counter()
+    for chunk in chunks:
+        for payload in chunk:
+            last = append(session, revision, payload)
+        for i, sub in enumerate(subs):
+            next_nowait = sub.next_nowait
+            got = 0
+            seen = None
+            while True:
+                event = next_nowait()
+                if event is None:
+                    break
+                got += 1
+                seen = event
+            counts[i] += got
+            lasts[i] = seen
+    seconds = time.perf_counter() - start
+
+    total = sum(len(c) for c in chunks)
+    check(all(c == total for c in counts), f"store delivered {set(counts)}, expected {total}")
+    check(all(e is last for e in lasts), "a store subscriber did not end on the last event")
+    stats = store.statistics(SESSION)
+    check(stats.lag_events == 0, f"store subscribers lagged {stats.lag_events} times")
+    check(stats.subscribers == subscribers, "store lost subscribers")
+    for sub in subs:
+        sub.close()
+    return seconds
+
+
+def fanout_baseline_sync(subscribers: int, chunks: list[list[EventPayload]], prefill: list) -> float:
+    base = FanoutBaseline(DEFAULT_LIVE_REPLAY_CAPACITY, 120.0)
+    run_appends(base.append, prefill)
+    queues = [base.subscribe(collections.deque()) for _ in range(subscribers)]
+    counts = [0] * subscribers
+    lasts: list[Any] = [None] * subscribers
+    append, session, revision = base.append, SESSION, REVISION
+    last = None
+
+    start = time.perf_counter()
+    for chunk in chunks:
+        for payload in chunk:
+            last = append(session, revision, payload)
+        for i, queue in enumerate(queues):
+            popleft = queue.popleft
+            got = 0
+            seen = None
+            while queue:
+                seen = popleft()
+                got += 1
+            counts[i] += got
+            lasts[i] = seen
+    seconds = time.perf_counter() - start
+
+    total = sum(len(c) for c in chunks)
+    check(all(c == total for c in counts), f"baseline delivered {set(counts)}, expected {total}")
+    check(all(e is last for e in lasts), "a baseline subscriber did not end on the last event")
+    return seconds
+
+
+async def _fanout_async(
+    append: Callable[..., Any],
+    readers: list[Callable[[], Any]],
+    chunks: list[list[EventPayload]],
+) -> tuple[float, list[Any], Any]:
+    """``readers`` are awaitable next-event callables, one per consumer task. The producer
+    appends a chunk, then yields until every consumer has read it, so no one falls behind."""
+    total = sum(len(c) for c in chunks)
+    reads = [0]
+    errors: list[BaseException] = []
+
+    async def consume(read: Callable[[], Any]) -> Any:
+        last = None
+        try:
+            for _ in range(total):
+                last = await read()
+                reads[0] += 1
+        except BaseException as err:
+            errors.append(err)
+            raise
+        return last
+
+    tasks = [asyncio.create_task(consume(read)) for read in readers]
+    for _ in range(3):  # let every consumer park on its first await
+        await asyncio.sleep(0)
+    check(reads[0] == 0 and not errors, "consumers started early")
+    session, revision = SESSION, REVISION
+    target = 0
+    last = None
+
+    start = time.perf_counter()
+    for chunk in chunks:
+        for payload in chunk:
+            last = append(session, revision, payload)
+        target += len(chunk) * len(readers)
+        while reads[0] < target:
+            if errors:
+                raise errors[0]
+            await asyncio.sleep(0)
+    results = await asyncio.gather(*tasks)
+    seconds = time.perf_counter() - start
+
+    check(reads[0] == total * len(readers), f"async consumers read {reads[0]} events")
+    return seconds, results, last
+
+
+def fanout_store_async(subscribers: int, chunks: list[list[EventPayload]], prefill: list) -> float:
+    async def main() -> float:
+        store = InMemoryLiveReplayStore()
+        run_appends(store.append, prefill)
+        subs = []
+        for _ in range(subscribers):
+            result = store.subscribe_after_cursor(store.current_cursor(SESSION, REVISION))
+            check(isinstance(result, Subscribed), f"subscribe gave {result!r:.80}")
+            subs.append(result.subscription)
+        seconds, results, last = await _fanout_async(
+            store.append, [sub.next_event for sub in subs], chunks
+        )
+        check(all(r is last for r in results), "an async store subscriber missed the last event")
+        stats = store.statistics(SESSION)
+        check(stats.lag_events == 0, f"async store subscribers lagged {stats.lag_events} times")
+        for sub in subs:
+            sub.close()
+        return seconds
+
+    return asyncio.run(main())
+
+
+def fanout_baseline_async(subscribers: int, chunks: list[list[EventPayload]], prefill: list) -> float:
+    async def main() -> float:
+        base = AsyncFanoutBaseline(DEFAULT_LIVE_REPLAY_CAPACITY, 120.0)
+        run_appends(base.append, prefill)
+        queues = [base.subscribe(asyncio.Queue()) for _ in range(subscribers)]
+        seconds, results, last = await _fanout_async(base.append, [q.get for q in queues], chunks)
+        check(all(r is last for r in results), "an async baseline subscriber missed the last event")
+        return seconds
+
+    return asyncio.run(main())
+
+
+def bench_fanout(
+    prof: Profile, pool: Sequence[TurnActivityPayload], keep_gc: bool
+) -> list[dict[str, Any]]:
+    prefill = payload_sequence(pool, DEFAULT_LIVE_REPLAY_CAPACITY)
+    cases = [
+        ("sync next_nowait", s, prof.fanout_chunk, prof.fanout_events, prof.fanout_reps,
+         fanout_store_sync, fanout_baseline_sync, "collections.deque + popleft")
+        for s in prof.fanout_subscribers
+    ]
+    cases.append(
+        ("async next_event", prof.async_subscribers, prof.async_chunk, prof.async_events,
+         prof.async_reps, fanout_store_async, fanout_baseline_async, "asyncio.Queue + await get")
+    )
+    rows = []
+    for mode, subscribers, chunk, events, reps, store_fn, base_fn, base_kind in cases:
+        check(chunk < DEFAULT_SUBSCRIBER_BACKLOG, "fan-out chunk must stay below the backlog")
+        chunks = chunked(payload_sequence(pool, events), chunk)
+        store_s: list[float] = []
+        base_s: list[float] = []
+        for rep in range(reps):
+            pair = [(store_fn, store_s), (base_fn, base_s)]
+            if rep % 2:
+                pair.reverse()
+            for fn, out in pair:
+                with Timing(keep_gc):
+                    out.append(fn(subscribers, chunks, prefill))
+        s_med, b_med = median(store_s), median(base_s)
+        rows.append(
+            {
+                "mode": mode,
+                "subscribers": subscribers,
+                "events": events,
+                "chunk": chunk,
+                "reps": reps,
+                "baseline_queues": base_kind,
+                "store_us_per_event": s_med * 1e6 / events,
+                "baseline_us_per_event": b_med * 1e6 / events,
+                "ratio_store_over_baseline": s_med / b_med,
+                "store_ns_per_delivery": s_med * 1e9 / (events * subscribers),
+                "baseline_ns_per_delivery": b_med * 1e9 / (events * subscribers),
+                "store_samples_s": store_s,
+                "baseline_samples_s": base_s,
+            }
+        )
+    return rows
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
+    right = right if right is not None else set(range(1, len(headers)))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def fmt_num(value: float, digits: int = 3) -> str:
+    """Three significant digits, thousands separated, never scientific."""
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    return f"{value:,.{decimals}f}" if decimals else f"{round(value, digits - 1 - magnitude):,.0f}"
+
+
+def fmt_ratio(value: float) -> str:
+    return fmt_num(value) if value >= 0.001 else f"{value:.2e}"
+
+
+def size_label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def report(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    out = [
+        f"InMemoryLiveReplayStore vs bare deque baseline ({meta['profile']} profile)",
+        f"{meta['python']} on {meta['platform']}, {meta['cpus']} CPUs; "
+        f"gc {'running' if meta['keep_gc'] else 'paused'} while timing; store clock: time.monotonic (default)",
+        "payload: TurnActivityPayload(TurnActivity.independent(AssistantProseDelta('token '))), "
+        f"{PAYLOAD_POOL} distinct, built ahead",
+        "baseline: deque(maxlen=N) of Record(position, appended_at, event), same event construction;"
+        " replay = scan keeping position > p; fan-out = one queue per subscriber",
+        "",
+        "1. Append throughput, one session, steady state (retention bound by count at N)",
+        "   ratio = store/baseline appends per second: HIGHER is better for the store (1 = parity)",
+    ]
+    rows = []
+    for r in results["append"]:
+        rows.append(
+            [
+                size_label(r["buffer"]),
+                f"{r['batch']:,} x {r['reps']}",
+                fmt_num(r["store_appends_per_s"]),
+                fmt_num(r["baseline_appends_per_s"]),
+                fmt_ratio(r["ratio_store_over_baseline"]),
+                fmt_num(r["store_us_per_append"]),
+                fmt_num(r["baseline_us_per_append"]),
+            ]
+        )
+    out.append(
+        table(
+            ["buffer", "timed appends", "store/s", "baseline/s", "ratio", "store us/op",
+             "baseline us/op"],
+            rows,
+        )
+    )
+
+    out += [
+        "",
+        "2. Replay latency after a cursor (median per call; 'start' returns the whole buffer)",
+        "   ratio = store/baseline time: LOWER is better for the store (1 = parity)",
+    ]
+    rows = []
+    for r in results["replay"]:
+        per = lambda v: "-" if v is None else fmt_num(v)  # noqa: E731
+        rows.append(
+            [
+                size_label(r["buffer"]),
+                r["cursor"],
+                f"{r['events_returned']:,}",
+                fmt_num(r["store_us"]),
+                fmt_num(r["baseline_us"]),
+                fmt_ratio(r["ratio_store_over_baseline"]),
+                per(r["store_ns_per_event"]),
+                per(r["baseline_ns_per_event"]),
+            ]
+        )
+    out.append(
+        table(
+            ["buffer", "cursor", "returned", "store us", "baseline us", "ratio",
+             "store ns/event", "baseline ns/event"],
+            rows,
+            right={2, 3, 4, 5, 6, 7},
+        )
+    )
+
+    out += [
+        "",
+        "3. Fan-out: K appends, every subscriber reads every event (time per appended event)",
+        "   ratio = store/baseline time: LOWER is better for the store (1 = parity)",
+    ]
+    rows = []
+    for r in results["fanout"]:
+        rows.append(
+            [
+                str(r["subscribers"]),
+                r["mode"],
+                f"{r['events']:,} / {r['chunk']}",
+                fmt_num(r["store_us_per_event"]),
+                fmt_num(r["baseline_us_per_event"]),
+                fmt_ratio(r["ratio_store_over_baseline"]),
+                fmt_num(r["store_ns_per_delivery"]),
+                fmt_num(r["baseline_ns_per_delivery"]),
+            ]
+        )
+    out.append(
+        table(
+            ["subs", "reader", "K / chunk", "store us/event", "baseline us/event", "ratio",
+             "store ns/delivery", "baseline ns/delivery"],
+            rows,
+            right={0, 2, 3, 4, 5, 6, 7},
+        )
+    )
+    async_base = next(
+        (r["baseline_queues"] for r in results["fanout"] if r["mode"].startswith("async")), None
+    )
+    out.append(
+        "   baseline queues: collections.deque drained with popleft (sync rows)"
+        + (f"; {async_base} (async row)" if async_base else "")
+    )
+    out.append(
+        "   K / chunk: events appended / appends between two drains (sync) or producer yields (async)"
+    )
+    out.append(
+        "   ns/delivery: time per appended event / subscribers (append included); no subscriber lagged"
+    )
+    out.append("")
+    out.append(f"all correctness checks passed; benchmark wall time {meta['wall_s']:.1f} s")
+    return "\n".join(out)
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument(
+        "--keep-gc", action="store_true", help="leave the cyclic GC running while timing"
+    )
+    args = parser.parse_args(argv)
+    prof = QUICK if args.quick else FULL
+
+    wall = time.perf_counter()
+    pool = make_payloads(PAYLOAD_POOL)
+
+    # warm the interpreter's specialised paths on both implementations before timing anything
+    warm = payload_sequence(pool, 5_000)
+    warm_store = InMemoryLiveReplayStore(InMemoryLiveReplayStoreConfig(1_000, LONG_AGE))
+    warm_base = DequeBaseline(1_000, LONG_AGE)
+    run_appends(warm_store.append, warm)
+    run_appends(warm_base.append, warm)
+    for _ in range(50):
+        warm_store.replay_after_cursor(warm_store.current_cursor(SESSION, REVISION))
+        warm_base.replay_after_cursor(SessionCursor.new(SESSION, REVISION, warm_base.tail))
+    del warm, warm_store, warm_base
+
+    results: dict[str, Any] = {
+        "meta": {
+            "profile": prof.name,
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "platform": f"{platform.system()} {platform.machine()}",
+            "cpus": os.cpu_count(),
+            "keep_gc": args.keep_gc,
+            "clock": "time.monotonic",
+            "payload_pool": PAYLOAD_POOL,
+            "profile_settings": dataclasses.asdict(prof),
+        },
+        "append": [],
+        "replay": [],
+        "fanout": [],
+    }
+    for n in prof.sizes:
+        append_row, replay_rows = bench_buffer(n, prof, pool, args.keep_gc)
+        results["append"].append(append_row)
+        results["replay"].extend(replay_rows)
+    results["fanout"] = bench_fanout(prof, pool, args.keep_gc)
+    results["meta"]["wall_s"] = time.perf_counter() - wall
+
+    print(report(results))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
+            fh.write("\n")
+        print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Session revisions and opaque session cursors.
+
+A cursor is ``lashsc1:{revision}:{live_position}:{session_id}``. The session id is everything
+after the third colon, so ids may themselves contain colons. Clients must treat the string as
+opaque: they store it and hand it back, nothing more. Parsing is strict, mirroring Rust's
+``u64::from_str`` so that a cursor accepted here is accepted by the Rust service and vice versa.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ._errors import MalformedCursorError, WrongSessionError
+
+__all__ = ["SessionRevision", "SessionCursor", "ParsedSessionCursor", "CURSOR_PREFIX", "U64_MAX", "as_cursor"]
+
+CURSOR_PREFIX = "lashsc1:"
+U64_MAX = (1 << 64) - 1
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+class SessionRevision(int):
+    """A durable committed point of a session: an unsigned 64-bit integer."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: int = 0) -> SessionRevision:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"session revision must be an int, not {type(value).__name__}")
+        if not 0 <= value <= U64_MAX:
+            raise ValueError(f"session revision out of range 0..2**64-1: {value}")
+        return super().__new__(cls, value)
+
+    def __repr__(self) -> str:
+        return f"SessionRevision({int(self)})"
+
+
+def _parse_u64(text: str) -> int:
+    """Parse like Rust's ``u64::from_str``; raise ValueError carrying Rust's message."""
+    if text == "":
+        raise ValueError("cannot parse integer from empty string")
+    digits = text[1:] if text[0] == "+" else text
+    if digits == "" or not all(ch in _ASCII_DIGITS for ch in digits):
+        raise ValueError("invalid digit found in string")
+    value = int(digits)
+    if value > U64_MAX:
+        raise ValueError("number too large to fit in target type")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ParsedSessionCursor:
+    session_id: str
+    revision: SessionRevision
+    live_position: int
+
+
+class SessionCursor:
+    """An opaque resume token. ``str(cursor)`` is the wire string; ``repr`` hides it.
+
+    Construction never validates (a cursor read back from JSON is just a string); parsing does.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: str) -> None:
+        if not isinstance(raw, str):
+            raise TypeError(f"session cursor must be a str, not {type(raw).__name__}")
+        self._raw = raw
+
+    @classmethod
+    def new(cls, session_id: str, revision: int, live_position: int) -> SessionCursor:
+        """A well-formed cursor. Raises ValueError for an empty id or out-of-range numbers."""
+        if not isinstance(session_id, str) or session_id == "":
+            raise ValueError("session id must be a non-empty string")
+        revision = SessionRevision(revision)
+        if isinstance(live_position, bool) or not isinstance(live_position, int):
+            raise TypeError("live position must be an int")
+        if not 0 <= live_position <= U64_MAX:
+            raise ValueError(f"live position out of range 0..2**64-1: {live_position}")
+        return cls(f"{CURSOR_PREFIX}{int(revision)}:{live_position}:{session_id}")
+
+    def as_str(self) -> str:
+        return self._raw
+
+    def __str__(self) -> str:
+        return self._raw
+
+    def __repr__(self) -> str:
+        return "SessionCursor(<opaque>)"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SessionCursor):
+            return self._raw == other._raw
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __reduce__(self) -> tuple[type[SessionCursor], tuple[str]]:
+        return (SessionCursor, (self._raw,))
+
+    def to_json(self) -> str:
+        """JSON form: the plain string (``json.dumps(cursor.to_json())``)."""
+        return self._raw
+
+    def parse(self) -> ParsedSessionCursor:
+        raw = self._raw
+        if not raw.startswith(CURSOR_PREFIX):
+            raise MalformedCursorError("missing cursor prefix")
+        parts = raw[len(CURSOR_PREFIX) :].split(":", 2)
+        # str.split always yields a first element; like Rust's splitn, an empty one is invalid.
+        try:
+            revision = _parse_u64(parts[0])
+        except ValueError as err:
+            raise MalformedCursorError(f"invalid session revision: {err}") from None
+        if len(parts) < 2:
+            raise MalformedCursorError("missing live replay position")
+        try:
+            live_position = _parse_u64(parts[1])
+        except ValueError as err:
+            raise MalformedCursorError(f"invalid live replay position: {err}") from None
+        if len(parts) < 3 or parts[2] == "":
+            raise MalformedCursorError("missing session id")
+        return ParsedSessionCursor(
+            session_id=parts[2], revision=SessionRevision(revision), live_position=live_position
+        )
+
+    def parse_for_session(self, expected_session_id: str) -> ParsedSessionCursor:
+        parsed = self.parse()
+        if parsed.session_id != expected_session_id:
+            raise WrongSessionError(expected_session_id, parsed.session_id)
+        return parsed
+
+
+def as_cursor(cursor: SessionCursor | str) -> SessionCursor:
+    """Accept a cursor or its raw string (as clients store it); anything else is a TypeError."""
+    if isinstance(cursor, SessionCursor):
+        return cursor
+    if isinstance(cursor, str):
+        return SessionCursor(cursor)
+    raise TypeError(f"cursor must be a SessionCursor or str, not {type(cursor).__name__}")

@@ -1,0 +1,212 @@
+"""Every exception lash_core raises, in one place.
+
+Where one class ends and the next begins:
+
+* ``LiveReplayStoreError`` covers the observation stream: bad cursors (``SessionCursorError``),
+  a store that cannot serve (``LiveReplayStoreFailure``), a subscriber that fell behind
+  (``SubscriberLagged``) and a finished stream (``ReplayClosed``). A *gap* is not an error:
+  it is a ``Gap`` result value.
+* ``QueuedWorkError`` covers the queued-work store: a lease that is no longer held
+  (``QueuedWorkClaimExpired``), input that the store will not accept (``InvalidQueuedWorkError``),
+  a lifecycle move the state table forbids (``IllegalBatchTransition``).
+* ``ProcessRegistryError`` covers the process registry.
+* ``LashRuntimeError`` is what runtime-level operations raise, with a wire ``code``.
+
+All of them derive from ``LashError`` so a notebook can catch the family in one clause.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "LashError",
+    "LiveReplayStoreError",
+    "SessionCursorError",
+    "MalformedCursorError",
+    "WrongSessionError",
+    "LiveReplayStoreFailure",
+    "SubscriberLagged",
+    "ReplayClosed",
+    "QueuedWorkError",
+    "QueuedWorkClaimExpired",
+    "InvalidQueuedWorkError",
+    "IllegalBatchTransition",
+    "ProcessRegistryError",
+    "UnknownProcessError",
+    "RuntimeErrorCode",
+    "LashRuntimeError",
+    "InvalidTurnInputError",
+    "WireFormatError",
+]
+
+
+class LashError(Exception):
+    """Root of every error raised by lash_core."""
+
+
+# --- observation stream -------------------------------------------------------------------------
+
+
+class LiveReplayStoreError(LashError):
+    """Base for the live replay store and session cursors."""
+
+
+class SessionCursorError(LiveReplayStoreError):
+    """A cursor that cannot be used: malformed, or for another session."""
+
+
+class MalformedCursorError(SessionCursorError):
+    """The cursor string is not ``lashsc1:{revision}:{position}:{session_id}``."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"malformed session cursor: {self.message}"
+
+
+class WrongSessionError(SessionCursorError):
+    """A well-formed cursor that belongs to a different session than the one asked about."""
+
+    def __init__(self, expected_session_id: str, actual_session_id: str) -> None:
+        self.expected_session_id = expected_session_id
+        self.actual_session_id = actual_session_id
+        super().__init__(expected_session_id, actual_session_id)
+
+    def __str__(self) -> str:
+        return (
+            f"session cursor belongs to `{self.actual_session_id}`, "
+            f"not `{self.expected_session_id}`"
+        )
+
+
+class LiveReplayStoreFailure(LiveReplayStoreError):
+    """The store itself is broken or closed; the runtime logs this and carries on."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"live replay store error: {self.message}"
+
+
+class SubscriberLagged(LiveReplayStoreError):
+    """The subscriber fell more than its backlog behind; ``count`` events were skipped.
+
+    The subscription stays usable: the next read continues from the oldest event still held.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        super().__init__(count)
+
+    def __str__(self) -> str:
+        return f"live replay subscriber lagged by {self.count} events"
+
+
+class ReplayClosed(LiveReplayStoreError):
+    """The subscription or its store was closed; no further events will arrive."""
+
+    def __str__(self) -> str:
+        return "live replay channel closed"
+
+
+# --- queued work ----------------------------------------------------------------------------------
+
+
+class QueuedWorkError(LashError):
+    """Base for the queued-work store."""
+
+
+class QueuedWorkClaimExpired(QueuedWorkError):
+    """The claim's batches are no longer all held under its claim id and lease token."""
+
+    def __init__(self, session_id: str, claim_id: str) -> None:
+        self.session_id = session_id
+        self.claim_id = claim_id
+        super().__init__(session_id, claim_id)
+
+    def __str__(self) -> str:
+        return f"queued work claim `{self.claim_id}` of session `{self.session_id}` is no longer held"
+
+
+class InvalidQueuedWorkError(QueuedWorkError, ValueError):
+    """A draft or argument the store refuses (empty payloads, bad ttl, ...); nothing was stored."""
+
+
+class IllegalBatchTransition(QueuedWorkError):
+    """A batch lifecycle move that the transition table does not allow; state is unchanged."""
+
+    def __init__(self, batch_id: str, state: str, event: str) -> None:
+        self.batch_id = batch_id
+        self.state = state
+        self.event = event
+        super().__init__(batch_id, state, event)
+
+    def __str__(self) -> str:
+        return f"batch `{self.batch_id}` cannot go from `{self.state}` by `{self.event}`"
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+class ProcessRegistryError(LashError):
+    """Base for the process registry."""
+
+
+class UnknownProcessError(ProcessRegistryError, KeyError):
+    """No process with that id is registered."""
+
+    def __init__(self, process_id: str) -> None:
+        self.process_id = process_id
+        super().__init__(process_id)
+
+    def __str__(self) -> str:
+        return f"unknown process `{self.process_id}`"
+
+
+# --- runtime --------------------------------------------------------------------------------------
+
+
+class RuntimeErrorCode(enum.StrEnum):
+    STORE_COMMIT_FAILED = "store_commit_failed"
+    INVALID_INPUT = "invalid_input"
+    MODEL_FAILED = "model_failed"
+    TOOL_FAILED = "tool_failed"
+    INVALID_CONFIGURATION = "invalid_configuration"
+
+
+class LashRuntimeError(LashError):
+    """A runtime operation failed; ``code`` is the wire string clients switch on."""
+
+    def __init__(self, code: RuntimeErrorCode, message: str) -> None:
+        self.code = RuntimeErrorCode(code)
+        self.message = message
+        super().__init__(code, message)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidTurnInputError(LashRuntimeError, ValueError):
+    """Turn input that cannot be stored faithfully (not valid UTF-8 text, or over the size limit)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(RuntimeErrorCode.INVALID_INPUT, message)
+
+
+# --- wire -----------------------------------------------------------------------------------------
+
+
+class WireFormatError(LashError, ValueError):
+    """A JSON document that is not a valid lash wire document; ``reason`` says which rule failed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return f"invalid wire document: {self.reason}"

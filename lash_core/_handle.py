@@ -1,0 +1,465 @@
+"""RuntimeHandle: one writer, many lock-free readers, and the session's observation stream.
+
+The handle owns the runtime behind an asyncio lock (``writer()``) and publishes an immutable
+``RuntimeObservation`` after every commit. Readers call ``observe()``: a plain attribute read of
+the latest snapshot, so it never waits for a writer. Every change is also appended to the live
+replay store; a failing store is logged and never fails the runtime (the durable commit already
+happened; clients recover through a gap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import weakref
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ._cursor import SessionCursor, SessionRevision, as_cursor
+from ._errors import LashRuntimeError, LiveReplayStoreError, QueuedWorkError, RuntimeErrorCode
+from ._events import (
+    AgentFrameSwitched,
+    Committed,
+    EventPayload,
+    ProcessChanged,
+    QueueChanged,
+    SessionObservationEvent,
+    SessionProcessEventKind,
+    SessionQueueEventKind,
+    TurnActivity,
+    TurnActivityPayload,
+)
+from ._gap import LiveReplayGap, LiveReplayGapReason, SessionObservation
+from ._input import TurnInput
+from ._processes import ProcessScope, ProcessScopeId, list_session_process_handles
+from ._replay import Gap, InMemoryLiveReplayStore, LiveReplayStore, Replayed, Subscribed
+
+if TYPE_CHECKING:
+    from ._processes import ProcessHandleSummary
+    from ._queue import DeliveryPolicy, QueuedWorkBatch, SlotPolicy
+
+__all__ = ["RuntimeObservation", "RuntimeHandle", "GapResume", "revision_of"]
+
+logger = logging.getLogger("lash_core.observation")
+
+_QUEUE_STORE_REQUIRED = "queued turn input requires a persistent runtime store"
+
+
+def revision_of(state: Any) -> SessionRevision:
+    """A session's revision: its ``head_revision`` when persisted, else its ``turn_index``."""
+    head = getattr(state, "head_revision", None)
+    return SessionRevision(head if head is not None else state.turn_index)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GapResume:
+    """Replay from the cursor is impossible: here is why, and a fresh observation to reload."""
+
+    gap: LiveReplayGap
+    observation: SessionObservation
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuntimeObservation:
+    """An immutable snapshot of the runtime, published after each commit."""
+
+    session_id: str
+    revision: SessionRevision
+    cursor: SessionCursor
+    policy: Any
+    read_view: Any
+    persisted_state: Any
+    usage_report: Any
+    tool_state: Any
+    tool_catalog: tuple[Any, ...]
+    tool_catalog_error: str | None
+    process_registry: Any
+    queue_store: Any
+    queued_work_poke: Any
+
+    @classmethod
+    def from_runtime(
+        cls, runtime: Any, cursor: SessionCursor, previous: RuntimeObservation | None
+    ) -> RuntimeObservation:
+        try:
+            tool_catalog, tool_catalog_error = tuple(runtime.active_tool_catalog()), None
+        except Exception as err:  # a broken catalog must not hide the rest of the snapshot
+            tool_catalog, tool_catalog_error = (), str(err)
+        generation = runtime.tool_registry_generation()
+        tool_state = None
+        if generation is not None:
+            previous_state = previous.tool_state if previous is not None else None
+            if previous_state is not None and previous_state.generation == generation:
+                tool_state = previous_state
+            else:
+                try:
+                    tool_state = runtime.tool_state()
+                except Exception as err:
+                    logger.warning(
+                        "failed to capture tool state for observation; omitting the snapshot "
+                        "(session_id=%s, error=%s)",
+                        runtime.session_id,
+                        err,
+                    )
+        state = runtime.export_persisted_state()
+        return cls(
+            session_id=runtime.session_id,
+            revision=revision_of(state),
+            cursor=cursor,
+            policy=runtime.policy,
+            read_view=runtime.read_view(),
+            persisted_state=state,
+            usage_report=runtime.usage_report(),
+            tool_state=tool_state,
+            tool_catalog=tool_catalog,
+            tool_catalog_error=tool_catalog_error,
+            process_registry=getattr(runtime, "process_registry", None),
+            queue_store=getattr(runtime, "queue_store", None),
+            queued_work_poke=getattr(runtime, "queued_work_poke", None),
+        )
+
+    def session_observation(self) -> SessionObservation:
+        return SessionObservation(self.read_view, self.cursor)
+
+    def process_scope(self) -> ProcessScope:
+        return ProcessScope(self.session_id)
+
+    def process_scope_id(self) -> ProcessScopeId:
+        return self.process_scope().id()
+
+    async def list_process_handles(self) -> list[ProcessHandleSummary]:
+        """Live grants of the root scope and of the current agent frame's scope."""
+        return await list_session_process_handles(
+            self.process_registry,
+            self.session_id,
+            self.persisted_state.current_agent_frame_id,
+            live=True,
+        )
+
+    async def list_all_process_handles(self) -> list[ProcessHandleSummary]:
+        return await list_session_process_handles(
+            self.process_registry,
+            self.session_id,
+            self.persisted_state.current_agent_frame_id,
+            live=False,
+        )
+
+
+class _Shared:
+    """What clones of one handle share (Rust's Arcs)."""
+
+    __slots__ = ("runtime", "lock", "observation", "store", "handles", "detached")
+
+    def __init__(self, runtime: Any, store: LiveReplayStore, observation: RuntimeObservation):
+        self.runtime = runtime
+        self.lock = asyncio.Lock()
+        self.observation = observation
+        self.store = store
+        self.handles = 0
+        self.detached = False
+
+
+def _release(shared: _Shared) -> None:
+    shared.handles -= 1
+
+
+class RuntimeHandle:
+    """A shareable handle on one runtime. ``clone()`` gives another handle on the same runtime."""
+
+    __slots__ = ("_shared", "_finalizer", "__weakref__")
+
+    def __init__(self, runtime: Any, live_replay_store: LiveReplayStore | None = None) -> None:
+        store = live_replay_store if live_replay_store is not None else InMemoryLiveReplayStore()
+        revision = revision_of(runtime.export_persisted_state())
+        cursor = store.current_cursor(runtime.session_id, revision)
+        observation = RuntimeObservation.from_runtime(runtime, cursor, None)
+        self._attach(_Shared(runtime, store, observation))
+
+    def _attach(self, shared: _Shared) -> None:
+        self._shared = shared
+        shared.handles += 1
+        self._finalizer = weakref.finalize(self, _release, shared)
+
+    def clone(self) -> RuntimeHandle:
+        other = object.__new__(RuntimeHandle)
+        other._attach(self._live())
+        return other
+
+    def _live(self) -> _Shared:
+        if self._shared.detached:
+            raise LashRuntimeError(
+                RuntimeErrorCode.INVALID_CONFIGURATION,
+                "this handle gave its runtime back with try_into_runtime()",
+            )
+        return self._shared
+
+    def __repr__(self) -> str:
+        observation = self._shared.observation
+        return (
+            f"<RuntimeHandle session={observation.session_id!r} "
+            f"revision={int(observation.revision)}>"
+        )
+
+    @property
+    def session_id(self) -> str:
+        return self._shared.observation.session_id
+
+    @property
+    def live_replay_store(self) -> LiveReplayStore:
+        return self._shared.store
+
+    # -- reading and writing -----------------------------------------------------------------------
+
+    def writer(self) -> _Writer:
+        """``async with handle.writer() as runtime:``; one writer at a time, readers unaffected."""
+        return _Writer(self._live())
+
+    def observe(self) -> RuntimeObservation:
+        return self._shared.observation
+
+    def try_into_runtime(self) -> Any:
+        """The runtime back when this is its only handle and nobody is writing; else ``self``."""
+        shared = self._shared
+        if shared.detached or shared.handles != 1 or shared.lock.locked():
+            return self
+        shared.detached = True
+        self._finalizer.detach()
+        shared.handles -= 1
+        return shared.runtime
+
+    # -- publishing --------------------------------------------------------------------------------
+
+    def publish_from(self, runtime: Any) -> None:
+        shared = self._live()
+        store = shared.store
+        state = runtime.export_persisted_state()
+        revision = revision_of(state)
+        previous = shared.observation
+        session_id = runtime.session_id
+        frame_id = state.current_agent_frame_id
+        if frame_id and frame_id != previous.persisted_state.current_agent_frame_id:
+            self._append_logged(
+                session_id,
+                revision,
+                AgentFrameSwitched(frame_id),
+                "failed to append agent-frame observation event; reconnect may require gap recovery",
+            )
+        event = self._append_logged(
+            session_id,
+            revision,
+            Committed(runtime.read_view()),
+            "failed to append session observation commit event; reconnect will fall back to gap recovery",
+        )
+        cursor = event.cursor if event is not None else store.current_cursor(session_id, revision)
+        shared.observation = RuntimeObservation.from_runtime(runtime, cursor, previous)
+
+    def record_turn_activity(self, activity: TurnActivity) -> None:
+        self._record(
+            TurnActivityPayload(activity),
+            "failed to append live turn activity to session observation replay; "
+            "reconnect may require gap recovery",
+        )
+
+    def record_queue_changed(self, kind: SessionQueueEventKind, batch_ids: Sequence[str]) -> None:
+        self._record(
+            QueueChanged(SessionQueueEventKind(kind), tuple(batch_ids)),
+            "failed to append queue observation event; reconnect may require gap recovery",
+        )
+
+    def record_process_changed(
+        self, kind: SessionProcessEventKind, process_ids: Sequence[str]
+    ) -> None:
+        self._record(
+            ProcessChanged(SessionProcessEventKind(kind), tuple(process_ids)),
+            "failed to append process observation event; reconnect may require gap recovery",
+        )
+
+    def _record(self, payload: EventPayload, warning: str) -> None:
+        observation = self._shared.observation
+        self._append_logged(observation.session_id, observation.revision, payload, warning)
+
+    def _append_logged(
+        self, session_id: str, revision: SessionRevision, payload: EventPayload, warning: str
+    ) -> SessionObservationEvent | None:
+        try:
+            return self._shared.store.append(session_id, revision, payload)
+        except LiveReplayStoreError as err:
+            logger.warning("%s (session_id=%s, error=%s)", warning, session_id, err)
+            return None
+
+    # -- resuming ----------------------------------------------------------------------------------
+
+    def current_session_observation(self) -> SessionObservation:
+        return self._fresh_observation(self._shared.observation)
+
+    def resume_session_observation(self, cursor: SessionCursor | str) -> Replayed | GapResume:
+        """Events after ``cursor``, or a gap plus a fresh observation.
+
+        Raises ``MalformedCursorError`` / ``WrongSessionError`` before the store is touched.
+        """
+        cursor = as_cursor(cursor)
+        observation = self._shared.observation
+        cursor.parse_for_session(observation.session_id)
+        result = self._shared.store.replay_after_cursor(cursor)
+        if isinstance(result, Gap):
+            return self._gap_resume(cursor, result.reason, observation)
+        return result
+
+    def subscribe_session_observation(self, cursor: SessionCursor | str) -> Subscribed | GapResume:
+        cursor = as_cursor(cursor)
+        observation = self._shared.observation
+        cursor.parse_for_session(observation.session_id)
+        result = self._shared.store.subscribe_after_cursor(cursor)
+        if isinstance(result, Gap):
+            return self._gap_resume(cursor, result.reason, observation)
+        return result
+
+    def _fresh_observation(self, observation: RuntimeObservation) -> SessionObservation:
+        cursor = self._shared.store.current_cursor(observation.session_id, observation.revision)
+        return SessionObservation(observation.read_view, cursor)
+
+    def _gap_resume(
+        self, requested: SessionCursor, reason: LiveReplayGapReason, observation: RuntimeObservation
+    ) -> GapResume:
+        fresh = self._fresh_observation(observation)
+        gap = LiveReplayGap(
+            session_id=observation.session_id,
+            requested_cursor=requested,
+            latest_cursor=fresh.cursor,
+            latest_revision=observation.revision,
+            reason=reason,
+        )
+        return GapResume(gap, fresh)
+
+    # -- driving the runtime (each under the writer lock, publishing through this handle) ------------
+
+    async def run_turn(self, inputs: Any) -> Any:
+        """Run one turn on the runtime; its activities and commit are observed through this handle."""
+        async with self.writer() as runtime:
+            return await runtime.run_turn(inputs, sink=self)
+
+    async def open_agent_frame(self, frame_id: str) -> Any:
+        """Switch the current agent frame and publish (``agent_frame_switched`` then ``committed``)."""
+        async with self.writer() as runtime:
+            result = runtime.open_agent_frame(frame_id)
+            if result.opened:
+                self.publish_from(runtime)
+            return result
+
+    async def drain_queued_work(self) -> int:
+        """Run ready queued work, one turn per claim, releasing the writer lock between turns."""
+        ran = 0
+        while True:
+            async with self.writer() as runtime:
+                if not await runtime.drain_queued_work(sink=self, max_turns=1):
+                    return ran
+            ran += 1
+
+    async def run_queue_worker(
+        self, *, stop_event: asyncio.Event | None = None, poll_interval: float | None = None
+    ) -> int:
+        """Drain on every enqueue poke until ``stop_event`` is set or the task is cancelled."""
+        runtime = self._live().runtime
+        kwargs: dict[str, Any] = {"stop_event": stop_event, "drain": self.drain_queued_work}
+        if poll_interval is not None:
+            kwargs["poll_interval"] = poll_interval
+        return await runtime.run_queue_worker(self, **kwargs)
+
+    # -- processes ---------------------------------------------------------------------------------
+
+    def _process_registry(self) -> Any:
+        registry = self._shared.observation.process_registry
+        if registry is None:
+            raise LashRuntimeError(
+                RuntimeErrorCode.INVALID_CONFIGURATION, "this runtime has no process registry"
+            )
+        return registry
+
+    def start_process(self, name: str, *, scope: ProcessScope | None = None) -> Any:
+        """Start a process in ``scope`` (default: the current agent frame's, else the session's)
+        and record ``process_changed/started``."""
+        observation = self._shared.observation
+        if scope is None:
+            frame_id = observation.persisted_state.current_agent_frame_id
+            scope = (
+                ProcessScope.for_agent_frame(observation.session_id, frame_id)
+                if frame_id
+                else observation.process_scope()
+            )
+        summary = self._process_registry().start_process(scope, name)
+        self.record_process_changed(SessionProcessEventKind.STARTED, [summary.process_id])
+        return summary
+
+    def cancel_process(self, process_id: str) -> Any:
+        """Cancel a process; ``process_changed/cancelled`` is recorded only when it was running."""
+        registry = self._process_registry()
+        before = registry.get_process(process_id)
+        record = registry.cancel_process(process_id)
+        if before is not None and not before.is_terminal and record.is_terminal:
+            self.record_process_changed(SessionProcessEventKind.CANCELLED, [process_id])
+        return record
+
+    # -- queued work -------------------------------------------------------------------------------
+
+    async def enqueue_turn_input(
+        self,
+        input: TurnInput | str,
+        delivery_policy: DeliveryPolicy,
+        slot_policy: SlotPolicy,
+        source_key: str | None = None,
+    ) -> QueuedWorkBatch:
+        from ._queue import QueuedWorkBatchDraft
+
+        observation = self._shared.observation
+        store = observation.queue_store
+        if store is None:
+            raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, _QUEUE_STORE_REQUIRED)
+        if not isinstance(input, TurnInput):
+            input = TurnInput.text(input)
+        draft = QueuedWorkBatchDraft(
+            observation.session_id, delivery_policy, slot_policy, [input], source_key=source_key
+        )
+        try:
+            batch = await store.enqueue_queued_work(draft)
+        except QueuedWorkError as err:
+            raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, str(err)) from err
+        poke = observation.queued_work_poke
+        if poke is not None:
+            poke.poke_session(observation.session_id, "queued_turn_input")
+        self.record_queue_changed(SessionQueueEventKind.ENQUEUED, [batch.batch_id])
+        return batch
+
+    async def cancel_queued_work_batch(
+        self, session_id: str, batch_id: str
+    ) -> QueuedWorkBatch | None:
+        """The cancelled batch, or ``None`` when it is unknown or held by a live claim."""
+        store = self._shared.observation.queue_store
+        if store is None:
+            raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, _QUEUE_STORE_REQUIRED)
+        try:
+            batch = await store.cancel_queued_work_batch(session_id, batch_id)
+        except QueuedWorkError as err:
+            raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, str(err)) from err
+        if batch is not None:
+            self.record_queue_changed(SessionQueueEventKind.CANCELLED, [batch_id])
+        return batch
+
+
+class _Writer:
+    __slots__ = ("_shared",)
+
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+
+    async def __aenter__(self) -> Any:
+        await self._shared.lock.acquire()
+        return self._shared.runtime
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._shared.lock.release()
+
+    @property
+    def locked(self) -> bool:
+        return self._shared.lock.locked()
+
+

@@ -1,0 +1,502 @@
+"""Process scopes, handle grants and an in-memory process registry.
+
+Rules (read these before the code):
+
+* A *process* is one piece of background work with a lifecycle: it starts ``running`` and ends in
+  exactly one terminal status, ``completed``, ``failed`` or ``cancelled``. A terminal process never
+  changes status again.
+* A *scope* is who can see a process: a session's root scope (``session:{session_id}``) or one agent
+  frame inside it (``session:{session_id}/frame:{frame_id}``). An empty frame id means the root scope.
+  Grants are keyed by the scope *id*, so two scopes with the same id share their grants.
+* A *grant* gives one scope a handle on one process. Starting a process grants it to the starting
+  scope; ``grant_handle`` adds it to another. Granting again to the same scope replaces the
+  descriptor and keeps the original ``granted_at_ms``. Revoking a grant that does not exist is a no-op.
+* Listing a scope: ``all`` is every grant of the scope, ``live`` only those whose process is still
+  running. Both are sorted by process id (plain string order).
+* ``cancel_process`` on a running process makes it ``cancelled``; on a terminal process it changes
+  nothing and returns the record as it is (cancelling twice is a no-op).
+* ``complete_process`` on a running process sets the given terminal status; repeating the same
+  terminal status is a no-op; asking for a *different* terminal status raises.
+* ``start_process`` with an explicit id that already exists: the same name, kind and owner scope is a
+  replay (the existing process is granted to the scope again and returned); anything else raises.
+* A session's visible handles (``list_session_process_handles``): the root scope, plus the current
+  agent frame's scope when a non-empty frame id is current and its scope id differs; the two lists
+  are merged, sorted by process id and de-duplicated, the root scope's grant winning a tie.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from ._errors import ProcessRegistryError, UnknownProcessError
+
+__all__ = [
+    "ProcessScopeId",
+    "ProcessScope",
+    "ProcessStatus",
+    "ProcessListMode",
+    "ProcessHandleDescriptor",
+    "ProcessRecord",
+    "ProcessHandleGrant",
+    "ProcessHandleGrantEntry",
+    "ProcessHandleSummary",
+    "ProcessRegistry",
+    "InMemoryProcessRegistry",
+    "merge_process_handles",
+    "list_session_process_handles",
+]
+
+_log = logging.getLogger(__name__)
+
+
+# --- scopes ---------------------------------------------------------------------------------------
+
+
+class ProcessScopeId(str):
+    """The string that keys a scope's grants: ``session:{id}`` or ``session:{id}/frame:{frame}``."""
+
+    __slots__ = ()
+
+    def as_str(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"ProcessScopeId({str.__repr__(self)})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessScope:
+    """Who can see a process: a session's root (``agent_frame_id=None``) or one of its agent frames."""
+
+    session_id: str
+    agent_frame_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.session_id, str):
+            raise TypeError(f"session id must be a str, not {type(self.session_id).__name__}")
+        if self.agent_frame_id is not None and not isinstance(self.agent_frame_id, str):
+            raise TypeError(
+                f"agent frame id must be a str or None, not {type(self.agent_frame_id).__name__}"
+            )
+
+    @classmethod
+    def for_agent_frame(cls, session_id: str, frame_id: str) -> ProcessScope:
+        return cls(session_id, frame_id)
+
+    def id(self) -> ProcessScopeId:
+        if self.agent_frame_id:
+            return ProcessScopeId(f"session:{self.session_id}/frame:{self.agent_frame_id}")
+        return ProcessScopeId(f"session:{self.session_id}")
+
+    def is_empty(self) -> bool:
+        return self.session_id == ""
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"session_id": self.session_id}
+        if self.agent_frame_id is not None:
+            out["agent_frame_id"] = self.agent_frame_id
+        return out
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+class ProcessStatus(enum.StrEnum):
+    """A process's lifecycle status; the values are the wire strings."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not ProcessStatus.RUNNING
+
+
+class ProcessListMode(enum.StrEnum):
+    """``live``: grants whose process is still running; ``all``: every grant."""
+
+    LIVE = "live"
+    ALL = "all"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessHandleDescriptor:
+    """How a grant presents its process to the scope holding it."""
+
+    kind: str | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        for field, value in (("kind", self.kind), ("label", self.label)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"descriptor {field} must be a str or None")
+
+    def to_dict(self) -> dict[str, str]:
+        out = {}
+        if self.kind is not None:
+            out["kind"] = self.kind
+        if self.label is not None:
+            out["label"] = self.label
+        return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """The process itself, independent of who holds a handle on it."""
+
+    process_id: str
+    name: str
+    kind: str | None
+    owner_scope: ProcessScope
+    status: ProcessStatus
+    created_at_ms: int
+    updated_at_ms: int
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def owner_scope_id(self) -> ProcessScopeId:
+        return self.owner_scope.id()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessHandleGrant:
+    """One scope's handle on one process."""
+
+    scope_id: ProcessScopeId
+    session_id: str
+    process_id: str
+    descriptor: ProcessHandleDescriptor
+    granted_at_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessHandleGrantEntry:
+    """A grant with the process record as it was when listed; what a registry's list returns."""
+
+    grant: ProcessHandleGrant
+    record: ProcessRecord
+
+    @property
+    def process_id(self) -> str:
+        return self.grant.process_id
+
+    def summary(self) -> ProcessHandleSummary:
+        return ProcessHandleSummary(
+            process_id=self.record.process_id,
+            descriptor=self.grant.descriptor,
+            status=self.record.status,
+            scope_id=self.grant.scope_id,
+            granted_at_ms=self.grant.granted_at_ms,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessHandleSummary:
+    """What a client sees of a handle. ``to_dict`` gives the wire shape (``__handle__: "process"``);
+    ``scope_id`` and ``granted_at_ms`` are local extras that are not on the wire."""
+
+    process_id: str
+    descriptor: ProcessHandleDescriptor
+    status: ProcessStatus
+    scope_id: ProcessScopeId
+    granted_at_ms: int
+
+    HANDLE_TYPE = "process"
+
+    @property
+    def id(self) -> str:
+        return self.process_id
+
+    @property
+    def name(self) -> str | None:
+        return self.descriptor.label
+
+    @property
+    def kind(self) -> str | None:
+        return self.descriptor.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "__handle__": self.HANDLE_TYPE,
+            "id": self.process_id,
+            "process_id": self.process_id,
+            "descriptor": self.descriptor.to_dict(),
+            "status": str(self.status),
+        }
+
+
+# --- the registry protocol ------------------------------------------------------------------------
+
+
+class ProcessRegistry(Protocol):
+    """A process registry. The runtime's observation reads only the two async list methods;
+    mutations are synchronous and raise ``UnknownProcessError`` for an id they do not know."""
+
+    async def list_handle_grants(self, scope: ProcessScope) -> list[ProcessHandleGrantEntry]: ...
+
+    async def list_live_handle_grants(
+        self, scope: ProcessScope
+    ) -> list[ProcessHandleGrantEntry]: ...
+
+    def get_process(self, process_id: str) -> ProcessRecord | None: ...
+
+    def start_process(
+        self,
+        scope: ProcessScope,
+        name: str,
+        *,
+        process_id: str | None = None,
+        kind: str | None = None,
+    ) -> ProcessHandleSummary: ...
+
+    def grant_handle(
+        self,
+        process_id: str,
+        scope: ProcessScope,
+        *,
+        descriptor: ProcessHandleDescriptor | None = None,
+    ) -> ProcessHandleSummary: ...
+
+    def revoke_handle(self, process_id: str, scope: ProcessScope) -> None: ...
+
+    def cancel_process(self, process_id: str) -> ProcessRecord: ...
+
+    def complete_process(
+        self, process_id: str, *, status: ProcessStatus = ProcessStatus.COMPLETED
+    ) -> ProcessRecord: ...
+
+
+# --- in-memory registry ---------------------------------------------------------------------------
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class InMemoryProcessRegistry:
+    """A process registry held in memory; see the rules at the top of this module.
+
+    ``clock_ms`` returns epoch milliseconds (default: the wall clock). Generated process ids are
+    ``proc-000001``, ``proc-000002``, ...: zero-padded so that id order is start order (up to a
+    million processes; past that ids stay unique but no longer sort by start).
+    """
+
+    def __init__(self, *, clock_ms: Callable[[], int] | None = None) -> None:
+        self._clock_ms = clock_ms if clock_ms is not None else _wall_clock_ms
+        self._records: dict[str, ProcessRecord] = {}
+        self._grants: dict[ProcessScopeId, dict[str, ProcessHandleGrant]] = {}
+        self._next_number = 1
+
+    # reads
+
+    def get_process(self, process_id: str) -> ProcessRecord | None:
+        return self._records.get(process_id)
+
+    async def list_handle_grants(self, scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        return self._entries(scope, live=False)
+
+    async def list_live_handle_grants(self, scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        return self._entries(scope, live=True)
+
+    def _entries(self, scope: ProcessScope, *, live: bool) -> list[ProcessHandleGrantEntry]:
+        grants = self._grants.get(scope.id(), {})
+        entries = [
+            ProcessHandleGrantEntry(grant, self._records[process_id])
+            for process_id, grant in grants.items()
+            if not (live and self._records[process_id].is_terminal)
+        ]
+        entries.sort(key=lambda entry: entry.process_id)
+        return entries
+
+    # mutations
+
+    def start_process(
+        self,
+        scope: ProcessScope,
+        name: str,
+        *,
+        process_id: str | None = None,
+        kind: str | None = None,
+    ) -> ProcessHandleSummary:
+        """Register a running process owned by ``scope`` and grant ``scope`` a handle on it."""
+        if not isinstance(scope, ProcessScope):
+            raise TypeError(f"scope must be a ProcessScope, not {type(scope).__name__}")
+        if not isinstance(name, str):
+            raise TypeError(f"process name must be a str, not {type(name).__name__}")
+        if kind is not None and not isinstance(kind, str):
+            raise TypeError(f"process kind must be a str or None, not {type(kind).__name__}")
+        if process_id is None:
+            process_id = self._generate_id()
+        elif not isinstance(process_id, str) or process_id == "":
+            raise ValueError("process id must be a non-empty string")
+        existing = self._records.get(process_id)
+        if existing is not None:
+            if (existing.name, existing.kind, existing.owner_scope.id()) != (name, kind, scope.id()):
+                raise ProcessRegistryError(
+                    f"process `{process_id}` is already registered with a different "
+                    f"name, kind or owner scope"
+                )
+        else:
+            now = self._clock_ms()
+            self._records[process_id] = ProcessRecord(
+                process_id=process_id,
+                name=name,
+                kind=kind,
+                owner_scope=scope,
+                status=ProcessStatus.RUNNING,
+                created_at_ms=now,
+                updated_at_ms=now,
+            )
+        return self.grant_handle(process_id, scope)
+
+    def grant_handle(
+        self,
+        process_id: str,
+        scope: ProcessScope,
+        *,
+        descriptor: ProcessHandleDescriptor | None = None,
+    ) -> ProcessHandleSummary:
+        """Give ``scope`` a handle on an existing process (terminal ones included).
+
+        Without a descriptor the grant shows the process's own kind and name.
+        """
+        record = self._require(process_id)
+        if descriptor is None:
+            descriptor = ProcessHandleDescriptor(kind=record.kind, label=record.name)
+        scope_id = scope.id()
+        scope_grants = self._grants.setdefault(scope_id, {})
+        previous = scope_grants.get(process_id)
+        grant = ProcessHandleGrant(
+            scope_id=scope_id,
+            session_id=scope.session_id,
+            process_id=process_id,
+            descriptor=descriptor,
+            granted_at_ms=previous.granted_at_ms if previous is not None else self._clock_ms(),
+        )
+        scope_grants[process_id] = grant
+        return ProcessHandleGrantEntry(grant, record).summary()
+
+    def revoke_handle(self, process_id: str, scope: ProcessScope) -> None:
+        """Remove ``scope``'s handle on the process, if it has one. The process itself is untouched."""
+        scope_grants = self._grants.get(scope.id())
+        if scope_grants is not None:
+            scope_grants.pop(process_id, None)
+
+    def cancel_process(self, process_id: str) -> ProcessRecord:
+        """Cancel a running process. A terminal process is returned unchanged (no error)."""
+        record = self._require(process_id)
+        if record.is_terminal:
+            return record
+        return self._set_status(record, ProcessStatus.CANCELLED)
+
+    def complete_process(
+        self, process_id: str, *, status: ProcessStatus = ProcessStatus.COMPLETED
+    ) -> ProcessRecord:
+        """End a running process with a terminal ``status`` (completed, failed or cancelled).
+
+        Repeating the status it already ended with is a no-op; a different one raises
+        ``ProcessRegistryError`` and leaves the record unchanged.
+        """
+        status = ProcessStatus(status)
+        if not status.is_terminal:
+            raise ValueError(f"complete_process needs a terminal status, not `{status}`")
+        record = self._require(process_id)
+        if record.status is status:
+            return record
+        if record.is_terminal:
+            raise ProcessRegistryError(
+                f"process `{process_id}` is already terminal (`{record.status}`); "
+                f"cannot mark it `{status}`"
+            )
+        return self._set_status(record, status)
+
+    # internals
+
+    def _require(self, process_id: str) -> ProcessRecord:
+        record = self._records.get(process_id)
+        if record is None:
+            raise UnknownProcessError(process_id)
+        return record
+
+    def _set_status(self, record: ProcessRecord, status: ProcessStatus) -> ProcessRecord:
+        updated = dataclasses.replace(record, status=status, updated_at_ms=self._clock_ms())
+        self._records[record.process_id] = updated
+        return updated
+
+    def _generate_id(self) -> str:
+        while True:
+            candidate = f"proc-{self._next_number:06d}"
+            self._next_number += 1
+            if candidate not in self._records:
+                return candidate
+
+
+# --- the session view -----------------------------------------------------------------------------
+
+
+class _HasProcessId(Protocol):
+    @property
+    def process_id(self) -> str: ...
+
+
+_E = TypeVar("_E", bound=_HasProcessId)
+
+
+def merge_process_handles(root_entries: Iterable[_E], frame_entries: Iterable[_E]) -> list[_E]:
+    """Root then frame entries, sorted by process id, keeping the first of each id.
+
+    The sort is stable, so when both scopes hold a process the root scope's entry is kept.
+    Works on anything with a ``process_id`` (grant entries or summaries).
+    """
+    merged = sorted([*root_entries, *frame_entries], key=lambda entry: entry.process_id)
+    out: list[_E] = []
+    for entry in merged:
+        if not out or out[-1].process_id != entry.process_id:
+            out.append(entry)
+    return out
+
+
+async def list_session_process_handles(
+    registry: ProcessRegistry | None,
+    session_id: str,
+    current_agent_frame_id: str | None,
+    *,
+    live: bool,
+) -> list[ProcessHandleSummary]:
+    """The handles a session sees: its root scope, plus the current agent frame's scope.
+
+    No registry gives an empty list. A scope whose listing raises ``ProcessRegistryError``
+    counts as empty (logged at warning), as the observation must not fail on it.
+    """
+    if registry is None:
+        return []
+    root_scope = ProcessScope(session_id)
+    root_entries = await _list_scope(registry, root_scope, live=live)
+    frame_entries: Sequence[ProcessHandleGrantEntry] = ()
+    if current_agent_frame_id:
+        frame_scope = ProcessScope.for_agent_frame(session_id, current_agent_frame_id)
+        if frame_scope.id() != root_scope.id():
+            frame_entries = await _list_scope(registry, frame_scope, live=live)
+    return [entry.summary() for entry in merge_process_handles(root_entries, frame_entries)]
+
+
+async def _list_scope(
+    registry: ProcessRegistry, scope: ProcessScope, *, live: bool
+) -> list[ProcessHandleGrantEntry]:
+    try:
+        if live:
+            return list(await registry.list_live_handle_grants(scope))
+        return list(await registry.list_handle_grants(scope))
+    except ProcessRegistryError as err:
+        _log.warning("listing process handles of scope %s failed: %s", scope.id(), err)
+        return []

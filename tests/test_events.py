@@ -1,0 +1,290 @@
+"""Observation events: values, wire shape (shared/spec/wire.md) and reader validation."""
+
+import json
+
+import pytest
+from hypothesis import given, strategies as st
+
+from lash_core._cursor import SessionCursor, SessionRevision
+from lash_core._errors import InvalidTurnInputError, WireFormatError
+from lash_core._events import (
+    AgentFrameSwitched,
+    AssistantProseDelta,
+    ChildUsage,
+    CodeBlockCompleted,
+    CodeBlockStarted,
+    Committed,
+    FinalValue,
+    ModelRequestStarted,
+    ProcessChanged,
+    QueueChanged,
+    QueuedInputAccepted,
+    QueuedWorkStarted,
+    ReasoningDelta,
+    RetryStatus,
+    SessionObservationEvent,
+    SessionProcessEventKind,
+    SessionQueueEventKind,
+    TokenUsage,
+    ToolCallCompleted,
+    ToolCallStarted,
+    ToolValue,
+    TurnActivity,
+    TurnActivityPayload,
+    TurnError,
+    UnknownPayload,
+    UnknownTurnEvent,
+    Usage,
+)
+from lash_core._gap import LiveReplayGap, LiveReplayGapReason, SessionObservation
+from lash_core._input import MAX_TURN_INPUT_BYTES, TurnInput
+
+WIRE_LINES = [
+    '{"protocol_version":3,"session_id":"chat-1","revision":4,"cursor":"lashsc1:4:7:chat-1",'
+    '"type":"turn_activity","activity":{"protocol_version":3,"sequence":7,"id":"9b1f",'
+    '"correlation_id":"c0de","type":"assistant_prose_delta","text":"Hello"}}',
+    '{"protocol_version":3,"session_id":"chat-1","revision":5,"cursor":"lashsc1:5:8:chat-1","type":"committed"}',
+    '{"protocol_version":3,"session_id":"chat-1","revision":5,"cursor":"lashsc1:5:9:chat-1","type":"agent_frame_switched","frame_id":"frame-2"}',
+    '{"protocol_version":3,"session_id":"chat-1","revision":5,"cursor":"lashsc1:5:10:chat-1","type":"queue_changed","kind":"enqueued","batch_ids":["qwb-3"]}',
+    '{"protocol_version":3,"session_id":"chat-1","revision":5,"cursor":"lashsc1:5:11:chat-1","type":"process_changed","kind":"started","process_ids":["proc-1"]}',
+]
+
+
+@pytest.mark.parametrize("line", WIRE_LINES)
+def test_spec_examples_load_and_write_back_identically(line):
+    doc = json.loads(line)
+    event = SessionObservationEvent.from_dict(doc)
+    assert event.to_dict() == doc
+
+
+def test_spec_examples_load_as_the_right_values():
+    events = [SessionObservationEvent.from_dict(json.loads(line)) for line in WIRE_LINES]
+    first = events[0]
+    assert (first.session_id, first.revision, str(first.cursor)) == ("chat-1", 4, "lashsc1:4:7:chat-1")
+    assert first.payload.activity.event == AssistantProseDelta("Hello")
+    assert first.payload.activity.sequence == 7
+    assert events[1].payload == Committed(None)
+    assert events[2].payload == AgentFrameSwitched("frame-2")
+    assert events[3].payload == QueueChanged(SessionQueueEventKind.ENQUEUED, ("qwb-3",))
+    assert events[4].payload == ProcessChanged(SessionProcessEventKind.STARTED, ("proc-1",))
+    assert [e.type for e in events] == [
+        "turn_activity",
+        "committed",
+        "agent_frame_switched",
+        "queue_changed",
+        "process_changed",
+    ]
+
+
+def test_writer_uses_requested_protocol_version_in_parent_and_activity():
+    activity = TurnActivity.independent(ReasoningDelta("hm"))
+    event = SessionObservationEvent("s", SessionRevision(1), SessionCursor.new("s", 1, 4), TurnActivityPayload(activity))
+    doc = event.to_dict(protocol_version=15)
+    assert doc["protocol_version"] == 15 and doc["activity"]["protocol_version"] == 15
+    assert doc["activity"]["sequence"] == 4  # numbered by live position when it had none
+    assert SessionObservationEvent.from_dict(doc) == event
+    with pytest.raises(ValueError):
+        event.to_dict(protocol_version=0)
+
+
+def test_committed_never_carries_the_read_view_on_the_wire():
+    view = {"secret": "big"}
+    event = SessionObservationEvent("s", SessionRevision(1), SessionCursor.new("s", 1, 1), Committed(view))
+    assert event.to_dict() == {
+        "protocol_version": 3,
+        "session_id": "s",
+        "revision": 1,
+        "cursor": "lashsc1:1:1:s",
+        "type": "committed",
+    }
+
+
+usage = TokenUsage(120, 48, 1, 2, 3)
+ALL_EVENTS = [
+    QueuedWorkStarted("idle", ("b1", "b2")),
+    ModelRequestStarted(2),
+    AssistantProseDelta("<img src=x onerror=alert(1)>"),
+    ReasoningDelta("thinking"),
+    CodeBlockStarted("python", "1+1"),
+    CodeBlockStarted("python", "1+1", graph_key="g"),
+    CodeBlockCompleted("python", "2", None, True, 5, ("c1",)),
+    CodeBlockCompleted("python", "", "boom", False, 5, (), graph_key="g"),
+    ToolCallStarted("c1", "add", {"a": 1}),
+    ToolCallStarted(None, "add", {"a": 1}),
+    ToolCallCompleted("c1", "add", {"a": 1}, {"sum": 2}, 12),
+    FinalValue([1, 2]),
+    ToolValue("add", 3),
+    Usage(1, usage, usage + usage),
+    ChildUsage("child", "tool", "m", 1, usage, usage),
+    RetryStatus(1.5, 1, 3, "rate limited"),
+    QueuedInputAccepted("after_tool_results", (TurnInput.text("more"),)),
+    TurnError("model failed"),
+]
+
+
+@pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: e.type)
+def test_every_turn_event_round_trips_through_json(event):
+    activity = TurnActivity.independent(event)
+    wire = SessionObservationEvent(
+        "s", SessionRevision(2), SessionCursor.new("s", 2, 9), TurnActivityPayload(activity)
+    ).to_dict()
+    assert wire["activity"]["type"] == event.type
+    back = SessionObservationEvent.from_dict(json.loads(json.dumps(wire)))
+    assert back.payload.activity == activity
+    assert back.payload.activity.event == event
+
+
+def test_optional_fields_are_absent_not_null():
+    doc = ToolCallStarted(None, "add", {}).to_dict()
+    assert "call_id" not in doc
+    assert "graph_key" not in CodeBlockStarted("py", "x").to_dict()
+
+
+def test_turn_activity_independent_makes_fresh_ids():
+    a = TurnActivity.independent(TurnError("x"))
+    b = TurnActivity.independent(TurnError("x"))
+    assert a.id != b.id and a.correlation_id != b.correlation_id
+    c = TurnActivity.correlated(a.correlation_id, TurnError("y"))
+    assert c.correlation_id == a.correlation_id and c.id != a.id
+    with pytest.raises(ValueError):
+        TurnActivity("", "c", TurnError("x"))
+    with pytest.raises(TypeError):
+        TurnActivity("i", "c", "not an event")  # type: ignore[arg-type]
+
+
+def test_unknown_types_are_kept_raw_and_written_back():
+    doc = {
+        "protocol_version": 15,
+        "session_id": "s",
+        "revision": 1,
+        "cursor": "lashsc1:1:2:s",
+        "type": "turn_activity",
+        "activity": {
+            "protocol_version": 15,
+            "sequence": 1,
+            "id": "i",
+            "correlation_id": "c",
+            "type": "runtime_diagnostic",
+            "level": "warn",
+        },
+    }
+    event = SessionObservationEvent.from_dict(doc)
+    assert event.payload.activity.event == UnknownTurnEvent("runtime_diagnostic", {"level": "warn"})
+    assert event.payload.activity.event.type == "runtime_diagnostic"
+    assert event.to_dict(protocol_version=15) == doc
+    other = dict(doc, type="session_renamed", name="x")
+    del other["activity"]
+    loaded = SessionObservationEvent.from_dict(other)
+    assert loaded.payload == UnknownPayload("session_renamed", {"name": "x"})
+    assert loaded.to_dict(protocol_version=15) == other
+
+
+BASE = json.loads(WIRE_LINES[0])
+
+
+def _mutated(**changes):
+    doc = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        if key.startswith("activity__"):
+            k = key.removeprefix("activity__")
+            if value is KeyError:
+                del doc["activity"][k]
+            else:
+                doc["activity"][k] = value
+        elif value is KeyError:
+            del doc[key]
+        else:
+            doc[key] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"session_id": ""}, "session_id"),
+        ({"session_id": KeyError}, "session_id"),
+        ({"cursor": ""}, "cursor"),
+        ({"cursor": 5}, "cursor"),
+        ({"protocol_version": 0}, "protocol_version"),
+        ({"protocol_version": "3"}, "protocol_version"),
+        ({"revision": -1}, "revision"),
+        ({"revision": "4"}, "revision"),
+        ({"activity__protocol_version": 4}, "differs from its parent"),
+        ({"activity__id": ""}, "`id`"),
+        ({"activity__correlation_id": KeyError}, "correlation_id"),
+        ({"activity__text": 5}, "`text`"),
+        ({"activity__text": KeyError}, "missing field `text`"),
+        ({"activity": KeyError}, "activity"),
+        ({"type": KeyError}, "type"),
+    ],
+)
+def test_reader_rejects_invalid_documents_with_a_reason(changes, reason):
+    with pytest.raises(WireFormatError, match=reason):
+        SessionObservationEvent.from_dict(_mutated(**changes))
+
+
+def test_reader_rejects_bad_payload_fields():
+    for doc in (
+        dict(json.loads(WIRE_LINES[3]), kind="exploded"),
+        dict(json.loads(WIRE_LINES[3]), batch_ids="qwb-3"),
+        dict(json.loads(WIRE_LINES[4]), process_ids=[1]),
+        dict(json.loads(WIRE_LINES[2]), frame_id=None),
+    ):
+        with pytest.raises(WireFormatError):
+            SessionObservationEvent.from_dict(doc)
+    with pytest.raises(WireFormatError):
+        SessionObservationEvent.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_gap_and_observation_documents():
+    gap_doc = json.loads(
+        '{"protocol_version":3,"session_id":"chat-1","requested_cursor":"lashsc1:2:3:chat-1",'
+        '"latest_cursor":"lashsc1:5:11:chat-1","latest_revision":5,"reason":"trimmed"}'
+    )
+    gap = LiveReplayGap.from_dict(gap_doc)
+    assert gap.reason is LiveReplayGapReason.TRIMMED
+    assert gap.missed_events == 8
+    assert gap.to_dict() == gap_doc
+    with pytest.raises(WireFormatError, match="reason"):
+        LiveReplayGap.from_dict(dict(gap_doc, reason="lost"))
+    with pytest.raises(WireFormatError, match="requested_cursor"):
+        LiveReplayGap.from_dict(dict(gap_doc, requested_cursor=""))
+    obs_doc = json.loads(
+        '{"protocol_version":3,"session_id":"chat-1","cursor":"lashsc1:5:11:chat-1","turn_index":5,'
+        '"usage":{"input_tokens":120,"output_tokens":48,"cache_read_input_tokens":0,'
+        '"cache_write_input_tokens":0,"reasoning_output_tokens":0}}'
+    )
+    obs = SessionObservation.from_dict(obs_doc)
+    assert obs.read_view.turn_index == 5 and obs.read_view.usage.input_tokens == 120
+    assert obs.to_dict() == obs_doc
+    with pytest.raises(WireFormatError):
+        SessionObservation.from_dict(dict(obs_doc, usage={"input_tokens": -1}))
+
+
+def test_turn_input_validation():
+    assert TurnInput.text("hi") == TurnInput.text(b"hi")
+    assert TurnInput.text("hi").to_dict() == {"type": "text", "text": "hi"}
+    with pytest.raises(InvalidTurnInputError, match="not valid UTF-8"):
+        TurnInput.text(b"\xff\xfe")
+    with pytest.raises(InvalidTurnInputError, match="not valid UTF-8"):
+        TurnInput.text("lone \ud800 surrogate")
+    with pytest.raises(InvalidTurnInputError, match="limit"):
+        TurnInput.text("x" * (MAX_TURN_INPUT_BYTES + 1))
+    with pytest.raises(InvalidTurnInputError):
+        TurnInput.text(5)  # type: ignore[arg-type]
+    assert TurnInput.text("é" * (MAX_TURN_INPUT_BYTES // 2)).content  # exactly at the limit
+    assert isinstance(InvalidTurnInputError("x"), ValueError)
+
+
+@given(st.text())
+def test_any_text_delta_round_trips(text):
+    activity = TurnActivity.independent(AssistantProseDelta(text))
+    event = SessionObservationEvent("s", SessionRevision(0), SessionCursor.new("s", 0, 1), TurnActivityPayload(activity))
+    assert SessionObservationEvent.from_dict(json.loads(json.dumps(event.to_dict()))) == event
+
+
+def test_values_are_frozen():
+    event = AssistantProseDelta("x")
+    with pytest.raises(AttributeError):
+        event.text = "y"  # type: ignore[misc]
+    assert QueueChanged("enqueued", ["a"]).batch_ids == ("a",)

@@ -1,0 +1,387 @@
+"""RuntimeHandle and RuntimeObservation (spec section 4) against a real runtime."""
+
+import asyncio
+import logging
+
+import pytest
+
+from lash_core import (
+    AgentFrameSwitched,
+    AssistantProseDelta,
+    Committed,
+    DeliveryPolicy,
+    Gap,
+    GapResume,
+    InMemoryLiveReplayStore,
+    LashRuntime,
+    LashRuntimeError,
+    LiveReplayGapReason,
+    LiveReplayStoreFailure,
+    MalformedCursorError,
+    ModelSpec,
+    ProcessChanged,
+    ProcessScope,
+    QueueChanged,
+    Replayed,
+    RuntimeErrorCode,
+    RuntimeHandle,
+    ScriptedModel,
+    SessionCursor,
+    SessionPolicy,
+    SessionProcessEventKind,
+    SessionQueueEventKind,
+    SessionRevision,
+    SlotPolicy,
+    Subscribed,
+    TurnActivity,
+    TurnActivityPayload,
+    TurnInput,
+    WrongSessionError,
+)
+from lash_core.testing import FakeClock, Scenario
+
+
+async def build_runtime(session_id="session-a", **extra):
+    builder = (
+        LashRuntime.builder()
+        .with_session_id(session_id)
+        .with_policy(SessionPolicy(model=ModelSpec.from_token_limits("test-model", None, 1024, None)))
+    )
+    if "model" in extra:
+        builder = builder.with_model(extra["model"])
+    return await builder.build()
+
+
+class PanicLiveReplayStore:
+    """Fails loudly if the handle touches it where it must not."""
+
+    def append(self, session_id, revision, payload):
+        raise AssertionError("append should not be called by cursor rejection tests")
+
+    def replay_after_cursor(self, cursor):
+        raise AssertionError("replay_after_cursor should not be called for rejected cursors")
+
+    def subscribe_after_cursor(self, cursor):
+        raise AssertionError("subscribe_after_cursor should not be called for rejected cursors")
+
+    def current_cursor(self, session_id, revision):
+        return SessionCursor.new(session_id, revision, 0)
+
+    def trim_session(self, session_id):
+        return None
+
+
+class FailingStore(PanicLiveReplayStore):
+    def append(self, session_id, revision, payload):
+        raise LiveReplayStoreFailure("disk on fire")
+
+
+def texts(events):
+    return [
+        e.payload.activity.event.text
+        for e in events
+        if isinstance(e.payload, TurnActivityPayload)
+        and isinstance(e.payload.activity.event, AssistantProseDelta)
+    ]
+
+
+async def test_runtime_rejects_bad_cursors_before_the_store_is_touched():
+    handle = RuntimeHandle(await build_runtime(), PanicLiveReplayStore())
+    wrong_session = SessionCursor.new("session-b", SessionRevision(0), 99)
+    malformed = SessionCursor("bad")
+    with pytest.raises(WrongSessionError):
+        handle.resume_session_observation(wrong_session)
+    with pytest.raises(WrongSessionError):
+        handle.subscribe_session_observation(wrong_session)
+    with pytest.raises(MalformedCursorError):
+        handle.resume_session_observation(malformed)
+    with pytest.raises(MalformedCursorError):
+        handle.subscribe_session_observation(malformed)
+    with pytest.raises(MalformedCursorError):
+        handle.resume_session_observation("lashsc1:1:x:session-a")  # raw strings too
+
+
+async def test_initial_observation():
+    runtime = await build_runtime()
+    store = InMemoryLiveReplayStore()
+    handle = RuntimeHandle(runtime, store)
+    obs = handle.observe()
+    assert obs.session_id == "session-a"
+    assert obs.revision == 0
+    assert str(obs.cursor) == "lashsc1:0:0:session-a"
+    assert obs.read_view == runtime.read_view()
+    assert obs.persisted_state == runtime.export_persisted_state()
+    assert obs.session_observation().cursor == obs.cursor
+    assert obs.process_scope() == ProcessScope("session-a")
+    assert obs.process_scope_id() == "session:session-a"
+    assert await obs.list_process_handles() == []
+    assert handle.current_session_observation().cursor == obs.cursor
+
+
+async def test_publish_from_appends_frame_switch_then_commit_and_moves_the_cursor():
+    s = await Scenario.create(session_id="s1")
+    handle = s.handle
+    start = handle.current_session_observation().cursor
+    async with handle.writer() as runtime:
+        runtime.open_agent_frame("frame-2")
+        handle.publish_from(runtime)
+    events = handle.resume_session_observation(start).events
+    assert [type(e.payload) for e in events] == [AgentFrameSwitched, Committed]
+    assert events[0].payload.frame_id == "frame-2"
+    assert handle.observe().cursor == events[1].cursor
+    # publishing again with the same frame appends only the commit
+    async with handle.writer() as runtime:
+        handle.publish_from(runtime)
+    again = handle.resume_session_observation(events[1].cursor).events
+    assert [type(e.payload) for e in again] == [Committed]
+
+
+async def test_a_turn_streams_activities_then_commits():
+    s = await Scenario.create(session_id="s1", replies=["Hello world"], chunk_size=6, cycle=False)
+    handle = s.handle
+    start = handle.current_session_observation().cursor
+    outcome = await handle.run_turn(TurnInput.text("hi"))
+    assert outcome.ok and outcome.text == "Hello world"
+    events = handle.resume_session_observation(start).events
+    assert isinstance(events[-1].payload, Committed)
+    assert "".join(texts(events)) == "Hello world"
+    obs = handle.observe()
+    assert obs.revision == 1 and obs.cursor == events[-1].cursor
+    # activities were appended at the revision before the commit, the commit at the new one
+    assert {e.revision for e in events[:-1]} == {0}
+    assert events[-1].revision == 1
+    assert events[-1].payload.read_view == obs.read_view
+    assert [m.content for m in obs.read_view.messages][-1] == "Hello world"
+
+
+async def test_failing_store_logs_and_falls_back_without_failing_the_commit(caplog):
+    runtime = await build_runtime(model=ScriptedModel.from_replies(["ok"]))
+    handle = RuntimeHandle(runtime, FailingStore())
+    with caplog.at_level(logging.WARNING, logger="lash_core.observation"):
+        outcome = await handle.run_turn("hi")
+        handle.record_queue_changed(SessionQueueEventKind.ENQUEUED, ["b"])
+        handle.record_process_changed(SessionProcessEventKind.STARTED, ["p"])
+    assert outcome.ok
+    assert handle.observe().revision == 1
+    assert str(handle.observe().cursor) == "lashsc1:1:0:session-a"  # current_cursor fallback
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("commit event" in m and "disk on fire" in m for m in messages)
+    assert any("turn activity" in m for m in messages)
+    assert any("queue observation" in m for m in messages)
+    assert any("process observation" in m for m in messages)
+
+
+async def test_records_append_at_the_current_revision():
+    s = await Scenario.create()
+    h = s.handle
+    start = h.current_session_observation().cursor
+    h.record_turn_activity(TurnActivity.independent(AssistantProseDelta("x")))
+    h.record_queue_changed(SessionQueueEventKind.CANCELLED, ["b1", "b2"])
+    h.record_process_changed(SessionProcessEventKind.STARTED, ["p1"])
+    events = h.resume_session_observation(start).events
+    assert [e.payload for e in events[1:]] == [
+        QueueChanged(SessionQueueEventKind.CANCELLED, ("b1", "b2")),
+        ProcessChanged(SessionProcessEventKind.STARTED, ("p1",)),
+    ]
+    assert all(e.revision == h.observe().revision for e in events)
+
+
+async def test_resume_replays_or_returns_gap_with_fresh_observation():
+    s = await Scenario.create(max_events=4)
+    h = s.handle
+    start = h.current_session_observation().cursor
+    h.record_queue_changed(SessionQueueEventKind.ENQUEUED, ["a"])
+    assert isinstance(h.resume_session_observation(start), Replayed)
+    for i in range(5):
+        h.record_queue_changed(SessionQueueEventKind.ENQUEUED, [str(i)])
+    result = h.resume_session_observation(start)
+    assert isinstance(result, GapResume)
+    assert result.gap.reason is LiveReplayGapReason.TRIMMED
+    assert result.gap.requested_cursor == start
+    assert str(result.gap.latest_cursor) == "lashsc1:0:6:demo-session"
+    assert result.gap.latest_revision == 0
+    assert result.gap.session_id == "demo-session"
+    assert result.gap.missed_events == 6
+    assert result.observation.cursor == result.gap.latest_cursor
+    assert result.observation.read_view == h.observe().read_view
+    sub = h.subscribe_session_observation(start)
+    assert isinstance(sub, GapResume) and sub.gap.reason is LiveReplayGapReason.TRIMMED
+    future = SessionCursor.new("demo-session", 0, 99)
+    assert h.resume_session_observation(future).gap.reason is LiveReplayGapReason.UNAVAILABLE
+
+
+async def test_subscribe_session_observation_streams_live():
+    s = await Scenario.create(replies=["a b c d"], chunk_size=2, cycle=False)
+    h = s.handle
+    result = h.subscribe_session_observation(h.current_session_observation().cursor)
+    assert isinstance(result, Subscribed)
+    turn = asyncio.create_task(h.run_turn("go"))
+    seen = []
+    async for event in result.subscription:
+        seen.append(event)
+        if isinstance(event.payload, Committed):
+            break
+    await turn
+    assert "".join(texts(seen)) == "a b c d"
+
+
+async def test_tool_state_is_reused_while_the_generation_is_unchanged():
+    s = await Scenario.create()
+    h = s.handle
+    first = h.observe().tool_state
+    assert first is not None
+    async with h.writer() as runtime:
+        h.publish_from(runtime)
+    assert h.observe().tool_state is first  # same object: reused
+    async with h.writer() as runtime:
+        runtime.register_tool("mul", lambda a, b: a * b)
+        h.publish_from(runtime)
+    changed = h.observe().tool_state
+    assert changed is not first and changed.generation != first.generation
+
+
+async def test_catalog_error_gives_empty_catalog_and_message():
+    s = await Scenario.create()
+    h = s.handle
+    async with h.writer() as runtime:
+        runtime.register_tool("broken", lambda: 1, schema={"type": 12})
+        h.publish_from(runtime)
+    obs = h.observe()
+    assert obs.tool_catalog == ()
+    assert "broken" in obs.tool_catalog_error
+
+
+async def test_observe_never_waits_for_the_writer():
+    s = await Scenario.create()
+    h = s.handle
+    async with h.writer():
+        assert h.observe().session_id == "demo-session"  # no await, no deadlock
+        other = asyncio.create_task(h.drain_queued_work())
+        await asyncio.sleep(0.01)
+        assert not other.done()  # a second writer waits its turn
+    assert await asyncio.wait_for(other, 1) == 0
+
+
+async def test_try_into_runtime():
+    runtime = await build_runtime()
+    h = RuntimeHandle(runtime)
+    clone = h.clone()
+    assert h.try_into_runtime() is h  # two handles
+    del clone
+    import gc
+
+    gc.collect()
+    assert h.try_into_runtime() is runtime
+    with pytest.raises(LashRuntimeError):
+        h.writer()
+
+
+async def test_enqueue_and_cancel_record_queue_events():
+    s = await Scenario.create()
+    h = s.handle
+    start = h.current_session_observation().cursor
+    batch = await h.enqueue_turn_input(
+        TurnInput.text("later"), DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE, "k1"
+    )
+    again = await h.enqueue_turn_input("other", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE, "k1")
+    assert again == batch  # idempotent by source key
+    cancelled = await h.cancel_queued_work_batch(h.session_id, batch.batch_id)
+    assert cancelled == batch
+    assert await h.cancel_queued_work_batch(h.session_id, batch.batch_id) is None
+    assert await h.cancel_queued_work_batch(h.session_id, "qwb-unknown") is None
+    payloads = [e.payload for e in h.resume_session_observation(start).events]
+    assert payloads == [
+        QueueChanged(SessionQueueEventKind.ENQUEUED, (batch.batch_id,)),
+        QueueChanged(SessionQueueEventKind.ENQUEUED, (batch.batch_id,)),
+        QueueChanged(SessionQueueEventKind.CANCELLED, (batch.batch_id,)),
+    ]
+
+
+async def test_cancel_of_a_claimed_batch_is_refused_and_not_recorded():
+    s = await Scenario.create()
+    h = s.handle
+    batch = await h.enqueue_turn_input("x", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN)
+    claim = await s.queue.claim_ready_queued_work(h.session_id, "other-owner", "idle", 60_000, 8)
+    assert claim is not None
+    mark = h.current_session_observation().cursor
+    assert await h.cancel_queued_work_batch(h.session_id, batch.batch_id) is None
+    assert h.resume_session_observation(mark).events == ()
+
+
+async def test_queue_operations_without_a_store_raise_store_commit_failed():
+    h = RuntimeHandle(await build_runtime())
+    with pytest.raises(LashRuntimeError, match="queued turn input requires a persistent runtime store") as info:
+        await h.enqueue_turn_input("x", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN)
+    assert info.value.code is RuntimeErrorCode.STORE_COMMIT_FAILED
+    assert info.value.code == "store_commit_failed"
+    with pytest.raises(LashRuntimeError, match="persistent runtime store"):
+        await h.cancel_queued_work_batch("session-a", "b")
+
+
+async def test_queue_worker_runs_enqueued_input_as_a_turn():
+    s = await Scenario.create(replies=["done"], cycle=True)
+    h = s.handle
+    stop = asyncio.Event()
+    worker = asyncio.create_task(h.run_queue_worker(stop_event=stop, poll_interval=0.05))
+    start = h.current_session_observation().cursor
+    await h.enqueue_turn_input("queued!", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE)
+    for _ in range(100):
+        if h.observe().revision == 1:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    assert await asyncio.wait_for(worker, 2) == 1
+    kinds = [e.type for e in h.resume_session_observation(start).events]
+    assert kinds[0] == "queue_changed" and kinds[-1] == "committed"
+    first_activity = next(e for e in h.resume_session_observation(start).events if e.type == "turn_activity")
+    assert first_activity.payload.activity.event.type == "queued_work_started"
+    assert await s.queue.list_queued_work(h.session_id) == []
+
+
+async def test_process_handles_list_root_and_frame_scopes_merged():
+    s = await Scenario.create(session_id="s")
+    h = s.handle
+    start = h.current_session_observation().cursor
+    root = h.start_process("indexer")
+    await h.open_agent_frame("f1")
+    framed = h.start_process("crawler")  # defaults to the frame's scope
+    s.processes.grant_handle(root.process_id, ProcessScope.for_agent_frame("s", "f1"))
+    live = await h.observe().list_process_handles()
+    assert [p.process_id for p in live] == sorted({root.process_id, framed.process_id})
+    h.cancel_process(framed.process_id)
+    h.cancel_process(framed.process_id)  # already cancelled: no second event
+    assert [p.process_id for p in await h.observe().list_process_handles()] == [root.process_id]
+    assert len(await h.observe().list_all_process_handles()) == 2
+    process_events = [e.payload for e in h.resume_session_observation(start).events if e.type == "process_changed"]
+    assert process_events == [
+        ProcessChanged(SessionProcessEventKind.STARTED, (root.process_id,)),
+        ProcessChanged(SessionProcessEventKind.STARTED, (framed.process_id,)),
+        ProcessChanged(SessionProcessEventKind.CANCELLED, (framed.process_id,)),
+    ]
+
+
+async def test_simulated_clients_replay_or_gap_and_reconstruct_the_view():
+    s = await Scenario.create(max_events=6, max_age=30.0)
+    h = s.handle
+    alice, bob = s.client("alice"), s.client("bob")
+    await h.run_turn("hello")
+    alice.pump()
+    bob.pump()
+    assert alice.view_matches_server() and bob.view_matches_server()
+    alice.disconnect()
+    bob.disconnect()
+    h.record_queue_changed(SessionQueueEventKind.ENQUEUED, ["x"])
+    outcome = alice.reconnect()
+    assert outcome.kind == "replayed" and [e.type for e in outcome.replayed] == ["queue_changed"]
+    await h.run_turn("again")
+    s.clock.advance(31)
+    s.store.trim_session(h.session_id)
+    outcome = bob.reconnect()
+    assert outcome.kind == "gap" and outcome.gap.reason is LiveReplayGapReason.TRIMMED
+    assert bob.view_matches_server()
+    alice.pump()
+    assert alice.view_matches_server()
+    s.restart_store()
+    charlie_outcome = bob.reconnect()
+    assert charlie_outcome.gap.reason is LiveReplayGapReason.UNAVAILABLE
+    assert bob.view_matches_server()
