@@ -349,6 +349,23 @@ class InMemoryLiveReplayStore:
 
     # -- lifecycle and introspection ---------------------------------------------------------------
 
+    def reconfigure(
+        self,
+        *,
+        max_events_per_session: int | None = None,
+        max_age: float | datetime.timedelta | None = None,
+    ) -> InMemoryLiveReplayStoreConfig:
+        """Change retention bounds live (a teaching notebook's sliders); they apply at the next
+        append, replay, subscribe or ``trim_session``. Returns the new config."""
+        with self._lock:
+            changes: dict[str, float | int] = {}
+            if max_events_per_session is not None:
+                changes["max_events_per_session"] = max_events_per_session
+            if max_age is not None:
+                changes["max_age"] = _seconds(max_age)
+            self.config = dataclasses.replace(self.config, **changes)  # validated by the config
+            return self.config
+
     def close(self) -> None:
         """Refuse further appends; subscribers drain what is held, then get ``ReplayClosed``."""
         with self._lock:

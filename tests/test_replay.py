@@ -546,3 +546,21 @@ async def test_batch_reads_follow_the_same_rules():
     assert texts(sub.next_batch_nowait()) == ["12"]  # drained after close
     with pytest.raises(ReplayClosed):
         sub.next_batch_nowait()
+
+
+def test_reconfigure_changes_retention_from_the_next_operation():
+    s, clock = store(n=10, age=100)
+    start = s.current_cursor("s", 0)
+    for i in range(5):
+        s.append("s", 0, delta(str(i)))
+    config = s.reconfigure(max_events_per_session=2)
+    assert config.max_events_per_session == 2 and config.max_age == 100
+    assert s.replay_after_cursor(start) == Gap(TRIMMED)
+    assert texts(s.replay_after_cursor(SessionCursor.new("s", 0, 3)).events) == ["3", "4"]
+    s.reconfigure(max_age=datetime.timedelta(seconds=1))
+    clock.now += 2
+    s.trim_session("s")
+    assert s.statistics("s").retained_events == 0
+    with pytest.raises(ValueError):
+        s.reconfigure(max_events_per_session=-5)
+    assert s.config.max_events_per_session == 2  # a refused change leaves the config alone
