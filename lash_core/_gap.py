@@ -7,7 +7,7 @@ import enum
 from typing import Any, Mapping
 
 from ._cursor import SessionCursor, SessionRevision
-from ._errors import WireFormatError
+from ._errors import SessionCursorError, WireFormatError
 from ._events import DEFAULT_PROTOCOL_VERSION, TokenUsage
 
 __all__ = [
@@ -52,7 +52,7 @@ class LiveReplayGap:
         try:
             requested = self.requested_cursor.parse().live_position
             latest = self.latest_cursor.parse().live_position
-        except ValueError:
+        except SessionCursorError:
             return None
         return latest - requested if latest >= requested else None
 

@@ -288,3 +288,10 @@ def test_values_are_frozen():
     with pytest.raises(AttributeError):
         event.text = "y"  # type: ignore[misc]
     assert QueueChanged("enqueued", ["a"]).batch_ids == ("a",)
+
+
+def test_gap_missed_events_is_none_when_a_cursor_does_not_parse():
+    gap = LiveReplayGap("s", SessionCursor("garbage"), SessionCursor.new("s", 1, 5), SessionRevision(1), LiveReplayGapReason.TRIMMED)
+    assert gap.missed_events is None
+    future = LiveReplayGap("s", SessionCursor.new("s", 1, 9), SessionCursor.new("s", 1, 5), SessionRevision(1), LiveReplayGapReason.UNAVAILABLE)
+    assert future.missed_events is None

@@ -1,0 +1,420 @@
+"""Interactive controls: enqueue turn input, cancel queued batches, simulate reconnects.
+
+Every button has a method doing the same thing (``EnqueuePanel.enqueue``, ``QueuePanel.cancel``,
+``ReconnectSimulator.disconnect`` / ``reconnect`` ...), so scripts and tests drive the widgets
+without a browser. Methods raise lash_core's typed errors; buttons show them in a status line
+instead, so a bad input never prints a traceback and never clears what the user typed.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable, Sequence
+
+import ipywidgets as widgets
+import traitlets
+
+from lash_core import (
+    DeliveryPolicy,
+    InvalidTurnInputError,
+    LashError,
+    QueueChanged,
+    QueuedWorkBatch,
+    Replayed,
+    SlotPolicy,
+    TurnInput,
+)
+from lash_core.testing import FakeClock, ReconnectOutcome, SimulatedClient
+
+from ._loop import spawn
+from ._render import batch_html, event_html, gap_html, observation_html, style_element
+
+__all__ = ["EnqueuePanel", "QueuePanel", "ReconnectSimulator"]
+
+
+def _error_html(err: BaseException) -> str:
+    return (
+        f'<div class="lash-error"><b>{html.escape(type(err).__name__)}</b>: '
+        f"{html.escape(str(err))}</div>"
+    )
+
+
+def _ok_html(text: str) -> str:
+    return f'<div class="lash-ok">{html.escape(text)}</div>'
+
+
+class EnqueuePanel(widgets.VBox):
+    """Text, delivery policy, slot policy and an optional source key, then ``Enqueue``."""
+
+    enqueued = traitlets.Int(0, help="successful enqueue calls")
+    last_batch_id = traitlets.Unicode("", help="batch id the last successful enqueue returned")
+    last_error = traitlets.Unicode("", help="message of the last refused enqueue, else empty")
+
+    def __init__(self, handle: Any, *, on_change: Callable[[], None] | None = None) -> None:
+        self._handle = handle
+        self._on_change = on_change
+        self.text = widgets.Textarea(placeholder="Turn input to queue", rows=2)
+        self.delivery = widgets.Dropdown(
+            options=[(p.value, p) for p in DeliveryPolicy],
+            value=DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT,
+            description="delivery",
+        )
+        self.slot = widgets.Dropdown(
+            options=[(p.value, p) for p in SlotPolicy], value=SlotPolicy.EXCLUSIVE, description="slot"
+        )
+        self.source_key = widgets.Text(placeholder="optional: idempotent by key", description="source key")
+        self.button = widgets.Button(description="Enqueue", button_style="primary", icon="plus")
+        self.button.add_class("lash-enqueue")
+        self.result = widgets.HTML()
+        self.button.on_click(lambda _b: spawn(self.enqueue(), on_error=lambda e: None))
+        super().__init__(
+            [
+                widgets.HTML(style_element() + "<b>Enqueue turn input</b>"),
+                self.text,
+                widgets.HBox([self.delivery, self.slot]),
+                widgets.HBox([self.source_key, self.button]),
+                self.result,
+            ]
+        )
+        self.add_class("lash-enqueue-panel")
+
+    def __repr__(self) -> str:
+        return f"<EnqueuePanel enqueued={self.enqueued} last_batch_id={self.last_batch_id!r}>"
+
+    async def enqueue(
+        self,
+        text: str | None = None,
+        delivery_policy: DeliveryPolicy | str | None = None,
+        slot_policy: SlotPolicy | str | None = None,
+        source_key: str | None = None,
+    ) -> QueuedWorkBatch:
+        """Enqueue (arguments default to the form's fields). The form is cleared only on success."""
+        from_form = text is None
+        text = self.text.value if text is None else text
+        delivery = DeliveryPolicy(delivery_policy or self.delivery.value)
+        slot = SlotPolicy(slot_policy or self.slot.value)
+        key = (self.source_key.value if source_key is None and from_form else source_key) or None
+        try:
+            if not text or not text.strip():
+                raise InvalidTurnInputError("nothing to enqueue: the turn input is empty")
+            turn_input = TurnInput.text(text)
+            mark = self._handle.current_session_observation().cursor
+            batch = await self._handle.enqueue_turn_input(turn_input, delivery, slot, key)
+        except LashError as err:
+            with self.hold_sync():
+                self.last_error = str(err)
+                self.result.value = _error_html(err)
+            raise
+        replay = self._handle.resume_session_observation(mark)
+        recorded = [
+            e
+            for e in (replay.events if isinstance(replay, Replayed) else ())
+            if isinstance(e.payload, QueueChanged) and batch.batch_id in e.payload.batch_ids
+        ]
+        with self.hold_sync():
+            self.enqueued += 1
+            self.last_batch_id = batch.batch_id
+            self.last_error = ""
+            self.result.value = batch_html(batch, with_style=False) + "".join(
+                event_html(e, with_style=False) for e in recorded
+            )
+            if from_form:
+                self.text.value = ""
+        if self._on_change is not None:
+            self._on_change()
+        return batch
+
+
+class QueuePanel(widgets.VBox):
+    """The session's queued batches, each with a Cancel button, and a log of cancel outcomes."""
+
+    batch_count = traitlets.Int(0, help="batches in the store for this session")
+    pending_count = traitlets.Int(0, help="batches not held by a live claim")
+    last_cancel = traitlets.Unicode(
+        "", help="outcome of the last cancel: 'cancelled', 'refused' or 'unknown'"
+    )
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._rows: dict[str, tuple[widgets.HBox, widgets.HTML, widgets.Button]] = {}
+        self.outcomes: list[tuple[str, str]] = []
+        self.rows_box = widgets.VBox()
+        self.cancel_log = widgets.HTML()
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.refresh_button.on_click(lambda _b: spawn(self.refresh()))
+        super().__init__(
+            [
+                widgets.HBox([widgets.HTML(style_element() + "<b>Queued work</b>"), self.refresh_button]),
+                self.rows_box,
+                self.cancel_log,
+            ]
+        )
+        self.add_class("lash-queue-panel")
+
+    def __repr__(self) -> str:
+        return f"<QueuePanel batches={self.batch_count} pending={self.pending_count}>"
+
+    def _store(self) -> Any:
+        store = self._handle.observe().queue_store
+        if store is None:
+            raise LashError("this runtime has no queue store")
+        return store
+
+    async def refresh(self) -> list[QueuedWorkBatch]:
+        store = self._store()
+        session_id = self._handle.session_id
+        batches = await store.list_queued_work(session_id)
+        pending = {b.batch_id for b in await store.list_pending_queued_work(session_id)}
+        rows = []
+        for batch in batches:
+            row = self._rows.get(batch.batch_id)
+            if row is None:
+                label = widgets.HTML()
+                button = widgets.Button(description="Cancel", icon="times", button_style="warning")
+                button.add_class("lash-cancel")
+                button.on_click(lambda _b, bid=batch.batch_id: spawn(self.cancel(bid)))
+                row = self._rows[batch.batch_id] = (widgets.HBox([button, label]), label, button)
+            state = "pending" if batch.batch_id in pending else "claimed"
+            row[1].value = f'<span class="lash-state lash-{state}">{state}</span> ' + batch_html(
+                batch, with_style=False
+            )
+            rows.append(row[0])
+        live = {b.batch_id for b in batches}
+        for batch_id in [b for b in self._rows if b not in live]:
+            self._rows.pop(batch_id)[0].close()
+        with self.hold_sync():
+            self.rows_box.children = rows
+            self.batch_count = len(batches)
+            self.pending_count = len(pending)
+        return batches
+
+    async def cancel(self, batch_id: str) -> QueuedWorkBatch | None:
+        """Cancel ``batch_id``: the batch, or ``None`` when it is claimed (refused) or unknown."""
+        store = self._store()
+        session_id = self._handle.session_id
+        known = any(b.batch_id == batch_id for b in await store.list_queued_work(session_id))
+        batch = await self._handle.cancel_queued_work_batch(session_id, batch_id)
+        if batch is not None:
+            outcome, message = "cancelled", f"{batch_id}: cancelled"
+        elif known:
+            outcome, message = "refused", f"{batch_id}: refused, a worker holds its claim"
+        else:
+            outcome, message = "unknown", f"{batch_id}: unknown batch id (never queued, or already done)"
+        self.outcomes.append((batch_id, outcome))
+        self.last_cancel = outcome
+        self.cancel_log.value = "".join(
+            f'<div class="lash-cancel-{o}">{html.escape(b)}: {html.escape(o)}</div>'
+            for b, o in self.outcomes[-20:]
+        ) + f'<div class="lash-last">{html.escape(message)}</div>'
+        await self.refresh()
+        return batch
+
+
+class ReconnectSimulator(widgets.VBox):
+    """Simulated clients that disconnect, miss events and reconnect with their saved cursors.
+
+    Retention sliders change the store's bounds live, and (with a ``FakeClock``) a button moves
+    time forward, so a learner sees exactly where replay turns into a gap.
+    """
+
+    selected = traitlets.Unicode(help="name of the client the buttons act on")
+    last_outcome = traitlets.Unicode("", help="'replayed' or 'gap' after the last reconnect")
+    gap_count = traitlets.Int(0, help="gaps seen by all simulated clients")
+    views_match = traitlets.Bool(True, help="every connected client's view equals the server's")
+
+    def __init__(
+        self,
+        handle: Any,
+        *,
+        store: Any = None,
+        clock: FakeClock | None = None,
+        clients: Sequence[str] = ("A", "B"),
+    ) -> None:
+        self._handle = handle
+        self._store = store if store is not None else handle.live_replay_store
+        self._clock = clock
+        self.clients = {name: SimulatedClient(handle, name) for name in clients}
+        self.last: ReconnectOutcome | None = None
+        self.picker = widgets.ToggleButtons(options=list(clients), description="client")
+        self.disconnect_button = widgets.Button(description="Disconnect", icon="unlink")
+        self.reconnect_button = widgets.Button(description="Reconnect", icon="link", button_style="info")
+        self.disconnect_button.add_class("lash-disconnect")
+        self.reconnect_button.add_class("lash-reconnect")
+        config = getattr(self._store, "config", None)
+        max_events = getattr(config, "max_events_per_session", 2048)
+        max_age = float(getattr(config, "max_age", 120.0))
+        self.retention = widgets.IntSlider(
+            value=max_events, min=0, max=max(max_events, 64), description="max events"
+        )
+        self.max_age = widgets.FloatSlider(
+            value=max_age, min=0.0, max=max(max_age, 300.0), step=1.0, description="max age s"
+        )
+        self.advance_seconds = widgets.FloatText(value=30.0, description="advance s", layout={"width": "180px"})
+        self.advance_button = widgets.Button(description="Advance clock", icon="clock-o", disabled=clock is None)
+        self.trim_button = widgets.Button(description="Trim now", icon="scissors")
+        self.status = widgets.HTML()
+        self.replayed_view = widgets.HTML()
+        self.gap_view = widgets.HTML()
+        self.gap_log = widgets.HTML()
+        self.picker.observe(lambda ch: setattr(self, "selected", ch["new"]), "value")
+        self.selected = self.picker.value or ""
+        self.disconnect_button.on_click(lambda _b: self.disconnect())
+        self.reconnect_button.on_click(lambda _b: self._guard(self.reconnect))
+        self.advance_button.on_click(lambda _b: self._guard(lambda: self.advance_clock(self.advance_seconds.value)))
+        self.trim_button.on_click(lambda _b: self._guard(self.trim))
+        self._syncing = False
+        self.retention.observe(self._sliders_changed, "value")
+        self.max_age.observe(self._sliders_changed, "value")
+        super().__init__(
+            [
+                widgets.HTML(style_element() + "<b>Reconnect simulator</b>"),
+                widgets.HBox([self.picker, self.disconnect_button, self.reconnect_button]),
+                widgets.HBox([self.retention, self.max_age]),
+                widgets.HBox([self.advance_seconds, self.advance_button, self.trim_button]),
+                self.status,
+                widgets.HBox([self.replayed_view, self.gap_view]),
+                self.gap_log,
+            ]
+        )
+        self.add_class("lash-reconnect-simulator")
+        self._render()
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{n}={'on' if c.connected else 'off'}" for n, c in self.clients.items())
+        return f"<ReconnectSimulator {states} gaps={self.gap_count}>"
+
+    def _client(self, name: str | None) -> SimulatedClient:
+        name = name or self.selected
+        try:
+            return self.clients[name]
+        except KeyError:
+            raise KeyError(f"no simulated client named {name!r}; have {sorted(self.clients)}") from None
+
+    def _guard(self, action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except (LashError, ValueError, TypeError, KeyError) as err:
+            self.status.value = _error_html(err)
+
+    # -- methods behind the buttons ----------------------------------------------------------------
+
+    def disconnect(self, client: str | None = None) -> None:
+        self._client(client).disconnect()
+        self._render()
+
+    def reconnect(self, client: str | None = None) -> ReconnectOutcome:
+        target = self._client(client)
+        outcome = target.reconnect()
+        self.last = outcome
+        with self.hold_sync():
+            self.last_outcome = outcome.kind
+            if outcome.gap is None:
+                self.replayed_view.value = (
+                    f"<b>{html.escape(target.name)}: replayed {len(outcome.replayed)} events</b>"
+                    + "".join(event_html(e, with_style=False) for e in outcome.replayed[-50:])
+                )
+                self.gap_view.value = ""
+            else:
+                self.replayed_view.value = ""
+                fresh = (
+                    observation_html(outcome.observation, with_style=False) if outcome.observation is not None else ""
+                )
+                self.gap_view.value = f"<b>{html.escape(target.name)}: gap</b>" + gap_html(outcome.gap, with_style=False) + fresh
+            self._render()
+        return outcome
+
+    def set_retention(
+        self, max_events: int | None = None, max_age: float | None = None
+    ) -> Any:
+        """Change the store's retention bounds now (and move the sliders to match)."""
+        config = self._store.reconfigure(max_events_per_session=max_events, max_age=max_age)
+        self._syncing = True
+        try:
+            self.retention.max = max(self.retention.max, config.max_events_per_session)
+            self.retention.value = config.max_events_per_session
+            self.max_age.max = max(self.max_age.max, config.max_age)
+            self.max_age.value = config.max_age
+        finally:
+            self._syncing = False
+        self._render()
+        return config
+
+    def _sliders_changed(self, _change: dict[str, Any]) -> None:
+        if not self._syncing:
+            self._guard(lambda: self.set_retention(self.retention.value, self.max_age.value))
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the scenario's fake clock forward and apply retention."""
+        if self._clock is None:
+            raise ValueError("this session runs on a real clock; only a FakeClock can be advanced")
+        self._clock.advance(float(seconds))
+        self.trim()
+
+    def trim(self) -> None:
+        self._store.trim_session(self._handle.session_id)
+        self._render()
+
+    def pump(self, *, render: bool = True) -> None:
+        """Let connected clients apply what is ready. The monitor pumps on every batch and
+        renders only when it redraws (``render=False``), so the frontend is not flooded."""
+        for client in self.clients.values():
+            client.pump()
+        if render:
+            self._render()
+
+    def refresh(self) -> None:
+        self._render()
+
+    def view_matches(self, client: str | None = None) -> bool:
+        return self._client(client).view_matches_server()
+
+    # -- rendering ---------------------------------------------------------------------------------
+
+    def _render(self) -> None:
+        stats = self._store.statistics(self._handle.session_id) if hasattr(self._store, "statistics") else None
+        rows = []
+        for name, c in self.clients.items():
+            match = c.view_matches_server()
+            rows.append(
+                "<tr>"
+                f"<td>{html.escape(name)}</td>"
+                f"<td>{'connected' if c.connected else 'disconnected'}</td>"
+                f"<td><code>{html.escape(str(c.cursor))}</code></td>"
+                f"<td>{len(c.events)}</td><td>{len(c.gaps)}</td><td>{c.lagged}</td>"
+                f"<td class=\"lash-{'ok' if match else 'bad'}\">{'yes' if match else 'no'}</td>"
+                "</tr>"
+            )
+        held = ""
+        if stats is not None:
+            held = (
+                f"<div>store: {stats.retained_events} events held "
+                f"(positions {stats.oldest_position}..{stats.newest_position}), "
+                f"tail #{stats.tail_position}, {stats.evicted_total} evicted</div>"
+            )
+        log = []
+        for c in self.clients.values():
+            for o in c.gaps:
+                log.append(
+                    f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(str(o.gap.reason))}</td>"
+                    f"<td><code>{html.escape(str(o.gap.requested_cursor))}</code></td>"
+                    f"<td><code>{html.escape(str(o.gap.latest_cursor))}</code></td>"
+                    f"<td>{o.gap.missed_events if o.gap.missed_events is not None else '?'}</td></tr>"
+                )
+        with self.hold_sync():
+            self.status.value = (
+                held
+                + '<table class="lash-table"><tr><th>client</th><th>state</th><th>cursor</th>'
+                "<th>events</th><th>gaps</th><th>lagged</th><th>view = server</th></tr>"
+                + "".join(rows)
+                + "</table>"
+            )
+            self.gap_log.value = (
+                '<b>gap log</b><table class="lash-table"><tr><th>client</th><th>reason</th>'
+                "<th>requested</th><th>latest</th><th>missed</th></tr>" + "".join(log) + "</table>"
+                if log
+                else ""
+            )
+            self.gap_count = len(log)
+            self.views_match = all(
+                c.view_matches_server() for c in self.clients.values() if c.connected
+            )

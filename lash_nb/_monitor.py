@@ -1,0 +1,362 @@
+"""SessionMonitor: a live view of one runtime's observation stream.
+
+The monitor subscribes to the handle from the kernel's running loop and reads events in
+batches. Widgets are created once and updated through their traits inside ``hold_sync``; the
+event table is redrawn at most ``max_redraw_hz`` times a second, and a redraw is always scheduled
+for the end of a throttle window, so the last batch shows even when the stream stops inside it.
+Nothing here runs on a thread or writes to an ``Output`` from a background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import ipywidgets as widgets
+import traitlets
+
+from lash_core import (
+    Committed,
+    GapResume,
+    LiveReplayGap,
+    ProcessChanged,
+    QueueChanged,
+    ReplayClosed,
+    SessionCursor,
+    SessionObservation,
+    SessionObservationEvent,
+    SubscriberLagged,
+    TurnActivityPayload,
+)
+from lash_core._events import EventPayload, TurnEvent
+
+from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator
+from ._frames import EventHistory
+from ._loop import kernel_loop, spawn
+from ._render import css, events_table_html, gap_html, observation_html
+
+__all__ = ["SessionMonitor", "PAYLOAD_TYPES", "EVENT_TYPES"]
+
+#: Redraws per second at most: fast enough to feel live, slow enough not to flood the frontend.
+DEFAULT_MAX_REDRAW_HZ = 10.0
+#: Events read from the subscription per batch.
+READ_BATCH = 1024
+#: Columns of the live table; the full set stays in ``monitor.frame()``.
+LIVE_COLUMNS = ("position", "revision", "payload_type", "event_type", "text", "batch_ids", "process_ids")
+
+PAYLOAD_TYPES: tuple[str, ...] = tuple(sorted(EventPayload._registry))
+EVENT_TYPES: tuple[str, ...] = tuple(sorted(TurnEvent._registry))
+
+
+class SessionMonitor(widgets.VBox):
+    """Live event table, cursor and revision, read view, usage, processes and controls."""
+
+    cursor = traitlets.Unicode("", help="raw cursor of the last event applied (resume point)")
+    revision = traitlets.Int(0, help="revision of the last event applied")
+    event_count = traitlets.Int(0, help="events received since the monitor started")
+    dropped_rows = traitlets.Int(0, help="rows rolled out of the bounded history")
+    redraws = traitlets.Int(0, help="event-table redraws so far (throttled)")
+    connected = traitlets.Bool(False, help="whether the monitor's own subscription is open")
+    lagged = traitlets.Int(0, help="events the monitor missed because it fell behind")
+    gaps = traitlets.Int(0, help="gaps the monitor itself hit when resubscribing")
+    payload_types = traitlets.List(traitlets.Unicode(), help="payload types shown; empty = all")
+    event_types = traitlets.List(traitlets.Unicode(), help="turn event types shown; empty = all")
+    visible_rows = traitlets.Int(40, help="rows shown in the table (newest first)")
+    max_redraw_hz = traitlets.Float(DEFAULT_MAX_REDRAW_HZ, help="upper bound on redraws per second")
+
+    def __init__(
+        self,
+        handle: Any,
+        *,
+        store: Any = None,
+        clock: Any = None,
+        max_rows: int = 10_000,
+        visible_rows: int = 40,
+        max_redraw_hz: float = DEFAULT_MAX_REDRAW_HZ,
+        controls: bool = True,
+        clients: Sequence[str] = ("A", "B"),
+        time_source: Callable[[], float] = time.monotonic,
+        start: bool = True,
+    ) -> None:
+        if max_redraw_hz <= 0:
+            raise ValueError("max_redraw_hz must be positive")
+        self._handle = handle
+        self._time = time_source
+        self.history = EventHistory(max_rows=max_rows)
+        self.gap_log: list[LiveReplayGap] = []
+        self._subscription: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_redraw = -float("inf")
+        self._view_dirty = True
+        self._resume_cursor: SessionCursor = handle.current_session_observation().cursor
+
+        self.header = widgets.HTML()
+        self.table = widgets.HTML()
+        self.table.add_class("lash-events")
+        self.session_view = widgets.HTML()
+        self.processes_view = widgets.HTML()
+        self.payload_filter = widgets.SelectMultiple(
+            options=PAYLOAD_TYPES, rows=len(PAYLOAD_TYPES), description="payload"
+        )
+        self.event_filter = widgets.SelectMultiple(options=EVENT_TYPES, rows=5, description="event")
+        self.payload_filter.observe(lambda ch: setattr(self, "payload_types", list(ch["new"])), "value")
+        self.event_filter.observe(lambda ch: setattr(self, "event_types", list(ch["new"])), "value")
+
+        self.enqueue_panel = EnqueuePanel(handle, on_change=self._refresh_queue_soon) if controls else None
+        self.queue_panel = QueuePanel(handle) if controls else None
+        self.simulator = (
+            ReconnectSimulator(handle, store=store, clock=clock, clients=clients) if controls else None
+        )
+        children: list[widgets.Widget] = [
+            widgets.HTML(f"<style>{css()}</style>"),
+            self.header,
+            widgets.HBox([self.payload_filter, self.event_filter]),
+            widgets.HBox(
+                [
+                    widgets.VBox([self.table], layout={"flex": "3 1 0%", "overflow": "auto"}),
+                    widgets.VBox([self.session_view, self.processes_view], layout={"flex": "2 1 0%"}),
+                ]
+            ),
+        ]
+        if controls:
+            assert self.enqueue_panel and self.queue_panel and self.simulator
+            children += [widgets.HBox([self.enqueue_panel, self.queue_panel]), self.simulator]
+        super().__init__(children)
+        self.add_class("lash-monitor")
+        self.visible_rows = visible_rows
+        self.max_redraw_hz = max_redraw_hz
+        self.observe(lambda _ch: self.redraw(), ["payload_types", "event_types", "visible_rows"])
+        self.redraw()
+        if start:
+            self.start()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "stopped"
+        return f"<SessionMonitor session={self._handle.session_id!r} {state} events={self.event_count}>"
+
+    # -- subscription ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe from the last applied cursor on the kernel's running loop."""
+        if self._task is not None and not self._task.done():
+            return
+        loop = kernel_loop()
+        self._subscribe()
+        self._task = spawn(self._run(), on_error=self._show_error, loop=loop)
+        if self.queue_panel is not None:
+            self._refresh_queue_soon()
+        self._refresh_processes_soon()
+
+    def stop(self) -> None:
+        """Close the subscription and stop the background task; the cursor is kept."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.connected = False
+        self.redraw()
+
+    def _subscribe(self) -> None:
+        result = self._handle.subscribe_session_observation(self._resume_cursor)
+        if isinstance(result, GapResume):
+            self._apply_gap(result.gap, result.observation)
+            result = self._handle.subscribe_session_observation(self._resume_cursor)
+            if isinstance(result, GapResume):
+                raise RuntimeError("the replay store gapped twice in a row")
+        self._subscription = result.subscription
+        self.connected = True
+
+    def _apply_gap(self, gap: LiveReplayGap, observation: SessionObservation) -> None:
+        self.gap_log.append(gap)
+        self.gaps += 1
+        self._resume_cursor = observation.cursor
+        self.cursor = str(observation.cursor)
+        self.revision = int(gap.latest_revision)
+        self._read_view = observation.read_view
+        self._view_dirty = True
+
+    async def _run(self) -> None:
+        while True:
+            subscription = self._subscription
+            if subscription is None:
+                return
+            try:
+                batch = await subscription.next_batch(READ_BATCH)
+            except SubscriberLagged as lag:
+                self.lagged += lag.count
+                subscription.close()
+                self._subscribe()
+                continue
+            except ReplayClosed:
+                self.connected = False
+                self._subscription = None
+                self.redraw()
+                return
+            self.ingest(batch)
+
+    def ingest(self, batch: Iterable[SessionObservationEvent]) -> None:
+        """Apply a batch of events (the subscription task calls this; tests may too)."""
+        batch = list(batch)
+        if not batch:
+            return
+        self.history.append(batch)
+        queue_changed = processes_changed = False
+        for event in batch:
+            payload = event.payload
+            if isinstance(payload, Committed):
+                if payload.read_view is not None:
+                    self._read_view = payload.read_view
+                self._view_dirty = True
+                queue_changed = processes_changed = True
+            elif isinstance(payload, QueueChanged):
+                queue_changed = True
+            elif isinstance(payload, ProcessChanged):
+                processes_changed = True
+            elif isinstance(payload, TurnActivityPayload) and payload.activity.event.type == "queued_work_started":
+                queue_changed = True
+        last = batch[-1]
+        self._resume_cursor = last.cursor
+        self.cursor = str(last.cursor)
+        self.revision = int(last.revision)
+        self.event_count += len(batch)
+        self.dropped_rows = self.history.dropped_rows
+        if self.simulator is not None:
+            self.simulator.pump(render=False)
+        if queue_changed and self.queue_panel is not None:
+            self._refresh_queue_soon()
+        if processes_changed:
+            self._refresh_processes_soon()
+        self.request_redraw()
+
+    # -- throttled drawing -------------------------------------------------------------------------
+
+    def request_redraw(self) -> None:
+        """Redraw now if the last redraw is old enough, else once at the end of the window."""
+        interval = 1.0 / self.max_redraw_hz
+        wait = self._last_redraw + interval - self._time()
+        if wait <= 0:
+            self.redraw()
+        elif self._timer is None:
+            self._timer = kernel_loop().call_later(wait, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self.redraw()
+
+    @property
+    def redraw_pending(self) -> bool:
+        return self._timer is not None
+
+    def redraw(self) -> None:
+        """Redraw every view from the current state, as one synced batch."""
+        self._last_redraw = self._time()
+        frame = self.history.tail(
+            self.visible_rows,
+            payload_types=self.payload_types or None,
+            event_types=self.event_types or None,
+        )
+        with self.hold_sync():
+            self.table.value = events_table_html(
+                frame.iloc[::-1], max_rows=self.visible_rows, columns=LIVE_COLUMNS, with_style=False
+            )
+            self.header.value = self._header_html()
+            if self._view_dirty:
+                view = getattr(self, "_read_view", None)
+                if view is None:
+                    view = self._handle.observe().read_view
+                self.session_view.value = observation_html(
+                    SessionObservation(view, self._resume_cursor), with_style=False
+                )
+                self._view_dirty = False
+            if self.simulator is not None:
+                self.simulator.refresh()
+            self.redraws += 1
+
+    def _header_html(self) -> str:
+        state = "live" if self.connected else "stopped"
+        last_gap = gap_html(self.gap_log[-1], with_style=False) if self.gap_log else ""
+        return (
+            '<div class="lash-header">'
+            f'<span class="lash-badge lash-{state}">{state}</span> '
+            f"session <code>{html.escape(self._handle.session_id)}</code> · "
+            f"revision <b>{self.revision}</b> · cursor <code>{html.escape(self.cursor or str(self._resume_cursor))}</code>"
+            f"<br>{self.event_count} events · {len(self.history)} rows kept · "
+            f"{self.dropped_rows} rolled over · {self.lagged} lagged · {self.gaps} gaps · "
+            f"{self.redraws} redraws</div>" + last_gap
+        )
+
+    def flush(self) -> None:
+        """Draw now and drop any pending throttled redraw (for scripts and tests)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.redraw()
+
+    # -- async side panels -------------------------------------------------------------------------
+
+    def _refresh_queue_soon(self) -> None:
+        if self.queue_panel is not None:
+            spawn(self.queue_panel.refresh(), on_error=self._show_error)
+
+    def _refresh_processes_soon(self) -> None:
+        spawn(self.refresh_processes(), on_error=self._show_error)
+
+    async def refresh_processes(self) -> list[Any]:
+        handles = await self._handle.observe().list_process_handles()
+        rows = "".join(
+            f"<tr><td><code>{html.escape(p.process_id)}</code></td>"
+            f"<td>{html.escape(str(getattr(p, 'status', '')))}</td></tr>"
+            for p in handles
+        )
+        self.processes_view.value = (
+            f'<b>live processes ({len(handles)})</b><table class="lash-table">{rows}</table>'
+        )
+        return handles
+
+    def _show_error(self, err: BaseException) -> None:
+        self.header.value = self._header_html() + (
+            f'<div class="lash-error"><b>{html.escape(type(err).__name__)}</b>: '
+            f"{html.escape(str(err))}</div>"
+        )
+
+    # -- the buttons' methods, forwarded -----------------------------------------------------------
+
+    async def enqueue(self, text: str, delivery_policy: Any = None, slot_policy: Any = None, source_key: str | None = None) -> Any:
+        return await self._panel("enqueue_panel").enqueue(text, delivery_policy, slot_policy, source_key)
+
+    async def cancel(self, batch_id: str) -> Any:
+        return await self._panel("queue_panel").cancel(batch_id)
+
+    def disconnect(self, client: str | None = None) -> None:
+        self._panel("simulator").disconnect(client)
+
+    def reconnect(self, client: str | None = None) -> Any:
+        return self._panel("simulator").reconnect(client)
+
+    def set_filter(self, *, payload_types: Sequence[str] = (), event_types: Sequence[str] = ()) -> None:
+        unknown = [t for t in payload_types if t not in PAYLOAD_TYPES] + [
+            t for t in event_types if t not in EVENT_TYPES
+        ]
+        if unknown:
+            raise ValueError(f"unknown type(s) {unknown}; payload types: {PAYLOAD_TYPES}")
+        with self.hold_trait_notifications():
+            self.payload_filter.value = tuple(payload_types)
+            self.event_filter.value = tuple(event_types)
+
+    def frame(self) -> Any:
+        """The whole kept history as a pandas DataFrame."""
+        return self.history.frame()
+
+    def _panel(self, name: str) -> Any:
+        panel = getattr(self, name)
+        if panel is None:
+            raise RuntimeError("this monitor was created with controls=False")
+        return panel

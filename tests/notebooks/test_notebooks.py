@@ -1,0 +1,129 @@
+"""Every notebook in notebooks/ runs top to bottom in a real ipykernel, and its key outputs hold."""
+
+import pathlib
+import re
+import sys
+
+import nbclient
+import nbformat
+import pytest
+from ipykernel.kernelspec import install as install_kernelspec
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
+_cache: dict[str, nbformat.NotebookNode] = {}
+
+
+KERNEL = "lash-nb-test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernelspec():
+    """A kernelspec for this very interpreter (the test venv), so a machine-wide ``python3``
+    kernelspec can never run the notebooks with other packages."""
+    install_kernelspec(kernel_name=KERNEL, display_name="lash-nb tests", prefix=sys.prefix)
+
+
+def executed(name: str) -> nbformat.NotebookNode:
+    if name not in _cache:
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        client = nbclient.NotebookClient(
+            nb,
+            timeout=120,
+            kernel_name=KERNEL,
+            resources={"metadata": {"path": str(NOTEBOOKS)}},
+        )
+        client.execute()
+        _cache[name] = nb
+    return _cache[name]
+
+
+def outputs(nb, tag: str) -> list[dict]:
+    cells = [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+    assert cells, f"no cell tagged {tag!r}"
+    return [o for c in cells for o in c.outputs]
+
+
+def text(nb, tag: str) -> str:
+    parts = []
+    for o in outputs(nb, tag):
+        if o.output_type == "stream":
+            parts.append(o.text)
+        elif o.output_type in ("execute_result", "display_data"):
+            parts.append(o.data.get("text/plain", ""))
+        elif o.output_type == "error":
+            pytest.fail(f"cell {tag!r} raised {o.ename}: {o.evalue}")
+    return "".join(parts)
+
+
+def html(nb, tag: str) -> str:
+    return "".join(o.data.get("text/html", "") for o in outputs(nb, tag) if "data" in o)
+
+
+def test_every_notebook_is_covered():
+    names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
+    assert names == {"01_tour.ipynb", "02_reconnect_and_gaps.ipynb", "03_queue.ipynb"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")))
+def test_notebook_runs_without_errors_and_shows_widgets(name):
+    nb = executed(name)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    widget_views = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    assert widget_views, "the monitor widget was displayed"
+
+
+def test_tour_outputs():
+    nb = executed("01_tour.ipynb")
+    turn = text(nb, "turn")
+    assert "finished | Hello! I am a scripted model" in turn
+    assert "revision: 1" in turn
+    history = text(nb, "history")
+    assert "assistant_prose_delta" in history and "committed" in history
+    counts = text(nb, "counts")
+    assert re.search(r"committed\s+1", counts) and re.search(r"turn_activity\s+\d+", counts)
+    cursor_text = text(nb, "cursor")
+    assert "SessionCursor(<opaque>)" in cursor_text and "lashsc1" not in cursor_text
+    assert "lashsc1:1:" in html(nb, "cursor")  # the HTML view shows it, escaped in <code>
+    before, after = map(int, re.search(r"events before: (\d+) after: (\d+)", text(nb, "producer")).groups())
+    assert after > before
+    assert "queue_changed" in html(nb, "enqueue") or "qwb-" in text(nb, "enqueue")
+    queue_events = text(nb, "queue-events")
+    assert "enqueued qwb-" in queue_events
+
+
+def test_reconnect_outputs():
+    nb = executed("02_reconnect_and_gaps.ipynb")
+    replay = text(nb, "replay")
+    assert re.search(r"replayed - \d+ events replayed", replay)
+    assert "A's view equals the server's: True" in replay
+    trimmed = text(nb, "trimmed")
+    assert "gap - trimmed" in trimmed and "view equals the server's: True" in trimmed
+    missed = int(re.search(r"missed events: (\d+)", trimmed).group(1))
+    assert missed > 5
+    gap_html = html(nb, "gap-html")
+    assert "trimmed" in gap_html and "lashsc1:" in gap_html
+    assert "gap - trimmed" in text(nb, "age") and "retained_events=0" in text(nb, "age")
+    unavailable = text(nb, "unavailable")
+    assert "gap - unavailable" in unavailable and "True" in unavailable
+    log = text(nb, "gap-log")
+    assert log.count("trimmed") == 2 and log.count("unavailable") == 1
+
+
+def test_queue_outputs():
+    nb = executed("03_queue.ipynb")
+    enqueue = text(nb, "enqueue")
+    assert "same batch for the retry: True" in enqueue
+    assert "after_current_turn_commit" in enqueue and "earliest_safe_boundary" in enqueue
+    cancel = text(nb, "cancel")
+    assert "refused -> None" in cancel and "cancelled -> True" in cancel and "unknown -> None" in cancel
+    assert "'refused'" in cancel and "'cancelled'" in cancel and "'unknown'" in cancel
+    drain = text(nb, "drain")
+    assert "turns run from the queue: 1" in drain and "queued_work_started" in drain
+    assert text(nb, "join").startswith("True | The answer is 42.")

@@ -1,0 +1,497 @@
+"""lash_nb._render and lash_nb._ipython: escaped HTML for every lash value, opaque text, and the
+IPython extension, driven with values from a real runtime (and fuzzed with hypothesis)."""
+
+from __future__ import annotations
+
+import html
+import re
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lash_core import (
+    AgentFrameSwitched,
+    AssistantProseDelta,
+    ChatMessage,
+    ChatRole,
+    DeliveryPolicy,
+    GapResume,
+    LiveReplayGap,
+    LiveReplayGapReason,
+    MergeKey,
+    ModelSpec,
+    ObservationSummary,
+    ProcessChanged,
+    QueueChanged,
+    QueuedWorkBatch,
+    QueuedWorkItem,
+    ScriptedModel,
+    SessionCursor,
+    SessionObservation,
+    SessionObservationEvent,
+    SessionPolicy,
+    SessionProcessEventKind,
+    SessionQueueEventKind,
+    SessionReadView,
+    SessionRevision,
+    SlotPolicy,
+    TokenUsage,
+    ToolCallStarted,
+    TurnActivity,
+    TurnActivityPayload,
+    TurnError,
+    TurnInput,
+    UnknownPayload,
+)
+from lash_core._runtime._state import ToolCall
+from lash_core.testing import Scenario
+
+import lash_nb
+from lash_nb import COLUMNS, EventHistory, Rich, event_row, render, to_frame
+
+IMG = "<img src=x onerror=alert(1)>"
+HOSTILE = "s<script>\"&'x"
+OPAQUE = "SessionCursor(<opaque>)"
+
+#: Every tag and attribute our markup may contain; anything else came from data.
+ALLOWED_TAGS = {
+    "style", "div", "span", "code", "table", "thead", "tbody", "tr", "th", "td",
+    "dl", "dt", "dd", "details", "summary",
+}
+ALLOWED_ATTRS = {"class", "title"}
+
+
+class Markup(HTMLParser):
+    """Parses a rendering the way a browser tokenizes it: our tags, and text with entities
+    decoded (so data shows up here exactly as the user typed it)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.texts: list[str] = []
+        self.feed(source)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+
+    def handle_data(self, data):
+        self.texts.append(data)
+
+    def shows(self, value: str) -> bool:
+        """``value`` is visible as text, or (for a cut cell) whole in a tooltip."""
+        return any(value in t for t in self.texts) or any(
+            v is not None and value in v for _, v in self.attrs
+        )
+
+
+def assert_safe(markup: str, *data: str) -> Markup:
+    parsed = Markup(markup)
+    assert set(parsed.tags) <= ALLOWED_TAGS, set(parsed.tags) - ALLOWED_TAGS
+    assert {name for name, _ in parsed.attrs} <= ALLOWED_ATTRS
+    assert "<script" not in markup.lower() and "<img" not in markup.lower()
+    for value in data:
+        assert parsed.shows(value), value
+    return parsed
+
+
+def make_event(session_id: str, position: int, payload) -> SessionObservationEvent:
+    cursor = SessionCursor.new(session_id, 1, position)
+    return SessionObservationEvent(session_id, SessionRevision(1), cursor, payload)
+
+
+def make_batch(batch_id: str, text: str, source_key: str | None = None) -> QueuedWorkBatch:
+    return QueuedWorkBatch(
+        batch_id=batch_id,
+        session_id=batch_id,
+        enqueue_seq=3,
+        source_key=source_key,
+        delivery_policy=DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT,
+        slot_policy=SlotPolicy.EXCLUSIVE,
+        merge_key=MergeKey.group(batch_id),
+        available_at_ms=0,
+        enqueued_at_ms=1_750_000_000_000,
+        items=[QueuedWorkItem(f"{batch_id}:item:0", TurnInput.text(text))],
+    )
+
+
+def make_view(session_id: str, text: str) -> SessionReadView:
+    return SessionReadView(
+        session_id=session_id,
+        turn_index=2,
+        messages=(
+            ChatMessage(ChatRole.USER, text),
+            ChatMessage(ChatRole.ASSISTANT, text, reasoning=text, tool_calls=(ToolCall("c1", text, {text: text}),)),
+            ChatMessage(ChatRole.TOOL, text, tool_call_id="c1", tool_name=text),
+        ),
+        usage=TokenUsage(input_tokens=11, output_tokens=7),
+        policy=SessionPolicy(model=ModelSpec.from_token_limits("test-model", None, 1024, None)),
+        current_agent_frame_id=text,
+    )
+
+
+# --- real sessions ------------------------------------------------------------------------------------
+
+
+async def test_an_assistant_delta_of_an_img_tag_renders_as_text():
+    scenario = await Scenario.create(replies=[IMG], chunk_size=64)
+    client = scenario.client()
+    await scenario.handle.run_turn("show me " + IMG)
+    events = client.pump()
+    (delta,) = [e for e in events if isinstance(e.payload, TurnActivityPayload)
+                and isinstance(e.payload.activity.event, AssistantProseDelta)]
+    escaped = html.escape(IMG)
+    for markup in (
+        render.event_html(delta),
+        render.events_table_html(to_frame(events)),
+        render.events_table_html(events),
+        render.observation_html(scenario.handle.observe()),
+        render.observation_html(scenario.handle.current_session_observation()),
+        lash_nb.mimebundle(delta)["text/html"],
+        Rich(delta)._repr_html_(),
+    ):
+        assert escaped in markup
+        assert_safe(markup, IMG)
+    # split across several deltas it is still only text
+    scenario = await Scenario.create(replies=[IMG], chunk_size=3)
+    client = scenario.client()
+    await scenario.handle.run_turn("again")
+    events = client.pump()
+    history = EventHistory()
+    history.append(events)
+    assert_safe(render.events_table_html(history))
+    assert_safe("".join(render.event_html(e) for e in events))
+
+
+async def test_hostile_ids_from_a_real_session_are_escaped_everywhere():
+    scenario = await Scenario.create(
+        session_id=HOSTILE,
+        replies=[ScriptedModel.tool_call("add", {"a": HOSTILE}, text=HOSTILE), "ok"],
+        max_events=12,
+    )
+    handle = scenario.handle
+    client = scenario.client("hostile")
+    await handle.run_turn(HOSTILE)
+    await handle.open_agent_frame("frame " + HOSTILE)
+    batch = await handle.enqueue_turn_input(HOSTILE, DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN, source_key=HOSTILE)
+    process = handle.start_process(HOSTILE)
+    events = client.pump()
+    client.disconnect()
+    for _ in range(3):
+        await handle.run_turn("more")
+    outcome = client.connect()
+    assert outcome.kind == "gap" and outcome.gap.reason is LiveReplayGapReason.TRIMMED
+
+    frame = to_frame(events)
+    table = render.events_table_html(frame, columns=COLUMNS)
+    assert_safe(table, HOSTILE, "frame " + HOSTILE, str(events[0].cursor), process.process_id)
+    for event in events:
+        assert_safe(render.event_html(event), HOSTILE, str(event.cursor))
+    assert_safe(render.cursor_html(client.cursor), str(client.cursor))
+    assert_safe(render.batch_html(batch), HOSTILE)
+    gap_markup = render.gap_html(GapResume(outcome.gap, outcome.observation))
+    assert_safe(gap_markup, str(outcome.gap.requested_cursor), str(outcome.gap.latest_cursor), HOSTILE)
+    assert_safe(render.observation_html(handle.observe()), HOSTILE, "frame " + HOSTILE)
+    tool_rows = frame[frame["event_type"] == "tool_call_started"]
+    assert_safe(render.events_table_html(tool_rows), tool_rows["text"].iloc[0])
+
+
+async def test_gap_html_shows_reason_cursors_and_missed_events_for_trimmed_and_unavailable():
+    scenario = await Scenario.create(max_events=10)
+    client = scenario.client("reconnecting")
+    await scenario.handle.run_turn("one")
+    client.pump()
+    client.disconnect()
+    for _ in range(3):
+        await scenario.handle.run_turn("more")
+    trimmed = client.connect()
+    gap = trimmed.gap
+    assert gap.reason is LiveReplayGapReason.TRIMMED and gap.missed_events > 0
+    markup = render.gap_html(gap)
+    parsed = assert_safe(markup, "trimmed", str(gap.requested_cursor), str(gap.latest_cursor))
+    assert f"<dt>missed events</dt><dd>{gap.missed_events}</dd>" in markup
+    assert f"<dt>latest revision</dt><dd>{int(gap.latest_revision)}</dd>" in markup
+    assert "lash-badge-warn" in markup and "retention dropped events" in " ".join(parsed.texts)
+    with_view = render.gap_html(GapResume(gap, trimmed.observation))
+    assert "Session observation" in with_view and markup.count("<style>") == 1
+    assert with_view.count("<style>") == 1  # the nested observation brings no second stylesheet
+
+    scenario.restart_store()
+    unavailable = client.reconnect().gap
+    assert unavailable.reason is LiveReplayGapReason.UNAVAILABLE
+    markup = render.gap_html(unavailable)
+    expected = "unknown" if unavailable.missed_events is None else str(unavailable.missed_events)
+    assert "lash-badge-error" in markup and f"<dt>missed events</dt><dd>" in markup
+    assert expected in Markup(markup).texts
+
+    # a gap read from elsewhere may hold cursors that do not parse: rendered, count unknown
+    odd = LiveReplayGap("s", SessionCursor("<odd>"), SessionCursor("lashsc1:1:5:s"), SessionRevision(1), LiveReplayGapReason.UNAVAILABLE)
+    assert "unknown" in Markup(render.gap_html(odd)).texts
+    assert "missed=unknown" in render.plain_text(odd)
+
+
+async def test_observation_html_is_a_transcript_with_usage_and_turn_index():
+    scenario = await Scenario.create()
+    await scenario.handle.run_turn("hello & <welcome>")
+    await scenario.handle.run_turn("add please")
+    observation = scenario.handle.observe()
+    view = observation.read_view
+    markup = render.observation_html(observation)
+    parsed = assert_safe(markup, "hello & <welcome>", "2 + 3 = 5.")
+    assert f"<dt>turn index</dt><dd>{view.turn_index}</dd>" in markup
+    assert f"<dt>messages</dt><dd>{len(view.messages)}</dd>" in markup
+    assert f"in {view.usage.input_tokens} / out {view.usage.output_tokens} tokens" in markup
+    assert "Runtime observation" in parsed.texts
+    assert markup.count('class="lash-msg lash-msg-') == len(view.messages)
+    assert "→ add(" in markup  # the assistant's tool call
+    # a wire observation has no messages: say so instead of failing
+    wire = SessionObservation(ObservationSummary("s", 4, TokenUsage(1, 2)), SessionCursor("lashsc1:4:9:s"))
+    wire_markup = render.observation_html(wire)
+    assert "messages are not on the wire" in wire_markup and "<dt>turn index</dt><dd>4</dd>" in wire_markup
+    assert render.plain_text(wire) == "<SessionObservation session='s' turn=4 messages=?>"
+
+
+async def test_batch_html_shows_policies_and_items():
+    scenario = await Scenario.create()
+    batch = await scenario.handle.enqueue_turn_input(
+        "later <b>", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE, source_key="key&1"
+    )
+    markup = render.batch_html(batch)
+    assert_safe(markup, batch.batch_id, "later <b>", "key&1", "after_current_turn_commit", "exclusive")
+    assert "immediately" in markup and "2025-06-15T15:06:40.000+00:00" in markup
+    assert render.plain_text(batch) == (
+        f"<QueuedWorkBatch {batch.batch_id!r} seq=1 after_current_turn_commit/exclusive items=1>"
+    )
+
+
+# --- tables -------------------------------------------------------------------------------------------
+
+
+async def test_events_table_shows_the_newest_rows_and_accepts_frames_rows_events_and_histories():
+    scenario = await Scenario.create()
+    client = scenario.client()
+    await scenario.handle.run_turn("one")
+    await scenario.handle.run_turn("two")
+    events = client.pump()
+    frame = to_frame(events)
+    markup = render.events_table_html(frame, max_rows=5)
+    assert markup.count("<tr") == 6  # header + 5
+    assert f"last 5 of {len(events)} rows" in markup
+    positions = [int(Markup(cell).texts[0]) for cell in re.findall(r"<tr[^>]*><td>(\d+)</td>", markup)]
+    assert positions == list(range(len(events) - 4, len(events) + 1))
+    rows = [event_row(e, None) for e in events]
+    by_rows = render.events_table_html(rows, max_rows=5)
+    by_events = render.events_table_html(events, max_rows=5)
+    strip = lambda s: re.sub(r"<td><span title=[^>]*>[^<]*</span></td>", "", s)  # received_at
+    assert strip(by_rows) == strip(by_events)
+    history = EventHistory(max_rows=8)
+    history.append(events)
+    from_history = render.events_table_html(history, max_rows=3)
+    assert f"last 3 of 8 rows · {len(events) - 8} older rows rolled out" in from_history
+    assert render.events_table_html([]).count("<tr") == 1 and "no events" in render.events_table_html([])
+    assert render.history_html(history).count("<tr") == 9
+    cols = render.events_table_html(frame, columns=("position", "cursor"))
+    assert "<th>cursor</th>" in cols and "<th>text</th>" not in cols
+    assert 'class="lash-pt-committed"' in markup or 'class="lash-pt-turn_activity"' in markup
+    with pytest.raises(ValueError, match="unknown columns"):
+        render.events_table_html(frame, columns=("nope",))
+    with pytest.raises(ValueError, match="frame lacks columns"):
+        render.events_table_html(frame[["position"]])
+    with pytest.raises(ValueError, match="max_rows"):
+        render.events_table_html(frame, max_rows=0)
+
+
+async def test_tables_never_use_dataframe_to_html_and_cut_long_text_into_a_tooltip(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("DataFrame.to_html must not be used")
+
+    monkeypatch.setattr(pd.DataFrame, "to_html", forbidden)
+    long = "\"><b x=\"" + "x" * 300  # cut: the whole text goes into a title attribute
+    event = make_event("s", 1, TurnActivityPayload(TurnActivity.independent(AssistantProseDelta(long))))
+    error = make_event("s", 2, TurnActivityPayload(TurnActivity.independent(TurnError("boom"))))
+    markup = render.events_table_html(to_frame([event, error]))
+    parsed = assert_safe(markup, long)
+    assert any(t.endswith("…") and len(t) == render.TABLE_TEXT_MAX_CHARS for t in parsed.texts)
+    assert 'class="lash-pt-error"' in markup
+
+
+# --- fuzzing ------------------------------------------------------------------------------------------
+
+data_text = st.one_of(
+    st.sampled_from([IMG, "<script>alert(1)</script>", '"><b x="', "&amp;&lt;", "a & b", "'", "</td></tr>"]),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=data_text)
+def test_no_renderer_lets_markup_through_from_data(text):
+    session_id = text
+    events = [
+        make_event(session_id, 1, TurnActivityPayload(TurnActivity(text, text, AssistantProseDelta(text)))),
+        make_event(session_id, 2, TurnActivityPayload(TurnActivity.independent(ToolCallStarted(text, text, {text: [text]})))),
+        make_event(session_id, 3, QueueChanged(SessionQueueEventKind.ENQUEUED, (text,))),
+        make_event(session_id, 4, ProcessChanged(SessionProcessEventKind.STARTED, (text,))),
+        make_event(session_id, 5, AgentFrameSwitched(text)),
+        make_event(session_id, 6, TurnActivityPayload(TurnActivity.independent(TurnError(text)))),
+        make_event(session_id, 7, UnknownPayload(text, {text: text})),
+    ]
+    for event in events:
+        assert_safe(render.event_html(event), text, str(event.cursor))
+        assert str(event.cursor) not in render.plain_text(event)
+    assert_safe(render.events_table_html(to_frame(events), columns=COLUMNS), text, str(events[0].cursor))
+    cursor = SessionCursor(text)
+    assert_safe(render.cursor_html(cursor), text)
+    assert render.plain_text(cursor) == OPAQUE == repr(cursor)
+    gap = LiveReplayGap(text, cursor, SessionCursor(text + "&"), SessionRevision(3), LiveReplayGapReason.TRIMMED)
+    view = make_view(session_id, text)
+    observation = SessionObservation(view, cursor)
+    assert_safe(render.gap_html(GapResume(gap, observation)), text, text + "&")
+    assert_safe(render.observation_html(observation), text)
+    assert_safe(render.batch_html(make_batch(text, text, source_key=text)), text)
+    for value in (gap, observation, make_batch(text, text)):
+        bundle = lash_nb.mimebundle(value)
+        assert_safe(bundle["text/html"], text)
+
+
+# --- plain text, dispatch and style -------------------------------------------------------------------
+
+
+async def test_mimebundles_cover_every_rich_type_and_text_stays_opaque():
+    scenario = await Scenario.create(max_events=10)
+    client = scenario.client()
+    await scenario.handle.run_turn("hello")
+    events = client.pump()
+    batch = await scenario.handle.enqueue_turn_input("x", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN)
+    client.disconnect()
+    await scenario.handle.run_turn("more")
+    await scenario.handle.run_turn("more")
+    outcome = client.connect()
+    resume = GapResume(outcome.gap, outcome.observation)
+    history = EventHistory()
+    history.append(events)
+    values = [
+        client.cursor, events[1], outcome.gap, resume, outcome.observation, batch,
+        scenario.handle.observe(), history,
+    ]
+    assert {type(v) for v in values} == set(render.RICH_TYPES)
+    raw_cursors = {str(e.cursor) for e in events} | {str(client.cursor), str(outcome.gap.requested_cursor)}
+    for value in values:
+        bundle = lash_nb.mimebundle(value)
+        assert set(bundle) == {"text/plain", "text/html"}
+        assert bundle["text/html"].startswith(render.style_element())
+        assert not any(raw in bundle["text/plain"] for raw in raw_cursors)
+        assert_safe(bundle["text/html"])
+    assert lash_nb.mimebundle(client.cursor)["text/plain"] == OPAQUE
+    assert render.plain_text(events[1]).startswith("<SessionObservationEvent #2 rev 0 turn_activity/")
+    assert render.plain_text(outcome.gap).startswith("<LiveReplayGap trimmed session='demo-session' missed=")
+    with pytest.raises(TypeError, match="no lash_nb rendering for int"):
+        lash_nb.mimebundle(42)
+
+
+def test_style_uses_jupyterlab_variables_with_fallbacks_and_is_optional():
+    variables = re.findall(r"var\(([^)]*)\)", render.STYLE)
+    assert variables and all(v.startswith("--jp-") and "," in v for v in variables)
+    assert render.css() == render.STYLE and "<" not in render.css()
+    assert render.style_element() == f"<style>{render.STYLE}</style>"
+    cursor = SessionCursor("lashsc1:0:0:s")
+    assert render.cursor_html(cursor).startswith("<style>")
+    assert render.cursor_html(cursor, with_style=False).startswith('<div class="lash-nb lash-cursor">')
+
+
+# --- IPython ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shell(tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))
+    existed = InteractiveShell.initialized()
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    ipython = InteractiveShell.instance(config=config)
+    try:
+        yield ipython
+    finally:
+        lash_nb.unload_ipython_extension(ipython)
+        ipython.extension_manager.loaded.discard("lash_nb")
+        if not existed:
+            InteractiveShell.clear_instance()
+
+
+def html_printers(ipython) -> set[type]:
+    printers = ipython.display_formatter.formatters["text/html"].type_printers
+    return {cls for cls in render.RICH_TYPES if cls in printers}
+
+
+def test_load_ext_registers_html_formatters_and_unload_removes_them(shell):
+    cursor = SessionCursor(f"lashsc1:1:2:{HOSTILE}")
+    html_formatter = shell.display_formatter.formatters["text/html"]
+    assert html_printers(shell) == set() and html_formatter(cursor) is None
+    shell.run_line_magic("load_ext", "lash_nb")
+    assert html_printers(shell) == set(render.RICH_TYPES)
+    data, _ = shell.display_formatter.format(cursor)
+    assert data["text/plain"] == OPAQUE
+    assert_safe(data["text/html"], str(cursor))
+    assert html.escape(str(cursor)) in data["text/html"]
+    lash_nb.load_ipython_extension(shell)  # loading twice changes nothing
+    assert html_printers(shell) == set(render.RICH_TYPES)
+    shell.run_line_magic("unload_ext", "lash_nb")
+    assert html_printers(shell) == set() and html_formatter(cursor) is None
+    lash_nb.unload_ipython_extension(shell)  # unloading when not loaded is a no-op
+
+
+def test_unload_restores_a_printer_that_was_there_before(shell):
+    html_formatter = shell.display_formatter.formatters["text/html"]
+    mine = lambda batch: "<p>mine</p>"
+    html_formatter.for_type(QueuedWorkBatch, mine)
+    try:
+        lash_nb.load_ipython_extension(shell)
+        lash_nb.load_ipython_extension(shell)
+        batch = make_batch("b1", "hello")
+        assert "Queued work batch" in html_formatter(batch)
+        lash_nb.unload_ipython_extension(shell)
+        assert html_formatter(batch) == "<p>mine</p>"
+    finally:
+        html_formatter.pop(QueuedWorkBatch, None)
+
+
+def test_rich_wraps_any_value_without_the_extension(shell):
+    gap = LiveReplayGap(HOSTILE, SessionCursor("lashsc1:1:2:a"), SessionCursor("lashsc1:3:9:a"), SessionRevision(3), LiveReplayGapReason.TRIMMED)
+    rich = Rich(gap)
+    data, _ = shell.display_formatter.format(rich)
+    assert data["text/plain"] == repr(rich) == render.plain_text(gap)
+    assert "missed=7" in data["text/plain"]
+    assert_safe(data["text/html"], HOSTILE)
+    assert rich._repr_mimebundle_(include={"text/plain"}) == {"text/plain": repr(rich)}
+    assert set(rich._repr_mimebundle_(exclude={"text/plain"})) == {"text/html"}
+    assert repr(Rich(SessionCursor("lashsc1:0:0:secret"))) == OPAQUE
+    with pytest.raises(TypeError, match="no lash_nb rendering"):
+        Rich(object())
+
+
+def test_pure_modules_import_no_widget_or_ipython_code_and_lash_core_stays_pure():
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+
+    package = pathlib.Path(lash_nb.__file__).parent
+    for name in ("_frames.py", "_render.py", "_ipython.py"):
+        tree = ast.parse((package / name).read_text())
+        imported = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & {"IPython", "ipywidgets", "anywidget"}, (name, imported)
+    code = "import sys, lash_core; assert not {'pandas', 'IPython', 'ipywidgets'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
