@@ -3,7 +3,7 @@
 
 Run from the repository root::
 
-    python benchmarks/replay_store.py            # full run (about 40 s on 2 cores)
+    python benchmarks/replay_store.py            # full run (about 1 min on 2 cores)
     python benchmarks/replay_store.py --quick    # fewer events and repetitions, same rows (~10 s)
     python benchmarks/replay_store.py --json out.json
 
@@ -16,15 +16,22 @@ Three measurements, each beside a baseline timed in the same process (interleave
 2. replay latency from a cursor at the retained buffer's start (returns all ``N`` events), middle
    (``N/2``) and end (none), median of several samples, also per returned event;
 3. fan-out: ``K`` appends, every subscriber reading every event, with 1, 10 and 100 subscribers.
-   The synchronous rows drain with ``next_nowait()`` after each chunk of appends (chunk far below
-   the subscriber backlog, so nobody lags), so they measure the store, not asyncio. One async row
-   uses 100 real ``await next_event()`` tasks.
+   The synchronous rows drain after each chunk of appends (chunk far below the subscriber
+   backlog, so nobody lags), so they measure the store, not asyncio: once event by event with
+   ``next_nowait()``, once in batches with ``next_batch_nowait(chunk)`` (each subscriber calls it
+   until it returns ``[]``: one full batch and one empty call per chunk). Two async rows use 100
+   real subscriber tasks, one awaiting ``next_event()``, one awaiting ``next_batch(chunk)``.
 
 The baseline is the naive port of the Rust original: a ``deque(maxlen=N)`` of a frozen slotted
 ``Record(position, appended_at, event)``; replay parses the cursor, checks for a gap and scans the
 deque keeping ``position > p``; fan-out keeps one queue per subscriber and appends each event to
-every one of them (``collections.deque`` drained with ``popleft`` for the synchronous rows,
-``asyncio.Queue`` for the async row). It builds the very same ``SessionObservationEvent`` (same
+every one of them (``collections.deque`` for the synchronous rows, ``asyncio.Queue`` for the async
+rows). Batch reads get the same queues, read in batches the same way as the store: a synchronous
+batch take (``deque_take_batch``) returns ``list(q)`` and ``q.clear()`` when at most ``max_events``
+are queued (always the case here, at C speed), else ``max_events`` ``popleft()`` calls, and the
+subscriber loop calls it until it returns ``[]``, as it calls ``next_batch_nowait``; the async
+batch read (``queue_get_batch``) is ``await q.get()`` then ``q.get_nowait()`` while the queue is
+not empty, up to ``max_events`` (``asyncio.Queue`` has no bulk get). It builds the very same ``SessionObservationEvent`` (same
 cursor string, same ``SessionRevision``) on the same clock as the store, so a ratio measures the
 store's own bookkeeping (validation, lock, retention, compaction, subscription protocol) against
 the bare data structure, not event construction.
@@ -42,6 +49,7 @@ import argparse
 import asyncio
 import collections
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -100,10 +108,16 @@ class Profile:
     fanout_chunk: int  # appends between two drains; must stay below the subscriber backlog
     fanout_events: int
     fanout_reps: int
+    fanout_batch_chunk: int  # batch rows: appends between two drains, also their max_events
+    fanout_batch_events: int
+    fanout_batch_reps: int
     async_subscribers: int
     async_chunk: int
     async_events: int
     async_reps: int
+    async_batch_chunk: int  # async batch row: appends between producer yields, also max_events
+    async_batch_events: int
+    async_batch_reps: int
 
 
 FULL = Profile(
@@ -118,10 +132,16 @@ FULL = Profile(
     fanout_chunk=256,
     fanout_events=20_000,
     fanout_reps=7,
+    fanout_batch_chunk=256,
+    fanout_batch_events=50_000,
+    fanout_batch_reps=7,
     async_subscribers=100,
     async_chunk=16,
     async_events=10_000,
     async_reps=5,
+    async_batch_chunk=16,
+    async_batch_events=10_000,
+    async_batch_reps=5,
 )
 
 QUICK = Profile(
@@ -136,10 +156,16 @@ QUICK = Profile(
     fanout_chunk=256,
     fanout_events=3_000,
     fanout_reps=3,
+    fanout_batch_chunk=256,
+    fanout_batch_events=10_000,
+    fanout_batch_reps=3,
     async_subscribers=100,
     async_chunk=16,
     async_events=600,
     async_reps=2,
+    async_batch_chunk=16,
+    async_batch_events=600,
+    async_batch_reps=2,
 )
 
 
@@ -233,6 +259,27 @@ class AsyncFanoutBaseline(FanoutBaseline):
         for queue in self.queues:
             queue.put_nowait(event)
         return event
+
+
+def deque_take_batch(queue: collections.deque, max_events: int) -> list[Any]:
+    """The baseline's ``next_batch_nowait``: up to ``max_events`` queued events, oldest first
+    (possibly none). When everything queued fits, one C-level copy and clear."""
+    if len(queue) <= max_events:
+        batch = list(queue)
+        queue.clear()
+        return batch
+    popleft = queue.popleft
+    return [popleft() for _ in range(max_events)]
+
+
+async def queue_get_batch(queue: asyncio.Queue, max_events: int) -> list[Any]:
+    """The baseline's ``await next_batch``: wait for one event, then take every ready one up to
+    ``max_events`` (``asyncio.Queue`` has no bulk get, so one ``get_nowait`` per event)."""
+    batch = [await queue.get()]
+    get_nowait = queue.get_nowait
+    while len(batch) < max_events and not queue.empty():
+        batch.append(get_nowait())
+    return batch
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -516,15 +563,121 @@ def fanout_baseline_sync(subscribers: int, chunks: list[list[EventPayload]], pre
     return seconds
 
 
+def _check_batches(who: str, batches: list[int], misses: list[int], chunks: list[list]) -> None:
+    """With ``max_events`` equal to the chunk and a drain after every chunk, each subscriber must
+    get exactly one non-empty batch per chunk and end each drain on the chunk's last event."""
+    check(all(b == len(chunks) for b in batches),
+          f"{who} read {set(batches)} non-empty batches, expected one per chunk ({len(chunks)})")
+    check(not any(misses), f"{who}: {sum(misses)} drains did not end on the chunk's last event")
+
+
+def fanout_store_sync_batch(
+    subscribers: int, chunks: list[list[EventPayload]], prefill: list, max_events: int
+) -> float:
+    store = InMemoryLiveReplayStore()  # default config: 2048 events, 120 s, backlog 2048
+    run_appends(store.append, prefill)
+    subs = []
+    for _ in range(subscribers):
+        result = store.subscribe_after_cursor(store.current_cursor(SESSION, REVISION))
+        check(isinstance(result, Subscribed), f"subscribe gave {result!r:.80}")
+        subs.append(result.subscription)
+    counts = [0] * subscribers
+    batches = [0] * subscribers
+    misses = [0] * subscribers
+    lasts: list[Any] = [None] * subscribers
+    append, session, revision = store.append, SESSION, REVISION
+    last = None
+
+    start = time.perf_counter()
+    for chunk in chunks:
+        for payload in chunk:
+            last = append(session, revision, payload)
+        for i, sub in enumerate(subs):
+            next_batch_nowait = sub.next_batch_nowait
+            got = 0
+            calls = 0
+            seen = None
+            while True:
+                batch = next_batch_nowait(max_events)
+                if not batch:
+                    break
+                got += len(batch)
+                calls += 1
+                seen = batch[-1]
+            counts[i] += got
+            batches[i] += calls
+            if seen is not last:
+                misses[i] += 1
+            lasts[i] = seen
+    seconds = time.perf_counter() - start
+
+    total = sum(len(c) for c in chunks)
+    check(all(c == total for c in counts), f"store delivered {set(counts)}, expected {total}")
+    check(all(e is last for e in lasts), "a store subscriber did not end on the last event")
+    _check_batches("store", batches, misses, chunks)
+    stats = store.statistics(SESSION)
+    check(stats.lag_events == 0, f"store subscribers lagged {stats.lag_events} times")
+    check(stats.subscribers == subscribers, "store lost subscribers")
+    for sub in subs:
+        sub.close()
+    return seconds
+
+
+def fanout_baseline_sync_batch(
+    subscribers: int, chunks: list[list[EventPayload]], prefill: list, max_events: int
+) -> float:
+    base = FanoutBaseline(DEFAULT_LIVE_REPLAY_CAPACITY, 120.0)
+    run_appends(base.append, prefill)
+    queues = [base.subscribe(collections.deque()) for _ in range(subscribers)]
+    counts = [0] * subscribers
+    batches = [0] * subscribers
+    misses = [0] * subscribers
+    lasts: list[Any] = [None] * subscribers
+    append, session, revision = base.append, SESSION, REVISION
+    take = deque_take_batch
+    last = None
+
+    start = time.perf_counter()
+    for chunk in chunks:
+        for payload in chunk:
+            last = append(session, revision, payload)
+        for i, queue in enumerate(queues):
+            got = 0
+            calls = 0
+            seen = None
+            while True:
+                batch = take(queue, max_events)
+                if not batch:
+                    break
+                got += len(batch)
+                calls += 1
+                seen = batch[-1]
+            counts[i] += got
+            batches[i] += calls
+            if seen is not last:
+                misses[i] += 1
+            lasts[i] = seen
+    seconds = time.perf_counter() - start
+
+    total = sum(len(c) for c in chunks)
+    check(all(c == total for c in counts), f"baseline delivered {set(counts)}, expected {total}")
+    check(all(e is last for e in lasts), "a baseline subscriber did not end on the last event")
+    _check_batches("baseline", batches, misses, chunks)
+    return seconds
+
+
 async def _fanout_async(
     append: Callable[..., Any],
     readers: list[Callable[[], Any]],
     chunks: list[list[EventPayload]],
-) -> tuple[float, list[Any], Any]:
-    """``readers`` are awaitable next-event callables, one per consumer task. The producer
-    appends a chunk, then yields until every consumer has read it, so no one falls behind."""
+    batched: bool = False,
+) -> tuple[float, list[Any], Any, list[int]]:
+    """``readers`` are awaitable next-event callables (next-batch callables when ``batched``),
+    one per consumer task. The producer appends a chunk, then yields until every consumer has
+    read it, so no one falls behind. Also returns each consumer's count of batches read."""
     total = sum(len(c) for c in chunks)
     reads = [0]
+    batch_counts = [0] * len(readers)
     errors: list[BaseException] = []
 
     async def consume(read: Callable[[], Any]) -> Any:
@@ -538,7 +691,28 @@ async def _fanout_async(
             raise
         return last
 
-    tasks = [asyncio.create_task(consume(read)) for read in readers]
+    async def consume_batches(index: int, read: Callable[[], Any]) -> Any:
+        last = None
+        got = 0
+        calls = 0
+        try:
+            while got < total:
+                batch = await read()
+                n = len(batch)
+                got += n
+                reads[0] += n
+                calls += 1
+                last = batch[-1]
+        except BaseException as err:
+            errors.append(err)
+            raise
+        batch_counts[index] = calls
+        return last
+
+    if batched:
+        tasks = [asyncio.create_task(consume_batches(i, read)) for i, read in enumerate(readers)]
+    else:
+        tasks = [asyncio.create_task(consume(read)) for read in readers]
     for _ in range(3):  # let every consumer park on its first await
         await asyncio.sleep(0)
     check(reads[0] == 0 and not errors, "consumers started early")
@@ -559,10 +733,14 @@ async def _fanout_async(
     seconds = time.perf_counter() - start
 
     check(reads[0] == total * len(readers), f"async consumers read {reads[0]} events")
-    return seconds, results, last
+    return seconds, results, last, batch_counts
 
 
-def fanout_store_async(subscribers: int, chunks: list[list[EventPayload]], prefill: list) -> float:
+def fanout_store_async(
+    subscribers: int, chunks: list[list[EventPayload]], prefill: list, max_events: int | None = None
+) -> float:
+    """``await next_event()`` per event, or ``await next_batch(max_events)`` when given."""
+
     async def main() -> float:
         store = InMemoryLiveReplayStore()
         run_appends(store.append, prefill)
@@ -571,10 +749,16 @@ def fanout_store_async(subscribers: int, chunks: list[list[EventPayload]], prefi
             result = store.subscribe_after_cursor(store.current_cursor(SESSION, REVISION))
             check(isinstance(result, Subscribed), f"subscribe gave {result!r:.80}")
             subs.append(result.subscription)
-        seconds, results, last = await _fanout_async(
-            store.append, [sub.next_event for sub in subs], chunks
+        if max_events is None:
+            readers = [sub.next_event for sub in subs]
+        else:
+            readers = [functools.partial(sub.next_batch, max_events) for sub in subs]
+        seconds, results, last, batch_counts = await _fanout_async(
+            store.append, readers, chunks, batched=max_events is not None
         )
         check(all(r is last for r in results), "an async store subscriber missed the last event")
+        if max_events is not None:
+            _check_batches("async store", batch_counts, [], chunks)
         stats = store.statistics(SESSION)
         check(stats.lag_events == 0, f"async store subscribers lagged {stats.lag_events} times")
         for sub in subs:
@@ -584,13 +768,25 @@ def fanout_store_async(subscribers: int, chunks: list[list[EventPayload]], prefi
     return asyncio.run(main())
 
 
-def fanout_baseline_async(subscribers: int, chunks: list[list[EventPayload]], prefill: list) -> float:
+def fanout_baseline_async(
+    subscribers: int, chunks: list[list[EventPayload]], prefill: list, max_events: int | None = None
+) -> float:
+    """``await q.get()`` per event, or ``queue_get_batch(q, max_events)`` when given."""
+
     async def main() -> float:
         base = AsyncFanoutBaseline(DEFAULT_LIVE_REPLAY_CAPACITY, 120.0)
         run_appends(base.append, prefill)
         queues = [base.subscribe(asyncio.Queue()) for _ in range(subscribers)]
-        seconds, results, last = await _fanout_async(base.append, [q.get for q in queues], chunks)
+        if max_events is None:
+            readers = [q.get for q in queues]
+        else:
+            readers = [functools.partial(queue_get_batch, q, max_events) for q in queues]
+        seconds, results, last, batch_counts = await _fanout_async(
+            base.append, readers, chunks, batched=max_events is not None
+        )
         check(all(r is last for r in results), "an async baseline subscriber missed the last event")
+        if max_events is not None:
+            _check_batches("async baseline", batch_counts, [], chunks)
         return seconds
 
     return asyncio.run(main())
@@ -600,17 +796,33 @@ def bench_fanout(
     prof: Profile, pool: Sequence[TurnActivityPayload], keep_gc: bool
 ) -> list[dict[str, Any]]:
     prefill = payload_sequence(pool, DEFAULT_LIVE_REPLAY_CAPACITY)
-    cases = [
-        ("sync next_nowait", s, prof.fanout_chunk, prof.fanout_events, prof.fanout_reps,
+    chunk, batch_chunk = prof.fanout_chunk, prof.fanout_batch_chunk
+    cases: list[tuple[Any, ...]] = [
+        ("sync next_nowait", s, chunk, None, prof.fanout_events, prof.fanout_reps,
          fanout_store_sync, fanout_baseline_sync, "collections.deque + popleft")
         for s in prof.fanout_subscribers
     ]
+    cases += [
+        ("sync next_batch_nowait", s, batch_chunk, batch_chunk, prof.fanout_batch_events,
+         prof.fanout_batch_reps,
+         functools.partial(fanout_store_sync_batch, max_events=batch_chunk),
+         functools.partial(fanout_baseline_sync_batch, max_events=batch_chunk),
+         "collections.deque + deque_take_batch (list(q); q.clear())")
+        for s in prof.fanout_subscribers
+    ]
     cases.append(
-        ("async next_event", prof.async_subscribers, prof.async_chunk, prof.async_events,
+        ("async next_event", prof.async_subscribers, prof.async_chunk, None, prof.async_events,
          prof.async_reps, fanout_store_async, fanout_baseline_async, "asyncio.Queue + await get")
     )
+    cases.append(
+        ("async next_batch", prof.async_subscribers, prof.async_batch_chunk,
+         prof.async_batch_chunk, prof.async_batch_events, prof.async_batch_reps,
+         functools.partial(fanout_store_async, max_events=prof.async_batch_chunk),
+         functools.partial(fanout_baseline_async, max_events=prof.async_batch_chunk),
+         "asyncio.Queue + queue_get_batch (await get, then get_nowait while not empty)")
+    )
     rows = []
-    for mode, subscribers, chunk, events, reps, store_fn, base_fn, base_kind in cases:
+    for mode, subscribers, chunk, max_events, events, reps, store_fn, base_fn, base_kind in cases:
         check(chunk < DEFAULT_SUBSCRIBER_BACKLOG, "fan-out chunk must stay below the backlog")
         chunks = chunked(payload_sequence(pool, events), chunk)
         store_s: list[float] = []
@@ -629,6 +841,7 @@ def bench_fanout(
                 "subscribers": subscribers,
                 "events": events,
                 "chunk": chunk,
+                "max_events": max_events,
                 "reps": reps,
                 "baseline_queues": base_kind,
                 "store_us_per_event": s_med * 1e6 / events,
@@ -766,15 +979,18 @@ def report(results: dict[str, Any]) -> str:
             right={0, 2, 3, 4, 5, 6, 7},
         )
     )
-    async_base = next(
-        (r["baseline_queues"] for r in results["fanout"] if r["mode"].startswith("async")), None
-    )
-    out.append(
-        "   baseline queues: collections.deque drained with popleft (sync rows)"
-        + (f"; {async_base} (async row)" if async_base else "")
-    )
+    out.append("   baseline per reader (same queues, same read pattern as the store's rows):")
+    seen_modes: dict[str, str] = {}
+    for r in results["fanout"]:
+        seen_modes.setdefault(r["mode"], r["baseline_queues"])
+    width = max(len(m) for m in seen_modes)
+    out += [f"     {mode.ljust(width)}  {kind}" for mode, kind in seen_modes.items()]
     out.append(
         "   K / chunk: events appended / appends between two drains (sync) or producer yields (async)"
+    )
+    out.append(
+        "   batch rows: max_events = chunk; each subscriber reads until an empty batch (sync) or"
+        " awaits one batch per chunk (async)"
     )
     out.append(
         "   ns/delivery: time per appended event / subscribers (append included); no subscriber lagged"
