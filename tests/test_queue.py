@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import json
@@ -1088,3 +1089,21 @@ TestQueueMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+async def test_concurrent_writers_never_duplicate_or_lose_batches(h):
+    """Many tasks enqueue at once: one batch per source key, every keyless draft stored once."""
+    keyed = [h.add(f"k{i % 5}", source_key=f"key-{i % 5}") for i in range(50)]
+    keyless = [h.add(f"free-{i}") for i in range(50)]
+    results = await asyncio.gather(*keyed, *keyless)
+    by_key: dict[str, set[str]] = {}
+    for batch in results[:50]:
+        by_key.setdefault(batch.source_key, set()).add(batch.batch_id)
+    assert all(len(ids) == 1 for ids in by_key.values()) and len(by_key) == 5
+    stored = await h.store.list_queued_work("s1")
+    assert len(stored) == 55
+    assert [b.enqueue_seq for b in stored] == sorted({b.enqueue_seq for b in stored})
+    # two workers claiming concurrently never get the same batch
+    claims = await asyncio.gather(*(h.claim(owner=f"w{i}", max_batches=3) for i in range(30)))
+    claimed = [b.batch_id for c in claims if c is not None for b in c.batches]
+    assert len(claimed) == len(set(claimed)) == 55

@@ -564,3 +564,30 @@ def test_reconfigure_changes_retention_from_the_next_operation():
     with pytest.raises(ValueError):
         s.reconfigure(max_events_per_session=-5)
     assert s.config.max_events_per_session == 2  # a refused change leaves the config alone
+
+
+def test_concurrent_writer_threads_get_unique_contiguous_positions():
+    import threading
+
+    s, _ = store(n=100_000)
+    per_thread, threads = 2000, 8
+    seen: list[list[int]] = [[] for _ in range(threads)]
+
+    def writer(i: int) -> None:
+        for j in range(per_thread):
+            event = s.append("s", 0, delta(f"{i}:{j}"))
+            seen[i].append(event.cursor.parse().live_position)
+
+    workers = [threading.Thread(target=writer, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    everything = sorted(p for positions in seen for p in positions)
+    assert everything == list(range(1, per_thread * threads + 1))  # none lost, none repeated
+    assert all(positions == sorted(positions) for positions in seen)  # each writer's order kept
+    replayed = s.replay_after_cursor(SessionCursor.new("s", 0, 0)).events
+    assert positions(replayed) == everything
+    # the text stored at each position is the one its writer was told
+    by_text = {e.payload.activity.event.text: e.cursor.parse().live_position for e in replayed}
+    assert all(by_text[f"{i}:{j}"] == seen[i][j] for i in range(threads) for j in range(per_thread))
