@@ -42,10 +42,12 @@ def _parse_u64(text: str) -> int:
     digits = text[1:] if text[0] == "+" else text
     if digits == "" or not all(ch in _ASCII_DIGITS for ch in digits):
         raise ValueError("invalid digit found in string")
-    value = int(digits)
-    if value > U64_MAX:
+    significant = digits.lstrip("0")
+    # u64 has at most 20 digits; checking the length first also keeps int() away from Python's
+    # 4300-digit conversion limit for absurd (but valid) zero-padded input
+    if len(significant) > 20 or (significant and int(significant) > U64_MAX):
         raise ValueError("number too large to fit in target type")
-    return value
+    return int(significant) if significant else 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,9 +136,11 @@ class SessionCursor:
 
 
 def as_cursor(cursor: SessionCursor | str) -> SessionCursor:
-    """Accept a cursor or its raw string (as clients store it); anything else is a TypeError."""
+    """Accept a cursor or its raw string (as clients store it); anything else is malformed."""
     if isinstance(cursor, SessionCursor):
         return cursor
     if isinstance(cursor, str):
         return SessionCursor(cursor)
-    raise TypeError(f"cursor must be a SessionCursor or str, not {type(cursor).__name__}")
+    raise MalformedCursorError(
+        f"a cursor must be a SessionCursor or str, not {type(cursor).__name__}"
+    )

@@ -191,6 +191,14 @@ class LashRuntimeError(LashError):
         return f"{self.code}: {self.message}"
 
 
+def store_commit_failed(err: BaseException) -> LashRuntimeError:
+    """A queue store failure as callers see it: ``store_commit_failed`` (as in Rust), with the
+    store's own error chained as ``__cause__`` by the caller's ``raise ... from err``."""
+    if isinstance(err, LashRuntimeError):
+        return err
+    return LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, str(err) or type(err).__name__)
+
+
 class InvalidTurnInputError(LashRuntimeError, ValueError):
     """Turn input that cannot be stored faithfully (not valid UTF-8 text, or over the size limit)."""
 

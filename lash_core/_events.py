@@ -15,7 +15,7 @@ import uuid
 from typing import Any, ClassVar, Mapping
 
 from ._cursor import SessionCursor, SessionRevision
-from ._errors import WireFormatError
+from ._errors import SessionCursorError, WireFormatError
 from ._input import TurnInput
 
 __all__ = [
@@ -65,9 +65,8 @@ def _expect(kind: str, name: str, value: Any) -> Any:
         "str": lambda v: isinstance(v, str),
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "uint": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-        "number": lambda v: isinstance(v, (int, float))
-        and not isinstance(v, bool)
-        and math.isfinite(v),
+        "number": lambda v: not isinstance(v, bool)
+        and (isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))),
         "bool": lambda v: isinstance(v, bool),
         "str_list": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
     }[kind]
@@ -446,6 +445,13 @@ class TurnActivity:
 # --- payloads -------------------------------------------------------------------------------------
 
 
+def _id_tuple(ids: Any, field: str) -> tuple[str, ...]:
+    """Ids as a tuple of str; a bare string is refused (it would be split into characters)."""
+    if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+        raise TypeError(f"{field} must be a sequence of str, not {ids!r:.80}")
+    return tuple(ids)
+
+
 class SessionQueueEventKind(enum.StrEnum):
     ENQUEUED = "enqueued"
     CANCELLED = "cancelled"
@@ -546,7 +552,7 @@ class QueueChanged(EventPayload):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", SessionQueueEventKind(self.kind))
-        object.__setattr__(self, "batch_ids", tuple(self.batch_ids))
+        object.__setattr__(self, "batch_ids", _id_tuple(self.batch_ids, "batch_ids"))
 
     def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
         return {"kind": str(self.kind), "batch_ids": list(self.batch_ids)}
@@ -568,7 +574,7 @@ class ProcessChanged(EventPayload):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", SessionProcessEventKind(self.kind))
-        object.__setattr__(self, "process_ids", tuple(self.process_ids))
+        object.__setattr__(self, "process_ids", _id_tuple(self.process_ids, "process_ids"))
 
     def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
         return {"kind": str(self.kind), "process_ids": list(self.process_ids)}
@@ -620,11 +626,11 @@ class SessionObservationEvent:
         ):
             raise ValueError(f"protocol_version must be a positive int, got {protocol_version!r}")
         sequence = None
-        if isinstance(self.payload, TurnActivityPayload):
+        if isinstance(self.payload, TurnActivityPayload) and self.payload.activity.sequence is None:
             try:
                 sequence = self.cursor.parse().live_position
-            except ValueError:
-                sequence = None
+            except SessionCursorError:
+                sequence = None  # a foreign cursor: the activity is written without a sequence
         return {
             "protocol_version": protocol_version,
             "session_id": self.session_id,

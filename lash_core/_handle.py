@@ -15,8 +15,9 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ._aio import maybe_await
 from ._cursor import SessionCursor, SessionRevision, as_cursor
-from ._errors import LashRuntimeError, LiveReplayStoreError, QueuedWorkError, RuntimeErrorCode
+from ._errors import LashRuntimeError, LiveReplayStoreError, RuntimeErrorCode, store_commit_failed
 from ._events import (
     AgentFrameSwitched,
     Committed,
@@ -148,7 +149,7 @@ class RuntimeObservation:
 class _Shared:
     """What clones of one handle share (Rust's Arcs)."""
 
-    __slots__ = ("runtime", "lock", "observation", "store", "handles", "detached")
+    __slots__ = ("runtime", "lock", "observation", "store", "handles", "writers", "detached")
 
     def __init__(self, runtime: Any, store: LiveReplayStore, observation: RuntimeObservation):
         self.runtime = runtime
@@ -156,6 +157,7 @@ class _Shared:
         self.observation = observation
         self.store = store
         self.handles = 0
+        self.writers = 0  # writer objects alive, entered or not (each is a reference, as in Rust)
         self.detached = False
 
 
@@ -184,6 +186,11 @@ class RuntimeHandle:
         other = object.__new__(RuntimeHandle)
         other._attach(self._live())
         return other
+
+    __copy__ = clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RuntimeHandle:
+        return self.clone()  # a handle is a reference: copies share the runtime
 
     def _live(self) -> _Shared:
         if self._shared.detached:
@@ -220,7 +227,7 @@ class RuntimeHandle:
     def try_into_runtime(self) -> Any:
         """The runtime back when this is its only handle and nobody is writing; else ``self``."""
         shared = self._shared
-        if shared.detached or shared.handles != 1 or shared.lock.locked():
+        if shared.detached or shared.handles != 1 or shared.writers or shared.lock.locked():
             return self
         shared.detached = True
         self._finalizer.detach()
@@ -275,7 +282,7 @@ class RuntimeHandle:
         )
 
     def _record(self, payload: EventPayload, warning: str) -> None:
-        observation = self._shared.observation
+        observation = self._live().observation
         self._append_logged(observation.session_id, observation.revision, payload, warning)
 
     def _append_logged(
@@ -285,7 +292,9 @@ class RuntimeHandle:
             return self._shared.store.append(session_id, revision, payload)
         except LiveReplayStoreError as err:
             logger.warning("%s (session_id=%s, error=%s)", warning, session_id, err)
-            return None
+        except Exception as err:  # a pluggable store's own failure (network, disk, a bug)
+            logger.warning("%s (session_id=%s, error=%r)", warning, session_id, err, exc_info=err)
+        return None
 
     # -- resuming ----------------------------------------------------------------------------------
 
@@ -298,7 +307,7 @@ class RuntimeHandle:
         Raises ``MalformedCursorError`` / ``WrongSessionError`` before the store is touched.
         """
         cursor = as_cursor(cursor)
-        observation = self._shared.observation
+        observation = self._live().observation
         cursor.parse_for_session(observation.session_id)
         result = self._shared.store.replay_after_cursor(cursor)
         if isinstance(result, Gap):
@@ -307,7 +316,7 @@ class RuntimeHandle:
 
     def subscribe_session_observation(self, cursor: SessionCursor | str) -> Subscribed | GapResume:
         cursor = as_cursor(cursor)
-        observation = self._shared.observation
+        observation = self._live().observation
         cursor.parse_for_session(observation.session_id)
         result = self._shared.store.subscribe_after_cursor(cursor)
         if isinstance(result, Gap):
@@ -420,9 +429,9 @@ class RuntimeHandle:
             observation.session_id, delivery_policy, slot_policy, [input], source_key=source_key
         )
         try:
-            batch = await store.enqueue_queued_work(draft)
-        except QueuedWorkError as err:
-            raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, str(err)) from err
+            batch = await maybe_await(store.enqueue_queued_work(draft))
+        except Exception as err:
+            raise store_commit_failed(err) from err
         poke = observation.queued_work_poke
         if poke is not None:
             poke.poke_session(observation.session_id, "queued_turn_input")
@@ -437,21 +446,32 @@ class RuntimeHandle:
         if store is None:
             raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, _QUEUE_STORE_REQUIRED)
         try:
-            batch = await store.cancel_queued_work_batch(session_id, batch_id)
-        except QueuedWorkError as err:
-            raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, str(err)) from err
+            batch = await maybe_await(store.cancel_queued_work_batch(session_id, batch_id))
+        except Exception as err:
+            raise store_commit_failed(err) from err
         if batch is not None:
             self.record_queue_changed(SessionQueueEventKind.CANCELLED, [batch_id])
         return batch
 
 
+def _writer_gone(shared: _Shared) -> None:
+    shared.writers -= 1
+
+
 class _Writer:
-    __slots__ = ("_shared",)
+    __slots__ = ("_shared", "__weakref__")
 
     def __init__(self, shared: _Shared) -> None:
         self._shared = shared
+        shared.writers += 1
+        weakref.finalize(self, _writer_gone, shared)
 
     async def __aenter__(self) -> Any:
+        if self._shared.detached:
+            raise LashRuntimeError(
+                RuntimeErrorCode.INVALID_CONFIGURATION,
+                "this handle gave its runtime back with try_into_runtime()",
+            )
         await self._shared.lock.acquire()
         return self._shared.runtime
 

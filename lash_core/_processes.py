@@ -27,8 +27,10 @@ Rules (read these before the code):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -283,6 +285,18 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class InMemoryProcessRegistry:
     """A process registry held in memory; see the rules at the top of this module.
 
@@ -296,9 +310,12 @@ class InMemoryProcessRegistry:
         self._records: dict[str, ProcessRecord] = {}
         self._grants: dict[ProcessScopeId, dict[str, ProcessHandleGrant]] = {}
         self._next_number = 1
+        # one lock around every read and change: workers on threads and the notebook's loop share it
+        self._lock = threading.RLock()
 
     # reads
 
+    @_locked
     def get_process(self, process_id: str) -> ProcessRecord | None:
         return self._records.get(process_id)
 
@@ -308,6 +325,7 @@ class InMemoryProcessRegistry:
     async def list_live_handle_grants(self, scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
         return self._entries(scope, live=True)
 
+    @_locked
     def _entries(self, scope: ProcessScope, *, live: bool) -> list[ProcessHandleGrantEntry]:
         grants = self._grants.get(scope.id(), {})
         entries = [
@@ -320,6 +338,7 @@ class InMemoryProcessRegistry:
 
     # mutations
 
+    @_locked
     def start_process(
         self,
         scope: ProcessScope,
@@ -359,6 +378,7 @@ class InMemoryProcessRegistry:
             )
         return self.grant_handle(process_id, scope)
 
+    @_locked
     def grant_handle(
         self,
         process_id: str,
@@ -386,12 +406,14 @@ class InMemoryProcessRegistry:
         scope_grants[process_id] = grant
         return ProcessHandleGrantEntry(grant, record).summary()
 
+    @_locked
     def revoke_handle(self, process_id: str, scope: ProcessScope) -> None:
         """Remove ``scope``'s handle on the process, if it has one. The process itself is untouched."""
         scope_grants = self._grants.get(scope.id())
         if scope_grants is not None:
             scope_grants.pop(process_id, None)
 
+    @_locked
     def cancel_process(self, process_id: str) -> ProcessRecord:
         """Cancel a running process. A terminal process is returned unchanged (no error)."""
         record = self._require(process_id)
@@ -399,6 +421,7 @@ class InMemoryProcessRegistry:
             return record
         return self._set_status(record, ProcessStatus.CANCELLED)
 
+    @_locked
     def complete_process(
         self, process_id: str, *, status: ProcessStatus = ProcessStatus.COMPLETED
     ) -> ProcessRecord:
@@ -497,6 +520,6 @@ async def _list_scope(
         if live:
             return list(await registry.list_live_handle_grants(scope))
         return list(await registry.list_handle_grants(scope))
-    except ProcessRegistryError as err:
-        _log.warning("listing process handles of scope %s failed: %s", scope.id(), err)
+    except Exception as err:  # as in Rust (unwrap_or_default): a failing listing shows as empty
+        _log.warning("listing process handles of scope %s failed: %r", scope.id(), err)
         return []

@@ -102,15 +102,34 @@ def _uint(value: Any, field: str, minimum: int = 0) -> int:
     return value
 
 
-def _text(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidQueuedWorkError(f"{field} must be a non-empty str, not {value!r}")
+def _utf8(value: str, field: str) -> str:
+    """Identifiers are stored by backends as UTF-8: a lone surrogate would fail there, later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidQueuedWorkError(
+            f"{field} is not valid UTF-8 text (position {err.start}: {err.reason})"
+        ) from None
     return value
 
 
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidQueuedWorkError(f"{field} must be a non-empty str, not {value!r:.80}")
+    return _utf8(value, field)
+
+
 def _optional_text(value: Any, field: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidQueuedWorkError(f"{field} must be a str or None, not {value!r}")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidQueuedWorkError(f"{field} must be a str or None, not {value!r:.80}")
+    return _utf8(value, field)
+
+
+def _claim_like(value: Any, cls: type, field: str) -> Any:
+    if not isinstance(value, cls):
+        raise InvalidQueuedWorkError(f"{field} must be a {cls.__name__}, not {type(value).__name__}")
     return value
 
 
@@ -163,7 +182,7 @@ class MergeKey:
     _KINDS: ClassVar[frozenset[str]] = frozenset({"never", "payload_default", "group"})
 
     def __post_init__(self) -> None:
-        if self.kind not in self._KINDS:
+        if not isinstance(self.kind, str) or self.kind not in self._KINDS:
             raise InvalidQueuedWorkError(
                 f"merge key kind must be one of {sorted(self._KINDS)}, not {self.kind!r}"
             )
@@ -619,11 +638,13 @@ class QueueState:
         return self._sessions.get(session_id, {}).get(batch_id)
 
     def batches(self, session_id: str) -> list[QueuedWorkBatch]:
-        return [r.batch for r in self.records(session_id)]
+        return [r.batch for r in self.records(_text(session_id, "session_id"))]
 
     def pending_batches(self, session_id: str, now_ms: int) -> list[QueuedWorkBatch]:
         return [
-            r.batch for r in self.records(session_id) if r.state(now_ms) is not BatchState.CLAIMED
+            r.batch
+            for r in self.records(_text(session_id, "session_id"))
+            if r.state(now_ms) is not BatchState.CLAIMED
         ]
 
     def statistics(self, now_ms: int) -> QueueStatistics:
@@ -733,6 +754,7 @@ class QueueState:
         return None
 
     def renew(self, claim: QueuedWorkClaim, lease_ttl_ms: int, now_ms: int) -> QueuedWorkClaim:
+        _claim_like(claim, QueuedWorkClaim, "claim")
         _uint(lease_ttl_ms, "lease_ttl_ms", minimum=1)
         _uint(now_ms, "now_ms")
         records = self._held(claim.session_id, claim.claim_id, claim.lease_token, claim.batch_ids)
@@ -742,11 +764,13 @@ class QueueState:
         return dataclasses.replace(claim, expires_at_epoch_ms=expires_at)
 
     def abandon(self, claim: QueuedWorkClaim, now_ms: int) -> None:
+        _claim_like(claim, QueuedWorkClaim, "claim")
         for record in self.records(claim.session_id):
             if record.is_held_by(claim.claim_id, claim.lease_token):
                 record.release(now_ms)
 
     def complete(self, completion: QueuedWorkCompletion, now_ms: int) -> None:
+        _claim_like(completion, QueuedWorkCompletion, "completion")
         records = self._held(
             completion.session_id, completion.claim_id, completion.lease_token, completion.batch_ids
         )
@@ -756,7 +780,7 @@ class QueueState:
             self._remove(record)
 
     def cancel(self, session_id: str, batch_id: str, now_ms: int) -> QueuedWorkBatch | None:
-        record = self.record(session_id, batch_id)
+        record = self.record(_text(session_id, "session_id"), _text(batch_id, "batch_id"))
         if record is None or (record.state(now_ms), BatchEvent.CANCEL) not in BATCH_TRANSITIONS:
             return None  # unknown, or under a live lease: "already claimed or completed"
         record.cancel(now_ms)
@@ -883,7 +907,7 @@ class InMemoryQueueStore:
         return self._state
 
     def _now(self) -> int:
-        return int(self._clock_ms())
+        return _uint(self._clock_ms(), "clock_ms()")
 
     def statistics(self) -> QueueStatistics:
         return self._state.statistics(self._now())

@@ -136,8 +136,8 @@ class InMemoryLiveReplayStoreConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_age", _seconds(self.max_age))
-        if self.max_age < 0:
-            raise ValueError("max_age must not be negative")
+        if not self.max_age >= 0:  # also refuses NaN, which would switch age retention off
+            raise ValueError(f"max_age must be a non-negative number of seconds, got {self.max_age}")
         for name in ("max_events_per_session", "subscriber_backlog"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -241,7 +241,7 @@ class InMemoryLiveReplayStore:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config if config is not None else InMemoryLiveReplayStoreConfig()
+        self._config = config if config is not None else InMemoryLiveReplayStoreConfig()
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, _SessionLog] = {}
@@ -269,6 +269,16 @@ class InMemoryLiveReplayStore:
         )
 
     @property
+    def config(self) -> InMemoryLiveReplayStoreConfig:
+        """Retention bounds in force; change them with ``reconfigure`` (never the backlog, which
+        the held events were laid out for)."""
+        return self._config
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -285,15 +295,17 @@ class InMemoryLiveReplayStore:
         with self._lock:
             if self._closed:
                 raise LiveReplayStoreFailure("the live replay store is closed")
+            now = self._read_clock()  # before any change: a failing clock leaves nothing half-done
             log = self._sessions.get(session_id)
             if log is None:
                 log = self._sessions[session_id] = _SessionLog(session_id)
-            log.tail += 1
-            cursor = SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{log.tail}:{session_id}")
+            position = log.tail + 1
+            cursor = SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{position}:{session_id}")
             event = SessionObservationEvent(session_id, revision, cursor, payload)
             log.events.append(event)
-            log.stamps.append(self._clock())
-            log.trim(self.config, log.stamps[-1])
+            log.stamps.append(now)
+            log.tail = position
+            log.trim(self.config, now)
             log.compact(self.config.subscriber_backlog)
             waiters = log.take_waiters()
         _wake(waiters)
@@ -308,7 +320,7 @@ class InMemoryLiveReplayStore:
                 if parsed.live_position > 0:
                     return Gap(LiveReplayGapReason.UNAVAILABLE)
                 return Replayed(())
-            log.trim(self.config, self._clock())
+            log.trim(self.config, self._read_clock())
             reason = log.gap_reason(parsed.live_position)
             if reason is not None:
                 return Gap(reason)
@@ -323,7 +335,7 @@ class InMemoryLiveReplayStore:
                 if parsed.live_position > 0:
                     return Gap(LiveReplayGapReason.UNAVAILABLE)
                 log = self._sessions[parsed.session_id] = _SessionLog(parsed.session_id)
-            log.trim(self.config, self._clock())
+            log.trim(self.config, self._read_clock())
             reason = log.gap_reason(parsed.live_position)
             if reason is not None:
                 return Gap(reason)
@@ -344,7 +356,7 @@ class InMemoryLiveReplayStore:
             self._check_open()
             log = self._sessions.get(session_id)
             if log is not None:
-                log.trim(self.config, self._clock())
+                log.trim(self.config, self._read_clock())
                 log.compact(self.config.subscriber_backlog)
 
     # -- lifecycle and introspection ---------------------------------------------------------------
@@ -363,8 +375,8 @@ class InMemoryLiveReplayStore:
                 changes["max_events_per_session"] = max_events_per_session
             if max_age is not None:
                 changes["max_age"] = _seconds(max_age)
-            self.config = dataclasses.replace(self.config, **changes)  # validated by the config
-            return self.config
+            self._config = dataclasses.replace(self._config, **changes)  # validated there
+            return self._config
 
     def close(self) -> None:
         """Refuse further appends; subscribers drain what is held, then get ``ReplayClosed``."""
@@ -393,6 +405,15 @@ class InMemoryLiveReplayStore:
                 subscribers=sum(len(log.subscribers) for log in logs),
                 lag_events=sum(log.lags for log in logs),
             )
+
+    def _read_clock(self) -> float:
+        try:
+            now = self._clock()
+        except Exception as err:
+            raise LiveReplayStoreFailure(f"the store's clock failed: {err!r}") from err
+        if isinstance(now, bool) or not isinstance(now, (int, float)) or now != now:
+            raise LiveReplayStoreFailure(f"the store's clock returned {now!r}, not seconds")
+        return float(now)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -449,8 +470,11 @@ class InMemoryLiveReplayStore:
             subscription._next = end
             return log.events[position - log.base : end - log.base]
 
-    def _wake_session(self, log: _SessionLog) -> None:
+    def _forget(self, subscription: LiveReplaySubscription) -> None:
+        """Drop a closed subscription and wake its session's readers so a waiting one sees it."""
+        log = subscription._log
         with self._lock:
+            log.subscribers.discard(subscription)
             waiters = log.take_waiters()
         _wake(waiters)
 
@@ -492,6 +516,16 @@ class LiveReplaySubscription:
     @property
     def session_id(self) -> str:
         return self._log.session_id
+
+    @property
+    def config(self) -> InMemoryLiveReplayStoreConfig:
+        """Retention bounds in force; change them with ``reconfigure`` (never the backlog, which
+        the held events were laid out for)."""
+        return self._config
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
     @property
     def closed(self) -> bool:
@@ -550,8 +584,7 @@ class LiveReplaySubscription:
             return
         self._closed = True
         self._replay = []
-        self._log.subscribers.discard(self)
-        self._store._wake_session(self._log)
+        self._store._forget(self)
 
     def __aiter__(self) -> LiveReplaySubscription:
         return self

@@ -112,7 +112,7 @@ class Scenario:
     def restart_store(self) -> None:
         """Simulate a server restart: a new, empty replay store behind the same runtime."""
         self.store.close()
-        clock = self.store._clock
+        clock = self.store.clock
         self.store = InMemoryLiveReplayStore(self.store.config, clock=clock)
         self.handle._shared.store = self.store
 

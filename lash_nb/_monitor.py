@@ -240,6 +240,8 @@ class SessionMonitor(widgets.VBox):
 
     def request_redraw(self) -> None:
         """Redraw now if the last redraw is old enough, else once at the end of the window."""
+        if self._timer is not None:
+            return  # the scheduled redraw will draw this batch too (never two inside a window)
         interval = 1.0 / self.max_redraw_hz
         wait = self._last_redraw + interval - self._time()
         if wait <= 0:

@@ -129,16 +129,16 @@ def test_round_trip_any_session_id(session_id, revision, position):
 
 
 def _is_rust_u64(text: str) -> bool:
-    digits = text[1:] if text.startswith("+") else text
-    return (
-        digits != ""
-        and all(c in "0123456789" for c in digits)
-        and int(digits) <= U64_MAX
-    )
+    """An independent statement of Rust's u64::from_str: a regex, then a bound."""
+    import re
+
+    return re.fullmatch(r"\+?[0-9]+", text, flags=re.ASCII) is not None and int(text) <= U64_MAX
 
 
 number_like = st.one_of(
     st.text(alphabet="0123456789+-_ \t\u0661\u0e51\uff11e.", max_size=24),
+    st.integers(min_value=U64_MAX - 3, max_value=U64_MAX + 3).map(str),
+    st.integers(min_value=0, max_value=U64_MAX).map(lambda n: "0" * 30 + str(n)),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
 )
 
@@ -146,7 +146,7 @@ number_like = st.one_of(
 @given(number_like, number_like, st.text(max_size=8))
 def test_any_field_combination_parses_or_fails_with_the_right_error(rev, pos, sid):
     raw = f"lashsc1:{rev}:{pos}:{sid}"
-    should_parse = ":" not in rev and ":" not in pos and _is_rust_u64(rev) and _is_rust_u64(pos) and sid != ""
+    should_parse = _is_rust_u64(rev) and _is_rust_u64(pos) and sid != ""
     if should_parse:
         parsed = SessionCursor(raw).parse()
         assert parsed.session_id == sid
@@ -157,12 +157,24 @@ def test_any_field_combination_parses_or_fails_with_the_right_error(rev, pos, si
             SessionCursor(raw).parse()
 
 
-@given(st.text(max_size=40))
-def test_arbitrary_strings_never_escape_as_other_errors(raw):
+@given(st.one_of(st.text(max_size=40), st.text(max_size=40).map(lambda t: "lashsc1:" + t)))
+def test_arbitrary_strings_parse_or_raise_malformed_never_anything_else(raw):
     try:
-        SessionCursor(raw).parse()
+        parsed = SessionCursor(raw).parse()
     except MalformedCursorError:
-        pass
+        return
+    assert str(SessionCursor.new(parsed.session_id, parsed.revision, parsed.live_position)).endswith(
+        ":" + parsed.session_id
+    )
+
+
+def test_many_leading_zeros_parse_like_rust_and_huge_numbers_are_too_large():
+    padded = SessionCursor("lashsc1:" + "0" * 5000 + "1:" + "0" * 5000 + ":s").parse()
+    assert (padded.revision, padded.live_position) == (1, 0)
+    with pytest.raises(MalformedCursorError, match="invalid session revision: number too large"):
+        SessionCursor("lashsc1:" + "9" * 5000 + ":0:s").parse()
+    with pytest.raises(MalformedCursorError, match="invalid live replay position: number too large"):
+        SessionCursor("lashsc1:0:1" + "0" * 20 + ":s").parse()
 
 
 @given(session_ids, session_ids, u64, u64)

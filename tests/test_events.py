@@ -295,3 +295,36 @@ def test_gap_missed_events_is_none_when_a_cursor_does_not_parse():
     assert gap.missed_events is None
     future = LiveReplayGap("s", SessionCursor.new("s", 1, 9), SessionCursor.new("s", 1, 5), SessionRevision(1), LiveReplayGapReason.UNAVAILABLE)
     assert future.missed_events is None
+
+
+def test_writing_a_document_with_a_foreign_cursor_keeps_its_sequence():
+    doc = json.loads(WIRE_LINES[0])
+    doc["cursor"] = "not-a-lash-cursor"
+    event = SessionObservationEvent.from_dict(doc)
+    assert event.to_dict() == doc
+    del doc["activity"]["sequence"]
+    assert SessionObservationEvent.from_dict(doc).to_dict() == doc  # no sequence to invent
+
+
+def test_huge_numbers_are_wire_errors_or_kept_not_overflows():
+    doc = {
+        "protocol_version": 3, "session_id": "s", "revision": 1, "cursor": "lashsc1:1:1:s",
+        "type": "turn_activity",
+        "activity": {"protocol_version": 3, "id": "i", "correlation_id": "c", "type": "retry_status",
+                     "wait_seconds": 10**400, "attempt": 1, "max_attempts": 3, "reason": "x"},
+    }
+    event = SessionObservationEvent.from_dict(doc)
+    assert event.payload.activity.event.wait_seconds == 10**400
+    doc["activity"]["wait_seconds"] = float("inf")
+    with pytest.raises(WireFormatError, match="wait_seconds"):
+        SessionObservationEvent.from_dict(doc)
+    doc["revision"] = 2**64
+    with pytest.raises(WireFormatError, match="revision"):
+        SessionObservationEvent.from_dict(doc)
+
+
+def test_id_lists_must_be_strings():
+    with pytest.raises(TypeError, match="batch_ids"):
+        QueueChanged(SessionQueueEventKind.ENQUEUED, "qwb-1")
+    with pytest.raises(TypeError, match="process_ids"):
+        ProcessChanged(SessionProcessEventKind.STARTED, [1, None])

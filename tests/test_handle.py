@@ -385,3 +385,207 @@ async def test_simulated_clients_replay_or_gap_and_reconstruct_the_view():
     charlie_outcome = bob.reconnect()
     assert charlie_outcome.gap.reason is LiveReplayGapReason.UNAVAILABLE
     assert bob.view_matches_server()
+
+
+# -- failure paths, with a runtime whose every part the test controls -------------------------------
+
+import copy
+import dataclasses
+
+
+@dataclasses.dataclass
+class State:
+    session_id: str = "fake"
+    head_revision: int | None = None
+    turn_index: int = 0
+    current_agent_frame_id: str = ""
+
+
+class ToolSnapshot:
+    def __init__(self, generation):
+        self.generation = generation
+
+
+class FakeRuntime:
+    """Just the surface RuntimeHandle reads, with knobs for the failure cases."""
+
+    def __init__(self):
+        self.session_id = "fake"
+        self.policy = None
+        self.state = State()
+        self.generation: int | None = 1
+        self.tool_state_error: Exception | None = None
+        self.process_registry = self.queue_store = self.queued_work_poke = None
+
+    def export_persisted_state(self):
+        return dataclasses.replace(self.state)
+
+    def read_view(self):
+        return ("view", self.state.turn_index)
+
+    def usage_report(self):
+        return None
+
+    def tool_registry_generation(self):
+        return self.generation
+
+    def tool_state(self):
+        if self.tool_state_error is not None:
+            raise self.tool_state_error
+        return ToolSnapshot(self.generation)
+
+    def active_tool_catalog(self):
+        return ()
+
+
+class SelectiveStore(InMemoryLiveReplayStore):
+    """Appends fail for the payload types named in ``fail``, with the exception given."""
+
+    def __init__(self, fail=(), error=ConnectionError("redis went away")):
+        super().__init__()
+        self.fail, self.error = set(fail), error
+
+    def append(self, session_id, revision, payload):
+        if payload.type in self.fail:
+            raise self.error
+        return super().append(session_id, revision, payload)
+
+
+async def test_head_revision_wins_over_turn_index_and_records_use_the_current_revision():
+    runtime = FakeRuntime()
+    runtime.state.turn_index, runtime.state.head_revision = 3, 7
+    h = RuntimeHandle(runtime)
+    assert h.observe().revision == 7
+    start = h.current_session_observation().cursor
+    assert str(start) == "lashsc1:7:0:fake"
+    runtime.state.head_revision = 9
+    h.publish_from(runtime)
+    h.record_queue_changed(SessionQueueEventKind.ENQUEUED, ["b"])
+    events = h.resume_session_observation(start).events
+    assert [int(e.revision) for e in events] == [9, 9]
+
+
+async def test_gap_reports_the_snapshot_revision():
+    runtime = FakeRuntime()
+    runtime.state.turn_index = 4
+    h = RuntimeHandle(runtime, InMemoryLiveReplayStore.with_bounds(1, 60))
+    start = h.current_session_observation().cursor
+    h.publish_from(runtime)
+    h.publish_from(runtime)
+    result = h.resume_session_observation(start)
+    assert result.gap.latest_revision == 4 and str(result.gap.latest_cursor) == "lashsc1:4:2:fake"
+
+
+async def test_empty_frame_id_appends_no_frame_switch():
+    runtime = FakeRuntime()
+    h = RuntimeHandle(runtime)
+    start = h.current_session_observation().cursor
+    runtime.state.current_agent_frame_id = "f1"
+    h.publish_from(runtime)
+    runtime.state.current_agent_frame_id = ""  # back to no frame: nothing to announce
+    h.publish_from(runtime)
+    assert [e.type for e in h.resume_session_observation(start).events] == [
+        "agent_frame_switched",
+        "committed",
+        "committed",
+    ]
+
+
+async def test_any_store_exception_is_logged_and_the_snapshot_still_moves(caplog):
+    runtime = FakeRuntime()
+    store = SelectiveStore(fail={"committed", "queue_changed"}, error=TimeoutError("slow disk"))
+    h = RuntimeHandle(runtime, store)
+    runtime.state.turn_index = 1
+    runtime.state.current_agent_frame_id = "f1"
+    with caplog.at_level(logging.WARNING, logger="lash_core.observation"):
+        h.publish_from(runtime)
+        h.record_queue_changed(SessionQueueEventKind.ENQUEUED, ["b"])
+    obs = h.observe()
+    assert obs.revision == 1 and obs.read_view == ("view", 1)
+    # the frame switch (position 1) was appended; the commit failed: the cursor falls back to the tail
+    assert str(obs.cursor) == "lashsc1:1:1:fake"
+    assert any("slow disk" in r.getMessage() for r in caplog.records)
+
+
+async def test_frame_switch_failure_does_not_stop_the_commit(caplog):
+    runtime = FakeRuntime()
+    h = RuntimeHandle(runtime, SelectiveStore(fail={"agent_frame_switched"}))
+    start = h.current_session_observation().cursor
+    runtime.state.current_agent_frame_id = "f1"
+    with caplog.at_level(logging.WARNING, logger="lash_core.observation"):
+        h.publish_from(runtime)
+    assert [e.type for e in h.resume_session_observation(start).events] == ["committed"]
+    assert any("agent-frame" in r.getMessage() for r in caplog.records)
+
+
+async def test_tool_state_failure_or_no_registry_omits_the_snapshot(caplog):
+    runtime = FakeRuntime()
+    h = RuntimeHandle(runtime)
+    assert h.observe().tool_state.generation == 1
+    runtime.generation, runtime.tool_state_error = 2, RuntimeError("registry locked")
+    with caplog.at_level(logging.WARNING, logger="lash_core.observation"):
+        h.publish_from(runtime)
+    assert h.observe().tool_state is None
+    assert any("tool state" in r.getMessage() for r in caplog.records)
+    runtime.generation, runtime.tool_state_error = None, None
+    h.publish_from(runtime)
+    assert h.observe().tool_state is None
+
+
+class SyncQueueStore:
+    """A queue store with plain (non-coroutine) methods, as spec section 5 allows."""
+
+    def __init__(self):
+        from lash_core import InMemoryQueueStore
+
+        self.inner = InMemoryQueueStore()
+
+    def enqueue_queued_work(self, draft):
+        return self.inner.state.enqueue(draft, 1_000)
+
+    def cancel_queued_work_batch(self, session_id, batch_id):
+        return self.inner.state.cancel(session_id, batch_id, 1_000)
+
+
+async def test_synchronous_queue_stores_work_and_store_failures_are_store_commit_failed():
+    runtime = FakeRuntime()
+    runtime.queue_store = SyncQueueStore()
+    h = RuntimeHandle(runtime)
+    start = h.current_session_observation().cursor
+    batch = await h.enqueue_turn_input("x", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN)
+    assert (await h.cancel_queued_work_batch("fake", batch.batch_id)).batch_id == batch.batch_id
+    assert [e.payload.kind for e in h.resume_session_observation(start).events] == ["enqueued", "cancelled"]
+
+    class Broken:
+        def enqueue_queued_work(self, draft):
+            raise OSError("connection refused")
+
+    runtime.queue_store = Broken()
+    h.publish_from(runtime)
+    with pytest.raises(LashRuntimeError, match="connection refused") as info:
+        await h.enqueue_turn_input("x", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN)
+    assert info.value.code is RuntimeErrorCode.STORE_COMMIT_FAILED
+    assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_try_into_runtime_respects_writers_copies_and_detaches():
+    import gc
+
+    runtime = FakeRuntime()
+    h = RuntimeHandle(runtime)
+    writer = h.writer()  # created, not entered: still a reference to the runtime
+    assert h.try_into_runtime() is h
+    del writer
+    gc.collect()
+    other = copy.copy(h)  # copies are clones
+    assert h.try_into_runtime() is h
+    del other
+    gc.collect()
+    async with h.writer():
+        assert h.try_into_runtime() is h  # a writer is inside
+    gc.collect()
+    assert h.try_into_runtime() is runtime
+    with pytest.raises(LashRuntimeError, match="gave its runtime back"):
+        h.record_queue_changed(SessionQueueEventKind.ENQUEUED, ["b"])
+    with pytest.raises(LashRuntimeError, match="gave its runtime back"):
+        h.resume_session_observation(SessionCursor.new("fake", 0, 0))

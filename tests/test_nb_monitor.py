@@ -202,6 +202,17 @@ async def test_redraws_are_throttled_and_the_last_batch_is_always_drawn():
     assert not m.redraw_pending
     assert m.redraws == base + 2
     assert "b49" in m.table.value
+    # a batch arriving after a window's due time but before its timer ran must not draw twice
+    clock.now = 1.15
+    h.record_queue_changed("enqueued", ["late-1"])
+    m.ingest(m._subscription.next_batch_nowait())
+    assert m.redraw_pending and m.redraws == base + 2
+    clock.now = 1.5  # past due, timer not yet run
+    h.record_queue_changed("enqueued", ["late-2"])
+    m.ingest(m._subscription.next_batch_nowait())
+    assert m.redraws == base + 2  # still only the timer's redraw to come
+    await asyncio.sleep(0.15)
+    assert m.redraws == base + 3 and "late-2" in m.table.value
     m.stop()
 
 

@@ -1107,3 +1107,54 @@ async def test_concurrent_writers_never_duplicate_or_lose_batches(h):
     claims = await asyncio.gather(*(h.claim(owner=f"w{i}", max_batches=3) for i in range(30)))
     claimed = [b.batch_id for c in claims if c is not None for b in c.batches]
     assert len(claimed) == len(set(claimed)) == 55
+
+
+async def test_join_gathering_stops_at_a_leased_follower(h):
+    """a, b, c are join batches; b is leased when a is claimed again: the group is a alone."""
+    await h.add("a")
+    await h.add("b")
+    await h.add("c")
+    first = await h.claim(max_batches=1)
+    second = await h.claim(max_batches=1)
+    assert labels_of(first) == ["a"] and labels_of(second) == ["b"]
+    await h.store.abandon_queued_work_claim(first)
+    assert labels_of(await h.claim(max_batches=10)) == ["a"]  # stops at the leased b
+    assert [row[1] for row in h.view()] == ["claimed", "claimed", "pending"]
+
+
+async def test_wrong_argument_types_are_typed_errors_and_change_nothing(h):
+    await h.add("a")
+    claim = await h.claim(ttl=100)
+    before = h.view()
+    expiry = claim.expires_at_epoch_ms
+    with pytest.raises(InvalidQueuedWorkError, match="claim must be a QueuedWorkClaim"):
+        await h.store.renew_queued_work_claim(claim.completion(), 5000)
+    with pytest.raises(InvalidQueuedWorkError, match="claim must be a QueuedWorkClaim"):
+        await h.store.abandon_queued_work_claim(None)
+    with pytest.raises(InvalidQueuedWorkError, match="completion must be a QueuedWorkCompletion"):
+        await h.store.complete_queued_work({"batch_ids": ["x"]})
+    with pytest.raises(InvalidQueuedWorkError, match="session_id"):
+        await h.store.cancel_queued_work_batch(["s1"], "x")
+    with pytest.raises(InvalidQueuedWorkError, match="batch_id"):
+        await h.store.cancel_queued_work_batch("s1", None)
+    with pytest.raises(InvalidQueuedWorkError, match="session_id"):
+        await h.store.list_queued_work(None)
+    with pytest.raises(InvalidQueuedWorkError, match="session_id"):
+        await h.store.list_pending_queued_work({})
+    with pytest.raises(InvalidQueuedWorkError):
+        MergeKey(["x"])
+    with pytest.raises(InvalidQueuedWorkError, match="not valid UTF-8"):
+        await h.add("x", session="s\udcff")
+    with pytest.raises(InvalidQueuedWorkError, match="not valid UTF-8"):
+        await h.add("x", source_key="k\ud800")
+    assert h.view() == before and (await h.store.list_queued_work("s1"))[0].batch_id == claim.batches[0].batch_id
+    assert h.store.state.record("s1", claim.batches[0].batch_id).expires_at_ms == expiry
+
+
+def test_a_broken_clock_is_a_typed_error():
+    store = InMemoryQueueStore(clock_ms=lambda: None)
+    with pytest.raises(InvalidQueuedWorkError, match="clock_ms"):
+        run(store.list_pending_queued_work("s1"))
+    store = InMemoryQueueStore(clock_ms=lambda: -5)
+    with pytest.raises(InvalidQueuedWorkError, match="clock_ms"):
+        run(store.cancel_queued_work_batch("s1", "b"))

@@ -169,7 +169,7 @@ def test_malformed_cursor_raises_typed_error():
         s.replay_after_cursor(SessionCursor("nope"))
     with pytest.raises(MalformedCursorError):
         s.subscribe_after_cursor("lashsc1:x:1:s")
-    with pytest.raises(TypeError):
+    with pytest.raises(MalformedCursorError, match="must be a SessionCursor or str, not int"):
         s.replay_after_cursor(42)  # type: ignore[arg-type]
 
 
@@ -591,3 +591,34 @@ def test_concurrent_writer_threads_get_unique_contiguous_positions():
     # the text stored at each position is the one its writer was told
     by_text = {e.payload.activity.event.text: e.cursor.parse().live_position for e in replayed}
     assert all(by_text[f"{i}:{j}"] == seen[i][j] for i in range(threads) for j in range(per_thread))
+
+
+def test_a_failing_clock_leaves_nothing_half_appended():
+    calls = {"n": 0}
+
+    def flaky() -> float:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("clock source gone")
+        return 5.0
+
+    s = InMemoryLiveReplayStore(clock=flaky)
+    s.append("s", 0, delta("a"))
+    with pytest.raises(LiveReplayStoreFailure, match="clock"):
+        s.append("s", 0, delta("b"))
+    e = s.append("s", 0, delta("c"))
+    assert e.cursor.parse().live_position == 2  # the failed append used no position
+    assert texts(s.replay_after_cursor(SessionCursor.new("s", 0, 0)).events) == ["a", "c"]
+    bad = InMemoryLiveReplayStore(clock=lambda: float("nan"))
+    with pytest.raises(LiveReplayStoreFailure, match="nan"):
+        bad.append("s", 0, delta("x"))
+
+
+def test_config_is_read_only_and_refuses_nan():
+    s, _ = store()
+    with pytest.raises(AttributeError):
+        s.config = InMemoryLiveReplayStoreConfig(subscriber_backlog=10_000)  # type: ignore[misc]
+    with pytest.raises(ValueError, match="max_age"):
+        InMemoryLiveReplayStoreConfig(max_age=float("nan"))
+    with pytest.raises(ValueError, match="max_age"):
+        s.reconfigure(max_age=float("nan"))

@@ -23,7 +23,6 @@ Rules (read these before the code):
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
@@ -31,8 +30,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from .._aio import maybe_await
 from .._cursor import SessionRevision
-from .._errors import LashRuntimeError, RuntimeErrorCode
+from .._errors import LashRuntimeError, RuntimeErrorCode, store_commit_failed
 from .._events import TokenUsage, TurnActivity
 from .._input import TurnInput
 from ._machine import (
@@ -111,18 +111,6 @@ class _NullSink:
 
 
 _NULL_SINK = _NullSink()
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-def _store_error(err: Exception) -> LashRuntimeError:
-    if isinstance(err, LashRuntimeError):
-        return err
-    return LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, str(err) or type(err).__name__)
 
 
 class LashRuntimeBuilder:
@@ -446,7 +434,7 @@ class LashRuntime:
         from .._queue import QueuedWorkClaimBoundary
 
         try:
-            return await _maybe_await(
+            return await maybe_await(
                 store.claim_ready_queued_work(
                     self._session_id,
                     self._owner_id,
@@ -456,12 +444,12 @@ class LashRuntime:
                 )
             )
         except Exception as err:
-            raise _store_error(err) from err
+            raise store_commit_failed(err) from err
 
     async def _abandon(self, claims: list[Any]) -> None:
         for claim in claims:
             try:
-                await _maybe_await(self.queue_store.abandon_queued_work_claim(claim))
+                await maybe_await(self.queue_store.abandon_queued_work_claim(claim))
             except Exception:
                 logger.warning(
                     "failed to abandon queued work claim %s (session_id=%s)",
@@ -473,7 +461,7 @@ class LashRuntime:
     async def _complete(self, claims: list[Any]) -> None:
         for claim in claims:
             try:
-                await _maybe_await(self.queue_store.complete_queued_work(claim.completion()))
+                await maybe_await(self.queue_store.complete_queued_work(claim.completion()))
             except Exception:
                 logger.warning(
                     "committed turn could not complete queued work claim %s; another holder may "
