@@ -291,7 +291,8 @@ class InMemoryLiveReplayStore:
             raise ValueError("session id must be a non-empty string")
         if not isinstance(payload, EventPayload):
             raise TypeError(f"payload must be an EventPayload, not {type(payload).__name__}")
-        revision = SessionRevision(revision)
+        if type(revision) is not SessionRevision:  # the handle already passes validated ones
+            revision = SessionRevision(revision)
         with self._lock:
             if self._closed:
                 raise LiveReplayStoreFailure("the live replay store is closed")
@@ -409,6 +410,8 @@ class InMemoryLiveReplayStore:
     def _read_clock(self) -> float:
         try:
             now = self._clock()
+            if type(now) is float and now == now:  # the common case, checked cheaply
+                return now
         except Exception as err:
             raise LiveReplayStoreFailure(f"the store's clock failed: {err!r}") from err
         if isinstance(now, bool) or not isinstance(now, (int, float)) or now != now:
