@@ -401,7 +401,7 @@ class TurnActivity:
     def to_dict(
         self, protocol_version: int = DEFAULT_PROTOCOL_VERSION, *, sequence: int | None = None
     ) -> dict[str, Any]:
-        seq = self.sequence if self.sequence is not None else sequence
+        seq = sequence if sequence is not None else self.sequence
         out: dict[str, Any] = {"protocol_version": protocol_version}
         if seq is not None:
             out["sequence"] = seq
@@ -617,16 +617,20 @@ class SessionObservationEvent:
     def type(self) -> str:
         return self.payload.type
 
-    def to_dict(self, protocol_version: int = DEFAULT_PROTOCOL_VERSION) -> dict[str, Any]:
-        """The wire document. A turn activity without its own ``sequence`` is numbered with the
-        event's live position: monotonic within the session's stream, which is all the field
-        promises."""
+    def to_dict(
+        self, protocol_version: int = DEFAULT_PROTOCOL_VERSION, *, sequence: int | None = None
+    ) -> dict[str, Any]:
+        """The wire document. A turn activity's ``sequence`` is, in order of preference: the one
+        given here (a writer numbering its own stream, as Rust's ``from_core(sequence, ..)``), the
+        one it was read with, or the event's live position (monotonic within the session's
+        stream, which is all the field promises)."""
         if isinstance(protocol_version, bool) or not isinstance(protocol_version, int) or (
             protocol_version < 1
         ):
             raise ValueError(f"protocol_version must be a positive int, got {protocol_version!r}")
-        sequence = None
-        if isinstance(self.payload, TurnActivityPayload) and self.payload.activity.sequence is None:
+        if sequence is not None:
+            _expect("uint", "sequence", sequence)
+        elif isinstance(self.payload, TurnActivityPayload) and self.payload.activity.sequence is None:
             try:
                 sequence = self.cursor.parse().live_position
             except SessionCursorError:

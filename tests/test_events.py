@@ -328,3 +328,11 @@ def test_id_lists_must_be_strings():
         QueueChanged(SessionQueueEventKind.ENQUEUED, "qwb-1")
     with pytest.raises(TypeError, match="process_ids"):
         ProcessChanged(SessionProcessEventKind.STARTED, [1, None])
+
+
+def test_a_writer_can_number_its_own_stream():
+    event = SessionObservationEvent.from_dict(json.loads(WIRE_LINES[0]))  # read with sequence 7
+    assert event.to_dict()["activity"]["sequence"] == 7
+    assert event.to_dict(sequence=42)["activity"]["sequence"] == 42
+    with pytest.raises(WireFormatError):
+        event.to_dict(sequence=-1)
