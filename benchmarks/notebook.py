@@ -427,7 +427,7 @@ async def run_monitor(rate: float, seconds: float, *, controls: bool) -> dict[st
     """A real ``SessionMonitor`` fed by the producer; its ``ingest`` and ``redraw`` are wrapped
     (instance attributes, which the monitor's task and throttle timer look up) to time them."""
     scenario = await Scenario.create(session_id=SESSION, fake_clock=False)
-    monitor = SessionMonitor(scenario.handle, store=scenario.store, clock=scenario.clock, controls=controls)
+    monitor = SessionMonitor(scenario.handle, clock=scenario.clock, controls=controls)
     await asyncio.sleep(0.05)  # the monitor's task subscribes and waits; side-panel refreshes finish
     producer = Producer(scenario.handle, rate, seconds)
     probe = LatencyProbe(producer)

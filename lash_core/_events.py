@@ -207,6 +207,11 @@ class TurnEvent(_WireRecord):
     def type(self) -> str:
         return self.TYPE
 
+    @staticmethod
+    def known_types() -> tuple[str, ...]:
+        """Wire tags of every turn event this version knows, sorted."""
+        return tuple(sorted(TurnEvent._registry))
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **self._fields_dict()}
 
@@ -478,6 +483,11 @@ class EventPayload:
     @property
     def type(self) -> str:
         return self.TYPE
+
+    @staticmethod
+    def known_types() -> tuple[str, ...]:
+        """Wire tags of every payload this version knows, sorted."""
+        return tuple(sorted(EventPayload._registry))
 
     def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
         raise NotImplementedError

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ._aio import maybe_await
 from ._cursor import SessionCursor, SessionRevision, as_cursor
-from ._errors import LashRuntimeError, LiveReplayStoreError, RuntimeErrorCode, store_commit_failed
+from ._errors import (
+    InvalidQueuedWorkError,
+    LashRuntimeError,
+    LiveReplayStoreError,
+    RuntimeErrorCode,
+    store_commit_failed,
+)
 from ._events import (
     AgentFrameSwitched,
     Committed,
@@ -430,6 +436,8 @@ class RuntimeHandle:
         )
         try:
             batch = await maybe_await(store.enqueue_queued_work(draft))
+        except InvalidQueuedWorkError:
+            raise  # the caller's input, not the store, is at fault: keep the precise error
         except Exception as err:
             raise store_commit_failed(err) from err
         poke = observation.queued_work_poke
@@ -447,6 +455,8 @@ class RuntimeHandle:
             raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, _QUEUE_STORE_REQUIRED)
         try:
             batch = await maybe_await(store.cancel_queued_work_batch(session_id, batch_id))
+        except InvalidQueuedWorkError:
+            raise
         except Exception as err:
             raise store_commit_failed(err) from err
         if batch is not None:

@@ -116,7 +116,7 @@ async def run_tour(out: TextIO = sys.stdout, *, delay: float = 0.03) -> bool:
     views_ok = all(c.view_matches_server() for c in (watcher, alice, bob))
     print("\n6. Every client's reconstructed view equals the server's:", "yes" if views_ok else "NO", file=out)
     for client in (watcher, alice, bob):
-        print(f"   {client.name:<8} cursor {client.cursor}  events {len(client.events)}", file=out)
+        print(f"   {client.name:<8} cursor {client.cursor}  events {client.received}", file=out)
     ok = replay_ok and gap_ok and views_ok
     print("\ntour", "passed" if ok else "FAILED", file=out)
     return ok

@@ -9,12 +9,14 @@ the server's.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
 import time
 from typing import Any, Callable, Iterable, Sequence
 
 from ._cursor import SessionCursor
-from ._errors import SubscriberLagged
+from ._errors import ReplayClosed, SubscriberLagged
 from ._events import Committed, SessionObservationEvent
 from ._gap import LiveReplayGap, SessionObservation
 from ._handle import GapResume, RuntimeHandle
@@ -48,8 +50,10 @@ class FakeClock:
         return self._epoch_ms + round((self.now - self._start) * 1000)
 
     def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("a monotonic clock never goes back")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
+        if not 0 <= seconds < math.inf:
+            raise ValueError(f"a monotonic clock only moves forward by finite steps, not {seconds}")
         self.now += seconds
 
 
@@ -135,10 +139,12 @@ class ReconnectOutcome:
 class SimulatedClient:
     """Follows one session through a subscription; ``pump()`` applies whatever is ready."""
 
-    def __init__(self, handle: RuntimeHandle, name: str) -> None:
+    def __init__(self, handle: RuntimeHandle, name: str, *, keep_events: int = 10_000) -> None:
         self.handle = handle
         self.name = name
-        self.events: list[SessionObservationEvent] = []
+        #: the last ``keep_events`` events applied (bounded: a client can follow a session forever)
+        self.events: collections.deque[SessionObservationEvent] = collections.deque(maxlen=keep_events)
+        self.received = 0
         self.outcomes: list[ReconnectOutcome] = []
         self.lagged = 0
         fresh = handle.current_session_observation()
@@ -149,7 +155,7 @@ class SimulatedClient:
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
-        return f"<SimulatedClient {self.name!r} {state} events={len(self.events)}>"
+        return f"<SimulatedClient {self.name!r} {state} received={self.received}>"
 
     @property
     def connected(self) -> bool:
@@ -196,9 +202,12 @@ class SimulatedClient:
             return self._drain()
         except SubscriberLagged as lag:
             self.lagged += lag.count
-            before = len(self.events)
+            before = self.received
             self.reconnect()
-            return self.events[before:]
+            return list(self.events)[len(self.events) - (self.received - before) :]
+        except ReplayClosed:
+            self._subscription = None  # the server went away: disconnected, cursor kept
+            return []
 
     def _drain(self) -> list[SessionObservationEvent]:
         assert self._subscription is not None
@@ -211,6 +220,7 @@ class SimulatedClient:
 
     def _apply(self, event: SessionObservationEvent) -> None:
         self.events.append(event)
+        self.received += 1
         self.cursor = event.cursor
         if isinstance(event.payload, Committed) and event.payload.read_view is not None:
             self.view = event.payload.read_view

@@ -8,7 +8,7 @@ instead, so a bad input never prints a traceback and never clears what the user 
 
 from __future__ import annotations
 
-import html
+import contextlib
 from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
@@ -16,6 +16,7 @@ import traitlets
 
 from lash_core import (
     DeliveryPolicy,
+    InvalidQueuedWorkError,
     InvalidTurnInputError,
     LashError,
     QueueChanged,
@@ -27,20 +28,34 @@ from lash_core import (
 from lash_core.testing import FakeClock, ReconnectOutcome, SimulatedClient
 
 from ._loop import spawn
-from ._render import batch_html, event_html, gap_html, observation_html, style_element
+from ._render import batch_html, escape, event_html, gap_html, observation_html, style_element
 
 __all__ = ["EnqueuePanel", "QueuePanel", "ReconnectSimulator"]
 
 
+#: Cancel outcomes shown in the queue panel's log (older ones stay in ``QueuePanel.outcomes``).
+CANCEL_LOG_LINES = 20
+#: Replayed events listed after a reconnect (the count above them is always exact).
+REPLAY_LIST_LIMIT = 50
+
+
+def _hold(*items: widgets.Widget) -> contextlib.ExitStack:
+    """Hold sync on every widget a batch of updates touches, so each sends one message."""
+    stack = contextlib.ExitStack()
+    for item in items:
+        stack.enter_context(item.hold_sync())
+    return stack
+
+
 def _error_html(err: BaseException) -> str:
     return (
-        f'<div class="lash-error"><b>{html.escape(type(err).__name__)}</b>: '
-        f"{html.escape(str(err))}</div>"
+        f'<div class="lash-error"><b>{escape(type(err).__name__)}</b>: '
+        f"{escape(str(err))}</div>"
     )
 
 
 def _ok_html(text: str) -> str:
-    return f'<div class="lash-ok">{html.escape(text)}</div>'
+    return f'<div class="lash-ok">{escape(text)}</div>'
 
 
 class EnqueuePanel(widgets.VBox):
@@ -50,7 +65,11 @@ class EnqueuePanel(widgets.VBox):
     last_batch_id = traitlets.Unicode("", help="batch id the last successful enqueue returned")
     last_error = traitlets.Unicode("", help="message of the last refused enqueue, else empty")
 
-    def __init__(self, handle: Any, *, on_change: Callable[[], None] | None = None) -> None:
+    busy = traitlets.Bool(False, help="an enqueue is in flight (the button is disabled)")
+
+    def __init__(
+        self, handle: Any, *, on_change: Callable[[], None] | None = None, style: bool = True
+    ) -> None:
         self._handle = handle
         self._on_change = on_change
         self.text = widgets.Textarea(placeholder="Turn input to queue", rows=2)
@@ -66,10 +85,10 @@ class EnqueuePanel(widgets.VBox):
         self.button = widgets.Button(description="Enqueue", button_style="primary", icon="plus")
         self.button.add_class("lash-enqueue")
         self.result = widgets.HTML()
-        self.button.on_click(lambda _b: spawn(self.enqueue(), on_error=lambda e: None))
+        self.button.on_click(lambda _b: self.click())
         super().__init__(
             [
-                widgets.HTML(style_element() + "<b>Enqueue turn input</b>"),
+                widgets.HTML((style_element() if style else "") + "<b>Enqueue turn input</b>"),
                 self.text,
                 widgets.HBox([self.delivery, self.slot]),
                 widgets.HBox([self.source_key, self.button]),
@@ -81,45 +100,86 @@ class EnqueuePanel(widgets.VBox):
     def __repr__(self) -> str:
         return f"<EnqueuePanel enqueued={self.enqueued} last_batch_id={self.last_batch_id!r}>"
 
+    def click(self) -> None:
+        """What the button does: enqueue the form as it is now, one at a time, errors shown."""
+        if not self.busy:
+            self.busy = self.button.disabled = True  # at once: a second click finds it busy
+            spawn(self._submit(*self._form(), from_form=True), on_error=self._show_error)
+
+    def _form(self) -> tuple[str, Any, Any, str | None]:
+        return self.text.value, self.delivery.value, self.slot.value, self.source_key.value or None
+
+    def _show_error(self, err: BaseException) -> None:
+        with self.hold_sync():
+            self.last_error = str(err)
+            self.result.value = _error_html(err)
+
     async def enqueue(
         self,
-        text: str | None = None,
+        text: str | bytes | None = None,
         delivery_policy: DeliveryPolicy | str | None = None,
         slot_policy: SlotPolicy | str | None = None,
         source_key: str | None = None,
     ) -> QueuedWorkBatch:
-        """Enqueue (arguments default to the form's fields). The form is cleared only on success."""
-        from_form = text is None
-        text = self.text.value if text is None else text
-        delivery = DeliveryPolicy(delivery_policy or self.delivery.value)
-        slot = SlotPolicy(slot_policy or self.slot.value)
-        key = (self.source_key.value if source_key is None and from_form else source_key) or None
+        """Enqueue ``text`` (default: the form, as the button does). The form keeps what was
+        typed unless this enqueue sent it and succeeded."""
+        form_text, form_delivery, form_slot, form_key = self._form()
+        if text is None:
+            return await self._submit(
+                form_text, delivery_policy or form_delivery, slot_policy or form_slot,
+                form_key if source_key is None else source_key, from_form=True,
+            )
+        return await self._submit(
+            text, delivery_policy or form_delivery, slot_policy or form_slot, source_key,
+            from_form=False,
+        )
+
+    async def _submit(
+        self, text: Any, delivery_policy: Any, slot_policy: Any, key: str | None, *, from_form: bool
+    ) -> QueuedWorkBatch:
+        self.busy = self.button.disabled = True
         try:
-            if not text or not text.strip():
-                raise InvalidTurnInputError("nothing to enqueue: the turn input is empty")
+            try:
+                delivery = DeliveryPolicy(delivery_policy)
+                slot = SlotPolicy(slot_policy)
+            except ValueError as err:
+                raise InvalidQueuedWorkError(str(err)) from None
+            if not isinstance(text, (str, bytes)):
+                raise InvalidTurnInputError(f"turn input must be text, not {type(text).__name__}")
             turn_input = TurnInput.text(text)
+            if not turn_input.content.strip():
+                raise InvalidTurnInputError("nothing to enqueue: the turn input is empty")
             mark = self._handle.current_session_observation().cursor
-            batch = await self._handle.enqueue_turn_input(turn_input, delivery, slot, key)
+            batch = await self._handle.enqueue_turn_input(turn_input, delivery, slot, key or None)
         except LashError as err:
-            with self.hold_sync():
-                self.last_error = str(err)
-                self.result.value = _error_html(err)
+            self._show_error(err)
             raise
+        finally:
+            self.busy = self.button.disabled = False
         replay = self._handle.resume_session_observation(mark)
         recorded = [
             e
             for e in (replay.events if isinstance(replay, Replayed) else ())
             if isinstance(e.payload, QueueChanged) and batch.batch_id in e.payload.batch_ids
         ]
-        with self.hold_sync():
+        existing = batch.items[0].payload != turn_input
+        note = (
+            '<div class="lash-muted">the source key matched a batch already queued: '
+            "that batch was returned unchanged</div>"
+            if existing
+            else ""
+        )
+        with _hold(self, self.result, self.text, self.source_key):
             self.enqueued += 1
             self.last_batch_id = batch.batch_id
             self.last_error = ""
-            self.result.value = batch_html(batch, with_style=False) + "".join(
+            self.result.value = note + batch_html(batch, with_style=False) + "".join(
                 event_html(e, with_style=False) for e in recorded
             )
-            if from_form:
-                self.text.value = ""
+            if from_form and self.text.value == text:
+                self.text.value = ""  # only what was sent; newer typing stays
+            if from_form and key and self.source_key.value == key:
+                self.source_key.value = ""
         if self._on_change is not None:
             self._on_change()
         return batch
@@ -134,17 +194,19 @@ class QueuePanel(widgets.VBox):
         "", help="outcome of the last cancel: 'cancelled', 'refused' or 'unknown'"
     )
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, *, style: bool = True) -> None:
         self._handle = handle
         self._rows: dict[str, tuple[widgets.HBox, widgets.HTML, widgets.Button]] = {}
         self.outcomes: list[tuple[str, str]] = []
         self.rows_box = widgets.VBox()
         self.cancel_log = widgets.HTML()
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
-        self.refresh_button.on_click(lambda _b: spawn(self.refresh()))
+        self.refresh_button.add_class("lash-refresh")
+        self.refresh_button.on_click(lambda _b: spawn(self.refresh(), on_error=self._show_error))
+        title = (style_element() if style else "") + "<b>Queued work</b>"
         super().__init__(
             [
-                widgets.HBox([widgets.HTML(style_element() + "<b>Queued work</b>"), self.refresh_button]),
+                widgets.HBox([widgets.HTML(title), self.refresh_button]),
                 self.rows_box,
                 self.cancel_log,
             ]
@@ -172,7 +234,9 @@ class QueuePanel(widgets.VBox):
                 label = widgets.HTML()
                 button = widgets.Button(description="Cancel", icon="times", button_style="warning")
                 button.add_class("lash-cancel")
-                button.on_click(lambda _b, bid=batch.batch_id: spawn(self.cancel(bid)))
+                button.on_click(
+                    lambda _b, bid=batch.batch_id: spawn(self.cancel(bid), on_error=self._show_error)
+                )
                 row = self._rows[batch.batch_id] = (widgets.HBox([button, label]), label, button)
             state = "pending" if batch.batch_id in pending else "claimed"
             row[1].value = f'<span class="lash-state lash-{state}">{state}</span> ' + batch_html(
@@ -182,11 +246,15 @@ class QueuePanel(widgets.VBox):
         live = {b.batch_id for b in batches}
         for batch_id in [b for b in self._rows if b not in live]:
             self._rows.pop(batch_id)[0].close()
-        with self.hold_sync():
-            self.rows_box.children = rows
+        with _hold(self, self.rows_box):
+            if tuple(rows) != self.rows_box.children:
+                self.rows_box.children = rows
             self.batch_count = len(batches)
             self.pending_count = len(pending)
         return batches
+
+    def _show_error(self, err: BaseException) -> None:
+        self.cancel_log.value = self.cancel_log.value + _error_html(err)
 
     async def cancel(self, batch_id: str) -> QueuedWorkBatch | None:
         """Cancel ``batch_id``: the batch, or ``None`` when it is claimed (refused) or unknown."""
@@ -203,9 +271,9 @@ class QueuePanel(widgets.VBox):
         self.outcomes.append((batch_id, outcome))
         self.last_cancel = outcome
         self.cancel_log.value = "".join(
-            f'<div class="lash-cancel-{o}">{html.escape(b)}: {html.escape(o)}</div>'
-            for b, o in self.outcomes[-20:]
-        ) + f'<div class="lash-last">{html.escape(message)}</div>'
+            f'<div class="lash-cancel-{o}">{escape(b)}: {escape(o)}</div>'
+            for b, o in self.outcomes[-CANCEL_LOG_LINES:]
+        ) + f'<div class="lash-last">{escape(message)}</div>'
         await self.refresh()
         return batch
 
@@ -226,12 +294,11 @@ class ReconnectSimulator(widgets.VBox):
         self,
         handle: Any,
         *,
-        store: Any = None,
         clock: FakeClock | None = None,
         clients: Sequence[str] = ("A", "B"),
+        style: bool = True,
     ) -> None:
         self._handle = handle
-        self._store = store if store is not None else handle.live_replay_store
         self._clock = clock
         self.clients = {name: SimulatedClient(handle, name) for name in clients}
         self.last: ReconnectOutcome | None = None
@@ -240,7 +307,7 @@ class ReconnectSimulator(widgets.VBox):
         self.reconnect_button = widgets.Button(description="Reconnect", icon="link", button_style="info")
         self.disconnect_button.add_class("lash-disconnect")
         self.reconnect_button.add_class("lash-reconnect")
-        config = getattr(self._store, "config", None)
+        config = getattr(self._replay_store, "config", None)
         max_events = getattr(config, "max_events_per_session", 2048)
         max_age = float(getattr(config, "max_age", 120.0))
         self.retention = widgets.IntSlider(
@@ -252,13 +319,15 @@ class ReconnectSimulator(widgets.VBox):
         self.advance_seconds = widgets.FloatText(value=30.0, description="advance s", layout={"width": "180px"})
         self.advance_button = widgets.Button(description="Advance clock", icon="clock-o", disabled=clock is None)
         self.trim_button = widgets.Button(description="Trim now", icon="scissors")
+        self.advance_button.add_class("lash-advance")
+        self.trim_button.add_class("lash-trim")
         self.status = widgets.HTML()
         self.replayed_view = widgets.HTML()
         self.gap_view = widgets.HTML()
         self.gap_log = widgets.HTML()
         self.picker.observe(lambda ch: setattr(self, "selected", ch["new"]), "value")
         self.selected = self.picker.value or ""
-        self.disconnect_button.on_click(lambda _b: self.disconnect())
+        self.disconnect_button.on_click(lambda _b: self._guard(self.disconnect))
         self.reconnect_button.on_click(lambda _b: self._guard(self.reconnect))
         self.advance_button.on_click(lambda _b: self._guard(lambda: self.advance_clock(self.advance_seconds.value)))
         self.trim_button.on_click(lambda _b: self._guard(self.trim))
@@ -267,7 +336,7 @@ class ReconnectSimulator(widgets.VBox):
         self.max_age.observe(self._sliders_changed, "value")
         super().__init__(
             [
-                widgets.HTML(style_element() + "<b>Reconnect simulator</b>"),
+                widgets.HTML((style_element() if style else "") + "<b>Reconnect simulator</b>"),
                 widgets.HBox([self.picker, self.disconnect_button, self.reconnect_button]),
                 widgets.HBox([self.retention, self.max_age]),
                 widgets.HBox([self.advance_seconds, self.advance_button, self.trim_button]),
@@ -283,6 +352,11 @@ class ReconnectSimulator(widgets.VBox):
         states = ", ".join(f"{n}={'on' if c.connected else 'off'}" for n, c in self.clients.items())
         return f"<ReconnectSimulator {states} gaps={self.gap_count}>"
 
+    @property
+    def _replay_store(self) -> Any:
+        """The handle's store as it is now (a simulated restart replaces it)."""
+        return self._handle.live_replay_store
+
     def _client(self, name: str | None) -> SimulatedClient:
         name = name or self.selected
         try:
@@ -293,7 +367,7 @@ class ReconnectSimulator(widgets.VBox):
     def _guard(self, action: Callable[[], Any]) -> None:
         try:
             action()
-        except (LashError, ValueError, TypeError, KeyError) as err:
+        except (LashError, ValueError, TypeError, KeyError, AttributeError) as err:
             self.status.value = _error_html(err)
 
     # -- methods behind the buttons ----------------------------------------------------------------
@@ -306,12 +380,15 @@ class ReconnectSimulator(widgets.VBox):
         target = self._client(client)
         outcome = target.reconnect()
         self.last = outcome
-        with self.hold_sync():
+        with _hold(self.replayed_view, self.gap_view):
             self.last_outcome = outcome.kind
             if outcome.gap is None:
                 self.replayed_view.value = (
-                    f"<b>{html.escape(target.name)}: replayed {len(outcome.replayed)} events</b>"
-                    + "".join(event_html(e, with_style=False) for e in outcome.replayed[-50:])
+                    f"<b>{escape(target.name)}: replayed {len(outcome.replayed)} events</b>"
+                    + "".join(
+                        event_html(e, with_style=False)
+                        for e in outcome.replayed[-REPLAY_LIST_LIMIT:]
+                    )
                 )
                 self.gap_view.value = ""
             else:
@@ -319,7 +396,7 @@ class ReconnectSimulator(widgets.VBox):
                 fresh = (
                     observation_html(outcome.observation, with_style=False) if outcome.observation is not None else ""
                 )
-                self.gap_view.value = f"<b>{html.escape(target.name)}: gap</b>" + gap_html(outcome.gap, with_style=False) + fresh
+                self.gap_view.value = f"<b>{escape(target.name)}: gap</b>" + gap_html(outcome.gap, with_style=False) + fresh
             self._render()
         return outcome
 
@@ -327,7 +404,7 @@ class ReconnectSimulator(widgets.VBox):
         self, max_events: int | None = None, max_age: float | None = None
     ) -> Any:
         """Change the store's retention bounds now (and move the sliders to match)."""
-        config = self._store.reconfigure(max_events_per_session=max_events, max_age=max_age)
+        config = self._replay_store.reconfigure(max_events_per_session=max_events, max_age=max_age)
         self._syncing = True
         try:
             self.retention.max = max(self.retention.max, config.max_events_per_session)
@@ -351,7 +428,7 @@ class ReconnectSimulator(widgets.VBox):
         self.trim()
 
     def trim(self) -> None:
-        self._store.trim_session(self._handle.session_id)
+        self._replay_store.trim_session(self._handle.session_id)
         self._render()
 
     def pump(self, *, render: bool = True) -> None:
@@ -371,16 +448,16 @@ class ReconnectSimulator(widgets.VBox):
     # -- rendering ---------------------------------------------------------------------------------
 
     def _render(self) -> None:
-        stats = self._store.statistics(self._handle.session_id) if hasattr(self._store, "statistics") else None
+        stats = self._replay_store.statistics(self._handle.session_id) if hasattr(self._replay_store, "statistics") else None
         rows = []
         for name, c in self.clients.items():
             match = c.view_matches_server()
             rows.append(
                 "<tr>"
-                f"<td>{html.escape(name)}</td>"
+                f"<td>{escape(name)}</td>"
                 f"<td>{'connected' if c.connected else 'disconnected'}</td>"
-                f"<td><code>{html.escape(str(c.cursor))}</code></td>"
-                f"<td>{len(c.events)}</td><td>{len(c.gaps)}</td><td>{c.lagged}</td>"
+                f"<td><code>{escape(str(c.cursor))}</code></td>"
+                f"<td>{c.received}</td><td>{len(c.gaps)}</td><td>{c.lagged}</td>"
                 f"<td class=\"lash-{'ok' if match else 'bad'}\">{'yes' if match else 'no'}</td>"
                 "</tr>"
             )
@@ -395,12 +472,12 @@ class ReconnectSimulator(widgets.VBox):
         for c in self.clients.values():
             for o in c.gaps:
                 log.append(
-                    f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(str(o.gap.reason))}</td>"
-                    f"<td><code>{html.escape(str(o.gap.requested_cursor))}</code></td>"
-                    f"<td><code>{html.escape(str(o.gap.latest_cursor))}</code></td>"
+                    f"<tr><td>{escape(c.name)}</td><td>{escape(str(o.gap.reason))}</td>"
+                    f"<td><code>{escape(str(o.gap.requested_cursor))}</code></td>"
+                    f"<td><code>{escape(str(o.gap.latest_cursor))}</code></td>"
                     f"<td>{o.gap.missed_events if o.gap.missed_events is not None else '?'}</td></tr>"
                 )
-        with self.hold_sync():
+        with _hold(self.status, self.gap_log):
             self.status.value = (
                 held
                 + '<table class="lash-table"><tr><th>client</th><th>state</th><th>cursor</th>'

@@ -21,6 +21,7 @@ __all__ = ["kernel_loop", "spawn"]
 
 T = TypeVar("T")
 logger = logging.getLogger("lash_nb")
+_RUNNING: set[asyncio.Task[Any]] = set()
 
 
 def kernel_loop() -> asyncio.AbstractEventLoop:
@@ -43,8 +44,10 @@ def spawn(
     """Start ``coro`` as a task on the kernel loop; a failure goes to ``on_error`` (a widget's
     status line) instead of an unretrieved-exception traceback in the log."""
     task = (loop or kernel_loop()).create_task(coro)
+    _RUNNING.add(task)  # the loop keeps only weak references to tasks
 
     def done(t: asyncio.Task[T]) -> None:
+        _RUNNING.discard(t)
         if t.cancelled():
             return
         err = t.exception()

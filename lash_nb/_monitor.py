@@ -10,7 +10,6 @@ Nothing here runs on a thread or writes to an ``Output`` from a background task.
 from __future__ import annotations
 
 import asyncio
-import html
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -21,6 +20,7 @@ from lash_core import (
     Committed,
     GapResume,
     LiveReplayGap,
+    LiveReplayStoreError,
     ProcessChanged,
     QueueChanged,
     ReplayClosed,
@@ -30,12 +30,12 @@ from lash_core import (
     SubscriberLagged,
     TurnActivityPayload,
 )
-from lash_core._events import EventPayload, TurnEvent
+from lash_core import EventPayload, TurnEvent
 
-from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator
+from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator, _hold
 from ._frames import EventHistory
 from ._loop import kernel_loop, spawn
-from ._render import css, events_table_html, gap_html, observation_html
+from ._render import css, escape, events_table_html, gap_html, observation_html
 
 __all__ = ["SessionMonitor", "PAYLOAD_TYPES", "EVENT_TYPES"]
 
@@ -43,11 +43,15 @@ __all__ = ["SessionMonitor", "PAYLOAD_TYPES", "EVENT_TYPES"]
 DEFAULT_MAX_REDRAW_HZ = 10.0
 #: Events read from the subscription per batch.
 READ_BATCH = 1024
+#: Rows kept in the monitor's history by default (older rows roll over, counted).
+DEFAULT_HISTORY_ROWS = 10_000
+#: Rows shown in the live table by default (newest first).
+DEFAULT_VISIBLE_ROWS = 40
 #: Columns of the live table; the full set stays in ``monitor.frame()``.
 LIVE_COLUMNS = ("position", "revision", "payload_type", "event_type", "text", "batch_ids", "process_ids")
 
-PAYLOAD_TYPES: tuple[str, ...] = tuple(sorted(EventPayload._registry))
-EVENT_TYPES: tuple[str, ...] = tuple(sorted(TurnEvent._registry))
+PAYLOAD_TYPES: tuple[str, ...] = EventPayload.known_types()
+EVENT_TYPES: tuple[str, ...] = TurnEvent.known_types()
 
 
 class SessionMonitor(widgets.VBox):
@@ -63,17 +67,38 @@ class SessionMonitor(widgets.VBox):
     gaps = traitlets.Int(0, help="gaps the monitor itself hit when resubscribing")
     payload_types = traitlets.List(traitlets.Unicode(), help="payload types shown; empty = all")
     event_types = traitlets.List(traitlets.Unicode(), help="turn event types shown; empty = all")
-    visible_rows = traitlets.Int(40, help="rows shown in the table (newest first)")
+    visible_rows = traitlets.Int(DEFAULT_VISIBLE_ROWS, help="rows shown in the table (newest first)")
     max_redraw_hz = traitlets.Float(DEFAULT_MAX_REDRAW_HZ, help="upper bound on redraws per second")
+    last_error = traitlets.Unicode("", help="the last background failure, shown in the header")
+
+    @traitlets.validate("max_redraw_hz")
+    def _valid_hz(self, proposal: dict[str, Any]) -> float:
+        value = proposal["value"]
+        if not value > 0 or value == float("inf"):
+            raise traitlets.TraitError(f"max_redraw_hz must be a positive finite number, not {value}")
+        return value
+
+    @traitlets.validate("visible_rows")
+    def _valid_rows(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 1:
+            raise traitlets.TraitError(f"visible_rows must be at least 1, not {proposal['value']}")
+        return proposal["value"]
+
+    @traitlets.validate("payload_types", "event_types")
+    def _valid_types(self, proposal: dict[str, Any]) -> list[str]:
+        known = PAYLOAD_TYPES if proposal["trait"].name == "payload_types" else EVENT_TYPES
+        unknown = [t for t in proposal["value"] if t not in known]
+        if unknown:
+            raise traitlets.TraitError(f"unknown type(s) {unknown}; known: {list(known)}")
+        return proposal["value"]
 
     def __init__(
         self,
         handle: Any,
         *,
-        store: Any = None,
         clock: Any = None,
-        max_rows: int = 10_000,
-        visible_rows: int = 40,
+        max_rows: int = DEFAULT_HISTORY_ROWS,
+        visible_rows: int = DEFAULT_VISIBLE_ROWS,
         max_redraw_hz: float = DEFAULT_MAX_REDRAW_HZ,
         controls: bool = True,
         clients: Sequence[str] = ("A", "B"),
@@ -91,6 +116,8 @@ class SessionMonitor(widgets.VBox):
         self._timer: asyncio.TimerHandle | None = None
         self._last_redraw = -float("inf")
         self._view_dirty = True
+        self._queue_dirty = False
+        self._queue_refreshing = False
         self._resume_cursor: SessionCursor = handle.current_session_observation().cursor
 
         self.header = widgets.HTML()
@@ -105,10 +132,12 @@ class SessionMonitor(widgets.VBox):
         self.payload_filter.observe(lambda ch: setattr(self, "payload_types", list(ch["new"])), "value")
         self.event_filter.observe(lambda ch: setattr(self, "event_types", list(ch["new"])), "value")
 
-        self.enqueue_panel = EnqueuePanel(handle, on_change=self._refresh_queue_soon) if controls else None
-        self.queue_panel = QueuePanel(handle) if controls else None
+        self.enqueue_panel = (
+            EnqueuePanel(handle, on_change=self._refresh_queue_soon, style=False) if controls else None
+        )
+        self.queue_panel = QueuePanel(handle, style=False) if controls else None
         self.simulator = (
-            ReconnectSimulator(handle, store=store, clock=clock, clients=clients) if controls else None
+            ReconnectSimulator(handle, clock=clock, clients=clients, style=False) if controls else None
         )
         children: list[widgets.Widget] = [
             widgets.HTML(f"<style>{css()}</style>"),
@@ -128,7 +157,8 @@ class SessionMonitor(widgets.VBox):
         self.add_class("lash-monitor")
         self.visible_rows = visible_rows
         self.max_redraw_hz = max_redraw_hz
-        self.observe(lambda _ch: self.redraw(), ["payload_types", "event_types", "visible_rows"])
+        self.observe(self._filters_changed, ["payload_types", "event_types"])
+        self.observe(lambda _ch: self.redraw(), ["visible_rows"])
         self.redraw()
         if start:
             self.start()
@@ -139,13 +169,19 @@ class SessionMonitor(widgets.VBox):
 
     # -- subscription ------------------------------------------------------------------------------
 
+    def _filters_changed(self, _change: dict[str, Any]) -> None:
+        # keep the selection widgets in step when code sets the traits (the link is two-way)
+        self.payload_filter.value = tuple(self.payload_types)
+        self.event_filter.value = tuple(self.event_types)
+        self.redraw()
+
     def start(self) -> None:
         """Subscribe from the last applied cursor on the kernel's running loop."""
         if self._task is not None and not self._task.done():
             return
         loop = kernel_loop()
         self._subscribe()
-        self._task = spawn(self._run(), on_error=self._show_error, loop=loop)
+        self._task = spawn(self._run(), on_error=self._task_failed, loop=loop)
         if self.queue_panel is not None:
             self._refresh_queue_soon()
         self._refresh_processes_soon()
@@ -165,6 +201,9 @@ class SessionMonitor(widgets.VBox):
         self.redraw()
 
     def _subscribe(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()  # never two subscriptions for one monitor
+            self._subscription = None
         result = self._handle.subscribe_session_observation(self._resume_cursor)
         if isinstance(result, GapResume):
             self._apply_gap(result.gap, result.observation)
@@ -192,15 +231,35 @@ class SessionMonitor(widgets.VBox):
                 batch = await subscription.next_batch(READ_BATCH)
             except SubscriberLagged as lag:
                 self.lagged += lag.count
-                subscription.close()
                 self._subscribe()
                 continue
             except ReplayClosed:
-                self.connected = False
+                # the store was closed: if the handle now has another (a restart), follow it
                 self._subscription = None
+                try:
+                    self._subscribe()
+                except LiveReplayStoreError as err:
+                    self._stopped(err)
+                    return
                 self.redraw()
-                return
-            self.ingest(batch)
+                continue
+            try:
+                self.ingest(batch)
+            except Exception as err:  # one bad batch must not end the live view
+                self._show_error(err)
+
+    def _task_failed(self, err: BaseException) -> None:
+        self._stopped(err)
+
+    def _stopped(self, err: BaseException | None) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        self.connected = False
+        if err is not None:
+            self._show_error(err)
+        else:
+            self.redraw()
 
     def ingest(self, batch: Iterable[SessionObservationEvent]) -> None:
         """Apply a batch of events (the subscription task calls this; tests may too)."""
@@ -231,7 +290,7 @@ class SessionMonitor(widgets.VBox):
         if self.simulator is not None:
             self.simulator.pump(render=False)
         if queue_changed and self.queue_panel is not None:
-            self._refresh_queue_soon()
+            self._queue_dirty = True  # refreshed with the next (throttled) redraw
         if processes_changed:
             self._refresh_processes_soon()
         self.request_redraw()
@@ -265,7 +324,9 @@ class SessionMonitor(widgets.VBox):
             payload_types=self.payload_types or None,
             event_types=self.event_types or None,
         )
-        with self.hold_sync():
+        if self._queue_dirty:
+            self._refresh_queue_soon()
+        with _hold(self.table, self.header, self.session_view):
             self.table.value = events_table_html(
                 frame.iloc[::-1], max_rows=self.visible_rows, columns=LIVE_COLUMNS, with_style=False
             )
@@ -285,14 +346,16 @@ class SessionMonitor(widgets.VBox):
     def _header_html(self) -> str:
         state = "live" if self.connected else "stopped"
         last_gap = gap_html(self.gap_log[-1], with_style=False) if self.gap_log else ""
+        error = f'<div class="lash-error">{escape(self.last_error)}</div>' if self.last_error else ""
+        cursor = self.cursor or str(self._resume_cursor)
         return (
             '<div class="lash-header">'
             f'<span class="lash-badge lash-{state}">{state}</span> '
-            f"session <code>{html.escape(self._handle.session_id)}</code> · "
-            f"revision <b>{self.revision}</b> · cursor <code>{html.escape(self.cursor or str(self._resume_cursor))}</code>"
+            f"session <code>{escape(self._handle.session_id)}</code> · "
+            f"revision <b>{self.revision}</b> · cursor <code>{escape(cursor)}</code>"
             f"<br>{self.event_count} events · {len(self.history)} rows kept · "
             f"{self.dropped_rows} rolled over · {self.lagged} lagged · {self.gaps} gaps · "
-            f"{self.redraws} redraws</div>" + last_gap
+            f"{self.redraws} redraws</div>" + error + last_gap
         )
 
     def flush(self) -> None:
@@ -305,8 +368,24 @@ class SessionMonitor(widgets.VBox):
     # -- async side panels -------------------------------------------------------------------------
 
     def _refresh_queue_soon(self) -> None:
-        if self.queue_panel is not None:
-            spawn(self.queue_panel.refresh(), on_error=self._show_error)
+        """One queue refresh at a time; changes during it trigger one more afterwards."""
+        if self.queue_panel is None:
+            return
+        self._queue_dirty = True
+        if self._queue_refreshing:
+            return
+        self._queue_dirty = False
+        self._queue_refreshing = True
+
+        async def refresh() -> None:
+            try:
+                await self.queue_panel.refresh()  # type: ignore[union-attr]
+            finally:
+                self._queue_refreshing = False
+            if self._queue_dirty:
+                self._refresh_queue_soon()
+
+        spawn(refresh(), on_error=self._show_error)
 
     def _refresh_processes_soon(self) -> None:
         spawn(self.refresh_processes(), on_error=self._show_error)
@@ -314,8 +393,8 @@ class SessionMonitor(widgets.VBox):
     async def refresh_processes(self) -> list[Any]:
         handles = await self._handle.observe().list_process_handles()
         rows = "".join(
-            f"<tr><td><code>{html.escape(p.process_id)}</code></td>"
-            f"<td>{html.escape(str(getattr(p, 'status', '')))}</td></tr>"
+            f"<tr><td><code>{escape(p.process_id)}</code></td>"
+            f"<td>{escape(str(getattr(p, 'status', '')))}</td></tr>"
             for p in handles
         )
         self.processes_view.value = (
@@ -324,10 +403,9 @@ class SessionMonitor(widgets.VBox):
         return handles
 
     def _show_error(self, err: BaseException) -> None:
-        self.header.value = self._header_html() + (
-            f'<div class="lash-error"><b>{html.escape(type(err).__name__)}</b>: '
-            f"{html.escape(str(err))}</div>"
-        )
+        """Keep the failure in ``last_error``: every later redraw shows it until the next one."""
+        self.last_error = f"{type(err).__name__}: {err}"
+        self.header.value = self._header_html()
 
     # -- the buttons' methods, forwarded -----------------------------------------------------------
 
@@ -343,7 +421,11 @@ class SessionMonitor(widgets.VBox):
     def reconnect(self, client: str | None = None) -> Any:
         return self._panel("simulator").reconnect(client)
 
-    def set_filter(self, *, payload_types: Sequence[str] = (), event_types: Sequence[str] = ()) -> None:
+    def set_filter(
+        self, *, payload_types: Sequence[str] | str = (), event_types: Sequence[str] | str = ()
+    ) -> None:
+        payload_types = (payload_types,) if isinstance(payload_types, str) else tuple(payload_types)
+        event_types = (event_types,) if isinstance(event_types, str) else tuple(event_types)
         unknown = [t for t in payload_types if t not in PAYLOAD_TYPES] + [
             t for t in event_types if t not in EVENT_TYPES
         ]

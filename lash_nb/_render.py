@@ -147,6 +147,9 @@ STYLE = """
 .lash-nb .lash-msg-system { border-left-color: var(--jp-ui-font-color3, #999); }
 .lash-nb details > summary { cursor: pointer; color: var(--jp-ui-font-color2, #666); }
 .widget-html-content .lash-nb { line-height: 1.35; }
+.lash-error { color: var(--jp-error-color1, #d32f2f); }
+.lash-ok, .lash-nb .lash-ok { color: var(--jp-success-color1, #388e3c); }
+.lash-nb .lash-bad { color: var(--jp-error-color1, #d32f2f); font-weight: 600; }
 .lash-nb table.lash-table td { white-space: nowrap; }
 .lash-nb table.lash-table td .lash-text { white-space: pre-wrap; display: inline-block; min-width: 14em; }
 """.strip()
@@ -165,8 +168,16 @@ def style_element() -> str:
 # --- building blocks (the only places markup is written) -------------------------------------------
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+def escape(value: Any) -> str:
+    """HTML-escape ``str(value)``. Lone surrogates (valid in JSON, not in UTF-8) become ``\\udXXX``
+    so the frontend message carrying this HTML can always be encoded."""
+    text = str(value)
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return html.escape(text, quote=True)
+
+
+_e = escape
 
 
 def _code(value: Any, title: str | None = None) -> str:

@@ -2,6 +2,8 @@
 
 import asyncio
 
+import traitlets
+
 import pytest
 
 from lash_core import (
@@ -33,7 +35,7 @@ async def settle(monitor, rounds=5):
 
 async def make(**kw):
     scenario = await Scenario.create(**kw)
-    monitor = SessionMonitor(scenario.handle, store=scenario.store, clock=scenario.clock)
+    monitor = SessionMonitor(scenario.handle, clock=scenario.clock)
     return scenario, monitor
 
 
@@ -253,3 +255,172 @@ def test_widgets_need_a_running_loop():
     s = aio.run(Scenario.create())
     with pytest.raises(RuntimeError, match="running asyncio loop"):
         SessionMonitor(s.handle)
+
+
+# -- robustness -----------------------------------------------------------------------------------
+
+
+async def test_a_lone_surrogate_in_an_event_is_escaped_and_the_monitor_lives_on():
+    s, m = await make()
+    bad = "bad\ud800id"  # valid in JSON, not in UTF-8
+    s.handle.record_queue_changed("enqueued", [bad])
+    await settle(m)
+    assert "bad\\ud800id" in m.table.value  # shown, escaped as text, encodable
+    m.table.value.encode("utf-8")  # what the frontend message needs
+    await s.handle.run_turn("still alive?")
+    await settle(m)
+    assert m.connected and m.revision == 1
+
+
+async def test_a_failing_batch_is_reported_and_the_stream_continues(monkeypatch):
+    s, m = await make()
+    history_type = type(m.history)
+    real_append = history_type.append
+    calls = {"n": 0}
+
+    def flaky(self, events, received_at=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("history exploded")
+        return real_append(self, events, received_at)
+
+    monkeypatch.setattr(history_type, "append", flaky)
+    s.handle.record_queue_changed("enqueued", ["a"])
+    await settle(m)
+    assert "history exploded" in m.last_error and "history exploded" in m.header.value
+    s.handle.record_queue_changed("enqueued", ["b"])
+    await settle(m)
+    assert m.connected and "b" in set(m.frame()["text"].str.split().str[-1])
+    assert "history exploded" in m.header.value  # still visible after later redraws
+
+
+async def test_store_restart_is_followed_by_monitor_and_clients():
+    s, m = await make()
+    await s.handle.run_turn("one")
+    await settle(m)
+    s.restart_store()
+    await settle(m)
+    assert m.connected and m.gaps == 1 and m.gap_log[-1].reason is LiveReplayGapReason.UNAVAILABLE
+    sim = m.simulator
+    assert sim.reconnect("A").gap.reason is LiveReplayGapReason.UNAVAILABLE
+    await s.handle.run_turn("two")
+    await settle(m)
+    assert m.revision == 2 and m.connected
+    assert not sim.clients["B"].connected  # its server went away: disconnected, cursor kept
+    assert sim.clients["A"].connected and sim.view_matches("A")
+    sim.set_retention(max_events=3)
+    assert s.store.config.max_events_per_session == 3  # the sliders act on the new store
+
+
+async def test_enqueue_button_never_double_submits_and_keeps_newer_typing():
+    s, m = await make()
+    panel = m.enqueue_panel
+    panel.text.value = "first"
+    panel.source_key.value = "k"
+    panel.button.click()
+    panel.button.click()  # a double click while the first is in flight
+    assert panel.busy and panel.button.disabled
+    panel.text.value = "typed meanwhile"
+    await settle(m)
+    assert panel.enqueued == 1 and not panel.busy and not panel.button.disabled
+    assert [b.items[0].payload.content for b in await s.queue.list_queued_work(s.session_id)] == ["first"]
+    assert panel.text.value == "typed meanwhile"  # not wiped
+    assert panel.source_key.value == ""  # the key was used: cleared with the submission
+    again = await panel.enqueue("different text", source_key="k")
+    assert again.items[0].payload.content == "first"
+    assert "already queued" in panel.result.value
+
+
+async def test_bad_inputs_are_typed_errors_and_change_nothing():
+    from lash_core import InvalidQueuedWorkError
+
+    s, m = await make()
+    with pytest.raises(InvalidTurnInputError, match="must be text"):
+        await m.enqueue(123)
+    with pytest.raises(InvalidQueuedWorkError):
+        await m.enqueue("x", "sometime")
+    with pytest.raises(InvalidQueuedWorkError, match="batch_id"):
+        await m.cancel(None)
+    with pytest.raises(traitlets.TraitError):
+        m.max_redraw_hz = 0
+    with pytest.raises(traitlets.TraitError):
+        m.visible_rows = 0
+    with pytest.raises(traitlets.TraitError, match="unknown type"):
+        m.payload_types = ["nope"]
+    assert m.max_redraw_hz == 10 and m.payload_types == []
+    m.set_filter(payload_types="committed")  # a single name is fine
+    assert m.payload_types == ["committed"] and m.payload_filter.value == ("committed",)
+    m.event_types = ["usage"]  # setting the trait moves the widget too
+    assert m.event_filter.value == ("usage",)
+    before = s.clock.now
+    with pytest.raises(ValueError, match="finite"):
+        m.simulator.advance_clock(float("nan"))
+    assert s.clock.now == before
+    with pytest.raises(KeyError, match="no simulated client named 'Z'"):
+        m.reconnect("Z")
+    assert await s.queue.list_queued_work(s.session_id) == []
+
+
+async def test_simulated_clients_keep_a_bounded_history():
+    from lash_core.testing import SimulatedClient
+
+    s = await Scenario.create()
+    client = SimulatedClient(s.handle, "c", keep_events=5)
+    for i in range(20):
+        s.handle.record_queue_changed("enqueued", [str(i)])
+    client.pump()
+    assert client.received == 20 and len(client.events) == 5
+    assert client.events[-1].payload.batch_ids == ("19",)
+
+
+async def test_queue_panel_refreshes_are_coalesced():
+    s, m = await make()
+    calls = {"n": 0}
+    real = m.queue_panel.refresh
+
+    async def counted():
+        calls["n"] += 1
+        return await real()
+
+    m.queue_panel.refresh = counted
+    for i in range(100):
+        await s.handle.enqueue_turn_input(f"q{i}", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE)
+    await settle(m, rounds=20)
+    await asyncio.sleep(0.2)
+    m.flush()
+    await settle(m)
+    assert 1 <= calls["n"] <= 10  # not one per event
+    assert m.queue_panel.batch_count == 100  # and the last state is shown
+
+
+async def test_restarting_the_monitor_does_not_leak_subscriptions():
+    s, m = await make()
+    before = s.store.statistics(s.session_id).subscribers
+    m.stop()
+    m.start()
+    m.stop()
+    m.start()
+    assert s.store.statistics(s.session_id).subscribers == before
+
+
+async def test_simulator_buttons_do_what_their_methods_do():
+    s, m = await make(max_events=100, max_age=60.0)
+    sim = m.simulator
+    sim.picker.value = "B"
+    assert sim.selected == "B"
+    sim.disconnect_button.click()
+    assert not sim.clients["B"].connected and sim.clients["A"].connected
+    await s.handle.run_turn("x")
+    sim.reconnect_button.click()
+    assert sim.last_outcome == "replayed" and sim.clients["B"].connected
+    sim.disconnect_button.click()
+    await s.handle.run_turn("y")
+    sim.advance_seconds.value = 61
+    sim.advance_button.click()
+    sim.trim_button.click()
+    assert s.store.statistics(s.session_id).retained_events == 0
+    sim.reconnect_button.click()
+    assert sim.last_outcome == "gap" and "trimmed" in sim.gap_view.value
+    m.queue_panel.refresh_button.click()
+    await settle(m)
+    assert m.queue_panel.batch_count == 0

@@ -108,6 +108,8 @@ def browser_skip_reason() -> str | None:
 def _skip_if_unavailable() -> None:
     reason = browser_skip_reason()
     if reason:
+        if os.environ.get("LASH_REQUIRE_BROWSER") == "1":  # scripts/test (CI): never skip silently
+            pytest.fail(f"browser tests required but cannot run: {reason}")
         print(f"\n[browser tests skipped] {reason}", file=sys.stderr)
         pytest.skip(reason)
 
