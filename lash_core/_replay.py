@@ -521,16 +521,6 @@ class LiveReplaySubscription:
         return self._log.session_id
 
     @property
-    def config(self) -> InMemoryLiveReplayStoreConfig:
-        """Retention bounds in force; change them with ``reconfigure`` (never the backlog, which
-        the held events were laid out for)."""
-        return self._config
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        return self._clock
-
-    @property
     def closed(self) -> bool:
         return self._closed
 
