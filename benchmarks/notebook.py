@@ -393,6 +393,16 @@ class Producer:
                 await asyncio.sleep(max(0.0, next_burst - clock()))
         self.finished = clock()
 
+    def summary(self) -> dict[str, Any]:
+        """The producer's figures, as every report row carries them."""
+        return {
+            "produced": self.produced,
+            "achieved_rate": self.achieved_rate,
+            "produce_s": self.finished - self.started,
+            "bursts": self.bursts,
+            "max_burst": self.max_burst,
+        }
+
     @property
     def achieved_rate(self) -> float:
         span = self.finished - self.started
@@ -509,11 +519,7 @@ async def run_monitor(rate: float, seconds: float, *, controls: bool) -> dict[st
     return {
         "controls": controls,
         "target_rate": rate,
-        "produced": producer.produced,
-        "achieved_rate": producer.achieved_rate,
-        "produce_s": producer.finished - producer.started,
-        "bursts": producer.bursts,
-        "max_burst": producer.max_burst,
+        **producer.summary(),
         "delivered": delivered,
         "lagged": monitor.lagged,
         "wall_s": wall,
@@ -589,11 +595,7 @@ async def run_naive(rate: float, seconds: float) -> dict[str, Any]:
     tenth = max(processed // 10, 1)
     return {
         "target_rate": rate,
-        "produced": producer.produced,
-        "achieved_rate": producer.achieved_rate,
-        "produce_s": producer.finished - producer.started,
-        "bursts": producer.bursts,
-        "max_burst": producer.max_burst,
+        **producer.summary(),
         "processed": processed,
         "behind": producer.produced - processed,
         "wall_s": wall,

@@ -571,6 +571,30 @@ def _check_batches(who: str, batches: list[int], misses: list[int], chunks: list
     check(not any(misses), f"{who}: {sum(misses)} drains did not end on the chunk's last event")
 
 
+def _drain_batches(
+    read: Callable[[int], list[Any]],
+    max_events: int,
+    i: int,
+    last: Any,
+    counts: list[int],
+    batches: list[int],
+    misses: list[int],
+    lasts: list[Any],
+) -> None:
+    """One subscriber's drain after a chunk, shared by store and baseline so both pay the same."""
+    got = calls = 0
+    seen = None
+    while batch := read(max_events):
+        got += len(batch)
+        calls += 1
+        seen = batch[-1]
+    counts[i] += got
+    batches[i] += calls
+    if seen is not last:
+        misses[i] += 1
+    lasts[i] = seen
+
+
 def fanout_store_sync_batch(
     subscribers: int, chunks: list[list[EventPayload]], prefill: list, max_events: int
 ) -> float:
@@ -593,22 +617,7 @@ def fanout_store_sync_batch(
         for payload in chunk:
             last = append(session, revision, payload)
         for i, sub in enumerate(subs):
-            next_batch_nowait = sub.next_batch_nowait
-            got = 0
-            calls = 0
-            seen = None
-            while True:
-                batch = next_batch_nowait(max_events)
-                if not batch:
-                    break
-                got += len(batch)
-                calls += 1
-                seen = batch[-1]
-            counts[i] += got
-            batches[i] += calls
-            if seen is not last:
-                misses[i] += 1
-            lasts[i] = seen
+            _drain_batches(sub.next_batch_nowait, max_events, i, last, counts, batches, misses, lasts)
     seconds = time.perf_counter() - start
 
     total = sum(len(c) for c in chunks)
@@ -642,21 +651,9 @@ def fanout_baseline_sync_batch(
         for payload in chunk:
             last = append(session, revision, payload)
         for i, queue in enumerate(queues):
-            got = 0
-            calls = 0
-            seen = None
-            while True:
-                batch = take(queue, max_events)
-                if not batch:
-                    break
-                got += len(batch)
-                calls += 1
-                seen = batch[-1]
-            counts[i] += got
-            batches[i] += calls
-            if seen is not last:
-                misses[i] += 1
-            lasts[i] = seen
+            _drain_batches(
+                functools.partial(take, queue), max_events, i, last, counts, batches, misses, lasts
+            )
     seconds = time.perf_counter() - start
 
     total = sum(len(c) for c in chunks)
