@@ -85,6 +85,7 @@ class EnqueuePanel(widgets.VBox):
         self.button = widgets.Button(description="Enqueue", button_style="primary", icon="plus")
         self.button.add_class("lash-enqueue")
         self.result = widgets.HTML()
+        self.result.add_class("lash-enqueue-result")
         self.button.on_click(lambda _b: self.click())
         super().__init__(
             [

@@ -26,7 +26,7 @@ TABLE = f"{MONITOR} .widget-html.lash-events"
 ROWS = f"{TABLE} .widget-html-content tbody tr"
 ENQUEUE_TEXT = f"{MONITOR} .lash-enqueue-panel textarea"
 ENQUEUE = f"{MONITOR} button.widget-button.lash-enqueue"
-ENQUEUE_RESULT = f"{MONITOR} .lash-enqueue-panel .widget-html-content"
+ENQUEUE_RESULT = f"{MONITOR} .widget-html.lash-enqueue-result .widget-html-content"
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +73,22 @@ def test_rows_keep_arriving_while_no_cell_runs(tour: Any) -> None:
 def test_clicking_enqueue_adds_a_row(tour: Any) -> None:
     from playwright.sync_api import expect
 
+    result = tour.page.locator(ENQUEUE_RESULT).first
+    before = set(re.findall(r"qwb-[0-9a-f]+", result.inner_text()))  # the notebook's own enqueue
     tour.page.locator(ENQUEUE_TEXT).fill("typed in the browser")
     tour.page.locator(ENQUEUE).click()
-    result = tour.page.locator(ENQUEUE_RESULT).filter(has_text="qwb-")
-    expect(result.first).to_be_visible(timeout=10_000)
-    batch_id = re.search(r"qwb-[0-9a-f]+", result.first.inner_text()).group(0)
-    row = tour.page.locator(f"{ROWS}:has-text('{batch_id}')")
+    new_ids: set[str] = set()
+    deadline = time.monotonic() + 10
+    while not new_ids and time.monotonic() < deadline:
+        tour.page.wait_for_timeout(100)
+        new_ids = set(re.findall(r"qwb-[0-9a-f]+", result.inner_text())) - before
+    assert len(new_ids) == 1, f"the panel never showed the clicked batch (before: {before})"
+    (batch_id,) = new_ids
+    # the background queue worker may already have started the batch (a newer row with the same
+    # id), so look for this batch's queue_changed row specifically
+    row = tour.page.locator(f"{ROWS}:has-text('{batch_id}'):has-text('queue_changed')")
     expect(row.first).to_be_visible(timeout=10_000)
-    assert "queue_changed" in row.first.inner_text()
+    assert "enqueued" in row.first.inner_text()
     assert tour.page.locator(ENQUEUE_TEXT).input_value() == ""  # cleared after success
 
 
