@@ -3,11 +3,13 @@
 
 Run from the repository root::
 
-    python benchmarks/replay_store.py            # full run (about 1 min on 2 cores)
-    python benchmarks/replay_store.py --quick    # fewer events and repetitions, same rows (~10 s)
+    python benchmarks/replay_store.py            # full run (about 70 s on 2 cores)
+    python benchmarks/replay_store.py --quick    # fewer events and repetitions, same rows (~20 s)
     python benchmarks/replay_store.py --json out.json
+    python benchmarks/replay_store.py --memory-only  # section 4 alone (~10 s)
 
-Three measurements, each beside a baseline timed in the same process (interleaved with it):
+Three timed measurements, each beside a baseline timed in the same process (interleaved with it),
+and a memory section:
 
 1. appends/s into one session, steady state: the store is prefilled to ``N`` events with
    ``max_events_per_session=N`` (and an age limit far beyond the run, so retention is bound by
@@ -21,6 +23,16 @@ Three measurements, each beside a baseline timed in the same process (interleave
    ``next_nowait()``, once in batches with ``next_batch_nowait(chunk)`` (each subscriber calls it
    until it returns ``[]``: one full batch and one empty call per chunk). Two async rows use 100
    real subscriber tasks, one awaiting ``next_event()``, one awaiting ``next_batch(chunk)``.
+4. memory (``tracemalloc``, no baseline: the figures are bytes, compared run against run): the
+   peak during, and what stays allocated after, four scenarios where memory used to outgrow what
+   retention holds: (a) 50,000 sessions with one event each, all expired and trimmed; (b)
+   ``max_events_per_session=1``, 3,000 appends, no subscriber; (c) 200 subscriptions that each
+   waited on their own ``asyncio.run`` loop and were dropped without ``close()``; (d) a
+   ``SimulatedClient(keep_events=16)`` reconnecting 2,000 times (one new event each time,
+   retention 16), counted from after the client connected. Payloads
+   are built inside the traced region there, as a runtime would. Each row also prints what the
+   store reports (retained, held events, sessions and tombstones, waiter entries, outcomes kept);
+   new statistics fields are read with ``getattr`` so the section runs on older stores too.
 
 The baseline is the naive port of the Rust original: a ``deque(maxlen=N)`` of a frozen slotted
 ``Record(position, appended_at, event)``; replay parses the cursor, checks for a gap and scans the
@@ -58,6 +70,7 @@ import platform
 import statistics
 import sys
 import time
+import tracemalloc
 from typing import Any, Callable, Sequence
 
 try:
@@ -853,6 +866,143 @@ def bench_fanout(
     return rows
 
 
+# --- 4: memory ------------------------------------------------------------------------------------
+
+
+class ManualClock:
+    """A monotonic clock the memory scenarios move by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fresh_payload(text: str = "token ") -> TurnActivityPayload:
+    return TurnActivityPayload(TurnActivity.independent(AssistantProseDelta(text)))
+
+
+def traced(scenario: Callable[[], tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
+    """Run ``scenario`` under ``tracemalloc``: bytes at the peak and still allocated afterwards
+    (with what the scenario returns kept alive), both over the traced memory before it started.
+    The scenario returns ``(keep_alive, counts)``."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        keep, counts = scenario()
+        gc.collect()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del keep
+    gc.collect()
+    return {"peak_bytes": peak - base, "retained_bytes": current - base, **counts}
+
+
+def _held(store: InMemoryLiveReplayStore, session_id: str | None = None) -> int:
+    """Events the store's lists reference (``held_events`` where the store reports it)."""
+    stats = store.statistics(session_id)
+    held = getattr(stats, "held_events", None)
+    if held is not None:
+        return held
+    logs = store._sessions.values() if session_id is None else [store._sessions[session_id]]
+    return sum(len(log.events) for log in logs)
+
+
+def memory_expired_sessions(sessions: int) -> tuple[Any, dict[str, Any]]:
+    clock = ManualClock()
+    store = InMemoryLiveReplayStore(InMemoryLiveReplayStoreConfig(max_age=120.0), clock=clock)
+    ids = [f"session-{i:06d}" for i in range(sessions)]
+    for session_id in ids:
+        store.append(session_id, REVISION, fresh_payload())
+    clock.now += 121.0
+    for session_id in ids:
+        store.trim_session(session_id)
+    stats = store.statistics()
+    check(stats.retained_events == 0, f"{stats.retained_events} events still retained")
+    check(all(store.current_cursor(i, 0).parse().live_position == 1 for i in ids[:100]),
+          "a forgotten session lost its tail")
+    del ids
+    return store, {
+        "retained_events": stats.retained_events,
+        "held_events": _held(store),
+        "live_sessions": stats.sessions,
+        "tombstones": getattr(stats, "forgotten_sessions", 0),
+    }
+
+
+def memory_one_event_window(appends: int) -> tuple[Any, dict[str, Any]]:
+    store = InMemoryLiveReplayStore(InMemoryLiveReplayStoreConfig(max_events_per_session=1))
+    for _ in range(appends):
+        store.append(SESSION, REVISION, fresh_payload())
+    stats = store.statistics(SESSION)
+    check(stats.retained_events == 1 and stats.tail_position == appends, "retention is not 1")
+    return store, {"retained_events": stats.retained_events, "held_events": _held(store, SESSION)}
+
+
+def memory_dropped_waiters(loops: int) -> tuple[Any, dict[str, Any]]:
+    store = InMemoryLiveReplayStore()
+    store.append(SESSION, REVISION, fresh_payload())  # retained: the session stays live
+
+    async def wait_and_drop() -> None:
+        sub = store.subscribe_after_cursor(store.current_cursor(SESSION, REVISION)).subscription
+        try:
+            await asyncio.wait_for(sub.next_event(), 0.001)
+        except asyncio.TimeoutError:
+            pass
+        # dropped without close(); asyncio.run closes its loop
+
+    for _ in range(loops):
+        asyncio.run(wait_and_drop())
+    gc.collect()
+    waiters = store._sessions[SESSION].waiters or {}
+    check(store.statistics(SESSION).subscribers == 0, "a dropped subscription is still counted")
+    return store, {"waiter_entries": len(waiters), "closed_loops_held": sum(
+        1 for loop in waiters if loop.is_closed())}
+
+
+def memory_reconnecting_client(reconnects: int) -> tuple[Any, dict[str, Any]]:
+    from lash_core.testing import Scenario, SimulatedClient
+
+    scenario = asyncio.run(Scenario.create(session_id="memory", max_events=16))
+    handle = scenario.handle
+    # keep_events=16: the client's own event window is bounded by design; what is measured is
+    # what each reconnect leaves behind (its outcome, and the replayed events that outcome holds)
+    client = SimulatedClient(handle, "c", keep_events=16)
+
+    def run() -> tuple[Any, dict[str, Any]]:
+        for i in range(reconnects):
+            client.disconnect()
+            handle.record_turn_activity(TurnActivity.independent(AssistantProseDelta(f"t{i}")))
+            outcome = client.reconnect()
+            check(outcome.gap is None and len(outcome.replayed) == 1, "reconnect did not replay")
+        return None, {
+            "outcomes_kept": len(client.outcomes),
+            "reconnects_counted": getattr(client, "reconnects", len(client.outcomes)),
+        }
+
+    result = traced(run)  # traced from here: the scenario's own setup is not counted
+    check(client.view_matches_server(), "the client's view drifted")
+    return (scenario, client), result
+
+
+def bench_memory() -> list[dict[str, Any]]:
+    rows = []
+    for name, fn, size in (
+        ("a. expired sessions x 1 event", memory_expired_sessions, 50_000),
+        ("b. max_events=1, no subscriber", memory_one_event_window, 3_000),
+        ("c. dropped subs on closed loops", memory_dropped_waiters, 200),
+    ):
+        rows.append({"case": name, "size": size, **traced(lambda fn=fn, size=size: fn(size))})
+    keep, row = memory_reconnecting_client(2_000)
+    rows.append({"case": "d. SimulatedClient reconnects", "size": 2_000, **row})
+    del keep
+    gc.collect()
+    return rows
+
+
 # --- output ---------------------------------------------------------------------------------------
 
 
@@ -895,6 +1045,17 @@ def report(results: dict[str, Any]) -> str:
         f"{PAYLOAD_POOL} distinct, built ahead",
         "baseline: deque(maxlen=N) of Record(position, appended_at, event), same event construction;"
         " replay = scan keeping position > p; fan-out = one queue per subscriber",
+    ]
+    if results["append"]:
+        out += timing_report(results)
+    out += memory_report(results["memory"])
+    out.append("")
+    out.append(f"all correctness checks passed; benchmark wall time {meta['wall_s']:.1f} s")
+    return "\n".join(out)
+
+
+def timing_report(results: dict[str, Any]) -> list[str]:
+    out = [
         "",
         "1. Append throughput, one session, steady state (retention bound by count at N)",
         "   ratio = store/baseline appends per second: HIGHER is better for the store (1 = parity)",
@@ -992,9 +1153,36 @@ def report(results: dict[str, Any]) -> str:
     out.append(
         "   ns/delivery: time per appended event / subscribers (append included); no subscriber lagged"
     )
-    out.append("")
-    out.append(f"all correctness checks passed; benchmark wall time {meta['wall_s']:.1f} s")
-    return "\n".join(out)
+    return out
+
+
+def fmt_bytes(value: int) -> str:
+    if abs(value) >= 1 << 20:
+        return f"{value / (1 << 20):,.1f} MiB"
+    return f"{value / 1024:,.1f} KiB"
+
+
+def memory_report(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    out = [
+        "",
+        "4. Memory (tracemalloc): peak during the scenario, and still allocated after it with the",
+        "   store (or client) alive; LOWER is better. Counts are what the store and client report.",
+    ]
+    standard = {"case", "size", "peak_bytes", "retained_bytes"}
+    table_rows = [
+        [
+            r["case"],
+            f"{r['size']:,}",
+            fmt_bytes(r["peak_bytes"]),
+            fmt_bytes(r["retained_bytes"]),
+            ", ".join(f"{k}={v:,}" for k, v in r.items() if k not in standard),
+        ]
+        for r in rows
+    ]
+    out.append(table(["case", "N", "peak", "retained after", "counts"], table_rows, right={1, 2, 3}))
+    return out
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -1007,23 +1195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep-gc", action="store_true", help="leave the cyclic GC running while timing"
     )
+    parser.add_argument(
+        "--memory-only", action="store_true", help="run section 4 (memory) alone"
+    )
     args = parser.parse_args(argv)
     prof = QUICK if args.quick else FULL
 
     wall = time.perf_counter()
-    pool = make_payloads(PAYLOAD_POOL)
-
-    # warm the interpreter's specialised paths on both implementations before timing anything
-    warm = payload_sequence(pool, 5_000)
-    warm_store = InMemoryLiveReplayStore(InMemoryLiveReplayStoreConfig(1_000, LONG_AGE))
-    warm_base = DequeBaseline(1_000, LONG_AGE)
-    run_appends(warm_store.append, warm)
-    run_appends(warm_base.append, warm)
-    for _ in range(50):
-        warm_store.replay_after_cursor(warm_store.current_cursor(SESSION, REVISION))
-        warm_base.replay_after_cursor(SessionCursor.new(SESSION, REVISION, warm_base.tail))
-    del warm, warm_store, warm_base
-
     results: dict[str, Any] = {
         "meta": {
             "profile": prof.name,
@@ -1038,20 +1216,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         "append": [],
         "replay": [],
         "fanout": [],
+        "memory": [],
     }
+    if args.memory_only:
+        results["memory"] = bench_memory()
+        results["meta"]["wall_s"] = time.perf_counter() - wall
+        return finish(results, args.json)
+
+    pool = make_payloads(PAYLOAD_POOL)
+
+    # warm the interpreter's specialised paths on both implementations before timing anything
+    warm = payload_sequence(pool, 5_000)
+    warm_store = InMemoryLiveReplayStore(InMemoryLiveReplayStoreConfig(1_000, LONG_AGE))
+    warm_base = DequeBaseline(1_000, LONG_AGE)
+    run_appends(warm_store.append, warm)
+    run_appends(warm_base.append, warm)
+    for _ in range(50):
+        warm_store.replay_after_cursor(warm_store.current_cursor(SESSION, REVISION))
+        warm_base.replay_after_cursor(SessionCursor.new(SESSION, REVISION, warm_base.tail))
+    del warm, warm_store, warm_base
+
     for n in prof.sizes:
         append_row, replay_rows = bench_buffer(n, prof, pool, args.keep_gc)
         results["append"].append(append_row)
         results["replay"].extend(replay_rows)
     results["fanout"] = bench_fanout(prof, pool, args.keep_gc)
+    del pool
+    results["memory"] = bench_memory()
     results["meta"]["wall_s"] = time.perf_counter() - wall
+    return finish(results, args.json)
 
+
+def finish(results: dict[str, Any], json_path: str | None) -> int:
     print(report(results))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=2)
             fh.write("\n")
-        print(f"figures written to {args.json}")
+        print(f"figures written to {json_path}")
     return 0
 
 

@@ -8,11 +8,15 @@ fresh observation. Beside it: a queued-work store and a process registry.
 This package is sans-IO at its core and never imports pandas, ipywidgets or IPython.
 """
 
-from ._cursor import CURSOR_PREFIX, ParsedSessionCursor, SessionCursor, SessionRevision
+from ._cursor import CURSOR_PREFIX, U64_MAX, ParsedSessionCursor, SessionCursor, SessionRevision
 from ._errors import (
+    ForeignSessionError,
     IllegalBatchTransition,
     InvalidQueuedWorkError,
+    InvalidObservationError,
+    InvalidProcessError,
     InvalidTurnInputError,
+    JsonValueError,
     LashError,
     LashRuntimeError,
     LiveReplayStoreError,
@@ -61,6 +65,15 @@ from ._events import (
     UnknownTurnEvent,
     Usage,
 )
+from ._json import (
+    JsonValueKind,
+    decode_json,
+    encode_json,
+    json_summary,
+    short_repr,
+    summary_fallback,
+    to_plain_json,
+)
 from ._gap import LiveReplayGap, LiveReplayGapReason, ObservationSummary, SessionObservation
 from ._handle import GapResume, RuntimeHandle, RuntimeObservation
 from ._input import MAX_TURN_INPUT_BYTES, TurnInput
@@ -91,6 +104,7 @@ from ._replay import (
     DEFAULT_LIVE_REPLAY_CAPACITY,
     DEFAULT_LIVE_REPLAY_TTL,
     DEFAULT_SUBSCRIBER_BACKLOG,
+    MAX_FORGOTTEN_SESSIONS,
     Gap,
     InMemoryLiveReplayStore,
     InMemoryLiveReplayStoreConfig,
@@ -125,6 +139,7 @@ __all__ = [
     "SessionCursor",
     "ParsedSessionCursor",
     "CURSOR_PREFIX",
+    "U64_MAX",
     # events
     "DEFAULT_PROTOCOL_VERSION",
     "SessionObservationEvent",
@@ -167,6 +182,7 @@ __all__ = [
     "DEFAULT_LIVE_REPLAY_CAPACITY",
     "DEFAULT_LIVE_REPLAY_TTL",
     "DEFAULT_SUBSCRIBER_BACKLOG",
+    "MAX_FORGOTTEN_SESSIONS",
     "Replayed",
     "Gap",
     "Subscribed",
@@ -222,6 +238,7 @@ __all__ = [
     "MalformedCursorError",
     "WrongSessionError",
     "LiveReplayStoreFailure",
+    "InvalidObservationError",
     "SubscriberLagged",
     "ReplayClosed",
     "QueuedWorkError",
@@ -230,10 +247,21 @@ __all__ = [
     "IllegalBatchTransition",
     "ProcessRegistryError",
     "UnknownProcessError",
+    "InvalidProcessError",
     "RuntimeErrorCode",
     "LashRuntimeError",
     "InvalidTurnInputError",
+    "ForeignSessionError",
     "WireFormatError",
+    "JsonValueError",
+    # JSON codec
+    "JsonValueKind",
+    "encode_json",
+    "decode_json",
+    "to_plain_json",
+    "json_summary",
+    "summary_fallback",
+    "short_repr",
 ]
 
 __version__ = "0.1.0"

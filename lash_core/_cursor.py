@@ -9,6 +9,7 @@ opaque: they store it and hand it back, nothing more. Parsing is strict, mirrori
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from ._errors import MalformedCursorError, WrongSessionError
 
@@ -16,7 +17,6 @@ __all__ = ["SessionRevision", "SessionCursor", "ParsedSessionCursor", "CURSOR_PR
 
 CURSOR_PREFIX = "lashsc1:"
 U64_MAX = (1 << 64) - 1
-_ASCII_DIGITS = frozenset("0123456789")
 
 
 class SessionRevision(int):
@@ -35,18 +35,38 @@ class SessionRevision(int):
         return f"SessionRevision({int(self)})"
 
 
+_EMPTY = "cannot parse integer from empty string"
+_INVALID_DIGIT = "invalid digit found in string"
+_TOO_LARGE = "number too large to fit in target type"
+_NON_DIGIT = re.compile(r"[^0-9]")
+
+
 def _parse_u64(text: str) -> int:
-    """Parse like Rust's ``u64::from_str``; raise ValueError carrying Rust's message."""
+    """Parse like Rust's ``u64::from_str``; raise ValueError carrying Rust's message.
+
+    Rust reads the digits left to right and, for each one, checks the digit before it checks that
+    the running value still fits; so the first error *in reading order* wins:
+    ``99999999999999999999x`` overflows at its 20th digit, before the ``x`` is reached ("number too
+    large"), while ``1x99999999999999999999`` fails on the ``x`` ("invalid digit"). Leading zeros
+    never overflow. A lone ``+`` (or ``-``) is an invalid digit; a leading ``-`` is one too.
+    """
     if text == "":
-        raise ValueError("cannot parse integer from empty string")
+        raise ValueError(_EMPTY)
+    if len(text) <= 19 and text.isascii() and text.isdigit():  # the common case: fits, no sign
+        return int(text)
     digits = text[1:] if text[0] == "+" else text
-    if digits == "" or not all(ch in _ASCII_DIGITS for ch in digits):
-        raise ValueError("invalid digit found in string")
-    significant = digits.lstrip("0")
-    # u64 has at most 20 digits; checking the length first also keeps int() away from Python's
-    # 4300-digit conversion limit for absurd (but valid) zero-padded input
-    if len(significant) > 20 or (significant and int(significant) > U64_MAX):
-        raise ValueError("number too large to fit in target type")
+    if digits == "":
+        raise ValueError(_INVALID_DIGIT)
+    bad = _NON_DIGIT.search(digits)
+    prefix = digits if bad is None else digits[: bad.start()]
+    significant = prefix.lstrip("0")
+    # u64 has at most 20 digits: a longer run of significant digits overflows inside the valid
+    # prefix, i.e. before any invalid character. Checking the length first also keeps int() away
+    # from Python's 4300-digit conversion limit for absurd (but valid) zero-padded input.
+    if len(significant) > 20 or (len(significant) == 20 and int(significant) > U64_MAX):
+        raise ValueError(_TOO_LARGE)
+    if bad is not None:
+        raise ValueError(_INVALID_DIGIT)
     return int(significant) if significant else 0
 
 

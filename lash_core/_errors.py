@@ -26,6 +26,7 @@ __all__ = [
     "MalformedCursorError",
     "WrongSessionError",
     "LiveReplayStoreFailure",
+    "InvalidObservationError",
     "SubscriberLagged",
     "ReplayClosed",
     "QueuedWorkError",
@@ -34,10 +35,13 @@ __all__ = [
     "IllegalBatchTransition",
     "ProcessRegistryError",
     "UnknownProcessError",
+    "InvalidProcessError",
     "RuntimeErrorCode",
     "LashRuntimeError",
     "InvalidTurnInputError",
+    "ForeignSessionError",
     "WireFormatError",
+    "JsonValueError",
 ]
 
 
@@ -80,6 +84,21 @@ class WrongSessionError(SessionCursorError):
             f"session cursor belongs to `{self.actual_session_id}`, "
             f"not `{self.expected_session_id}`"
         )
+
+
+class InvalidObservationError(LiveReplayStoreError, ValueError):
+    """An argument the observation stream refuses, before anything changed: a bare string where a
+    list of ids is expected, a payload or activity of the wrong type, a session id that is empty or
+    not valid UTF-8, a read size that is not a positive int, a store setting out of range (config,
+    ``reconfigure``, ``with_bounds``). A caller's mistake, raised (unlike a store failure, which
+    the handle logs)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"invalid observation argument: {self.message}"
 
 
 class LiveReplayStoreFailure(LiveReplayStoreError):
@@ -157,6 +176,10 @@ class ProcessRegistryError(LashError):
     """Base for the process registry."""
 
 
+class InvalidProcessError(ProcessRegistryError, ValueError):
+    """A process id, name, kind or scope the registry refuses (not valid UTF-8); nothing changed."""
+
+
 class UnknownProcessError(ProcessRegistryError, KeyError):
     """No process with that id is registered."""
 
@@ -199,6 +222,20 @@ def store_commit_failed(err: BaseException) -> LashRuntimeError:
     return LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, str(err) or type(err).__name__)
 
 
+class ForeignSessionError(LashRuntimeError, ValueError):
+    """A handle was asked to act on a session other than its own (code ``invalid_input``);
+    nothing changed and nothing was recorded. Carries both ids. A *cursor* for another session is
+    ``WrongSessionError`` instead (the spec's cursor error)."""
+
+    def __init__(self, expected_session_id: str, actual_session_id: str) -> None:
+        self.expected_session_id = expected_session_id
+        self.actual_session_id = actual_session_id
+        super().__init__(
+            RuntimeErrorCode.INVALID_INPUT,
+            f"this handle acts on session `{expected_session_id}`, not `{actual_session_id}`",
+        )
+
+
 class InvalidTurnInputError(LashRuntimeError, ValueError):
     """Turn input that cannot be stored faithfully (not valid UTF-8 text, or over the size limit)."""
 
@@ -218,3 +255,20 @@ class WireFormatError(LashError, ValueError):
 
     def __str__(self) -> str:
         return f"invalid wire document: {self.reason}"
+
+
+class JsonValueError(LashError, ValueError):
+    """A value the JSON codec (``lash_core._json``) cannot encode, or text it cannot decode.
+
+    ``kind`` is a ``JsonValueKind`` string: ``too_deep``, ``unsupported``, ``out_of_range``,
+    ``malformed`` or ``not_utf8``; ``reason`` is the detail. Distinct from ``WireFormatError``, which
+    is about a *decoded* document that breaks a lash wire rule.
+    """
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        super().__init__(kind, reason)
+
+    def __str__(self) -> str:
+        return f"JSON value error ({self.kind}): {self.reason}"

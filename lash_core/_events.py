@@ -12,11 +12,13 @@ import dataclasses
 import enum
 import math
 import uuid
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
-from ._cursor import SessionCursor, SessionRevision
-from ._errors import SessionCursorError, WireFormatError
+from ._cursor import U64_MAX, SessionCursor, SessionRevision
+from ._errors import InvalidObservationError, SessionCursorError, WireFormatError
 from ._input import TurnInput
+from ._json import short_repr
+from ._validate import enum_member, id_tuple, is_uint, is_utf8_str
 
 __all__ = [
     "DEFAULT_PROTOCOL_VERSION",
@@ -60,18 +62,44 @@ DEFAULT_PROTOCOL_VERSION = 3
 # becomes one WireFormatError naming the field, not a TypeError deep inside later code.
 
 
+def _is_number(value: Any) -> bool:
+    """A JSON number Rust reads as a finite ``f64``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+_is_uint = is_uint
+_is_utf8_str = is_utf8_str
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (_is_utf8_str, "a UTF-8 string"),
+    "uint": (_is_uint, "an unsigned 64-bit integer"),
+    "number": (_is_number, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "a boolean"),
+    "str_list": (
+        lambda v: isinstance(v, (list, tuple)) and all(_is_utf8_str(x) for x in v),
+        "a list of UTF-8 strings",
+    ),
+}
+
+
 def _expect(kind: str, name: str, value: Any) -> Any:
-    ok = {
-        "str": lambda v: isinstance(v, str),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "uint": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-        "number": lambda v: not isinstance(v, bool)
-        and (isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))),
-        "bool": lambda v: isinstance(v, bool),
-        "str_list": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
-    }[kind]
-    if not ok(value):
-        raise WireFormatError(f"field `{name}` must be {kind.replace('_', ' ')}, got {value!r:.80}")
+    """``value`` when it is a valid ``kind``; else ``WireFormatError`` naming the field."""
+    check, what = _CHECKS[kind]
+    if not check(value):
+        raise WireFormatError(f"field `{name}` must be {what}, got {short_repr(value)}")
+    return value
+
+
+def check_protocol_version(value: Any, name: str = "protocol_version") -> int:
+    """A protocol version: a positive unsigned 64-bit integer, else ``WireFormatError``."""
+    if not _is_uint(value) or value < 1:
+        raise WireFormatError(f"`{name}` must be a positive integer, got {short_repr(value)}")
     return value
 
 
@@ -120,6 +148,12 @@ class _WireRecord:
     __slots__ = ()
     TYPE: ClassVar[str]
 
+    def __post_init__(self) -> None:
+        """Numbers are checked when a record is built, so one that could never travel (a count
+        above 2**64-1, a NaN wait) is refused where it is made, naming the field."""
+        for name, kind in _numeric_fields(type(self)):
+            _expect(kind, name, getattr(self, name))
+
     def _fields_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -153,6 +187,21 @@ class _WireRecord:
             raise WireFormatError(f"`{cls.TYPE}`: {err}") from None
 
 
+_NUMERIC: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _numeric_fields(cls: type) -> tuple[tuple[str, str], ...]:
+    """``(field name, codec)`` of a record's integer and number fields, computed once per class."""
+    found = _NUMERIC.get(cls)
+    if found is None:
+        found = _NUMERIC[cls] = tuple(
+            (f.name, f.metadata["codec"])
+            for f in dataclasses.fields(cls)
+            if f.metadata.get("codec") in ("uint", "number")
+        )
+    return found
+
+
 # --- usage ----------------------------------------------------------------------------------------
 
 
@@ -170,8 +219,12 @@ class TokenUsage(_WireRecord):
     def __add__(self, other: TokenUsage) -> TokenUsage:
         if not isinstance(other, TokenUsage):
             return NotImplemented
+        # saturating, like a u64 running total that must never wrap or refuse a commit
         return TokenUsage(
-            *(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self))
+            *(
+                min(getattr(self, f.name) + getattr(other, f.name), U64_MAX)
+                for f in dataclasses.fields(self)
+            )
         )
 
     @property
@@ -184,7 +237,7 @@ class TokenUsage(_WireRecord):
     @classmethod
     def from_dict(cls, data: Any) -> TokenUsage:
         if not isinstance(data, Mapping):
-            raise WireFormatError(f"usage must be an object, got {data!r:.80}")
+            raise WireFormatError(f"usage must be an object, got {short_repr(data)}")
         return cls._from_fields(data)
 
 
@@ -235,7 +288,7 @@ class QueuedWorkStarted(TurnEvent):
     batch_ids: tuple[str, ...] = _f("str_list")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "batch_ids", tuple(self.batch_ids))
+        object.__setattr__(self, "batch_ids", _id_tuple(self.batch_ids, "batch_ids"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -276,7 +329,8 @@ class CodeBlockCompleted(TurnEvent):
     graph_key: str | None = _f("opt_str", None)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tool_call_ids", tuple(self.tool_call_ids))
+        _WireRecord.__post_init__(self)
+        object.__setattr__(self, "tool_call_ids", _id_tuple(self.tool_call_ids, "tool_call_ids"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -393,7 +447,7 @@ class TurnActivity:
         if not isinstance(self.correlation_id, str) or not self.correlation_id:
             raise ValueError("turn activity correlation_id must be a non-empty string")
         if not isinstance(self.event, TurnEvent):
-            raise TypeError(f"turn activity event must be a TurnEvent, not {type(self.event)!r}")
+            raise TypeError(f"turn activity event must be a TurnEvent, not {type(self.event).__name__}")
 
     @classmethod
     def independent(cls, event: TurnEvent) -> TurnActivity:
@@ -407,7 +461,9 @@ class TurnActivity:
         self, protocol_version: int = DEFAULT_PROTOCOL_VERSION, *, sequence: int | None = None
     ) -> dict[str, Any]:
         seq = sequence if sequence is not None else self.sequence
-        out: dict[str, Any] = {"protocol_version": protocol_version}
+        if seq is not None:
+            _expect("uint", "sequence", seq)
+        out: dict[str, Any] = {"protocol_version": check_protocol_version(protocol_version)}
         if seq is not None:
             out["sequence"] = seq
         out["id"] = self.id
@@ -424,7 +480,7 @@ class TurnActivity:
         version = data.get("protocol_version")
         if parent_protocol_version is not None and version != parent_protocol_version:
             raise WireFormatError(
-                f"activity protocol_version {version!r} differs from its parent's "
+                f"activity protocol_version {short_repr(version)} differs from its parent's "
                 f"{parent_protocol_version}"
             )
         sequence = data.get("sequence")
@@ -432,8 +488,8 @@ class TurnActivity:
             _expect("uint", "sequence", sequence)
         for key in ("id", "correlation_id"):
             value = data.get(key)
-            if not isinstance(value, str) or not value:
-                raise WireFormatError(f"turn activity `{key}` must be a non-empty string")
+            if not is_utf8_str(value) or not value:
+                raise WireFormatError(f"turn activity `{key}` must be a non-empty UTF-8 string")
         body = {
             k: v
             for k, v in data.items()
@@ -451,10 +507,7 @@ class TurnActivity:
 
 
 def _id_tuple(ids: Any, field: str) -> tuple[str, ...]:
-    """Ids as a tuple of str; a bare string is refused (it would be split into characters)."""
-    if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
-        raise TypeError(f"{field} must be a sequence of str, not {ids!r:.80}")
-    return tuple(ids)
+    return id_tuple(ids, field, InvalidObservationError)
 
 
 class SessionQueueEventKind(enum.StrEnum):
@@ -561,7 +614,9 @@ class QueueChanged(EventPayload):
     batch_ids: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", SessionQueueEventKind(self.kind))
+        object.__setattr__(
+            self, "kind", enum_member(SessionQueueEventKind, self.kind, "kind", InvalidObservationError)
+        )
         object.__setattr__(self, "batch_ids", _id_tuple(self.batch_ids, "batch_ids"))
 
     def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
@@ -569,10 +624,7 @@ class QueueChanged(EventPayload):
 
     @classmethod
     def _from_wire(cls, data: Mapping[str, Any], protocol_version: int) -> QueueChanged:
-        try:
-            kind = SessionQueueEventKind(data.get("kind"))
-        except ValueError:
-            raise WireFormatError(f"unknown queue event kind {data.get('kind')!r:.40}") from None
+        kind = enum_member(SessionQueueEventKind, data.get("kind"), "queue event `kind`", WireFormatError)
         return cls(kind, _expect("str_list", "batch_ids", data.get("batch_ids")))
 
 
@@ -583,7 +635,9 @@ class ProcessChanged(EventPayload):
     process_ids: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", SessionProcessEventKind(self.kind))
+        object.__setattr__(
+            self, "kind", enum_member(SessionProcessEventKind, self.kind, "kind", InvalidObservationError)
+        )
         object.__setattr__(self, "process_ids", _id_tuple(self.process_ids, "process_ids"))
 
     def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
@@ -591,10 +645,7 @@ class ProcessChanged(EventPayload):
 
     @classmethod
     def _from_wire(cls, data: Mapping[str, Any], protocol_version: int) -> ProcessChanged:
-        try:
-            kind = SessionProcessEventKind(data.get("kind"))
-        except ValueError:
-            raise WireFormatError(f"unknown process event kind {data.get('kind')!r:.40}") from None
+        kind = enum_member(SessionProcessEventKind, data.get("kind"), "process event `kind`", WireFormatError)
         return cls(kind, _expect("str_list", "process_ids", data.get("process_ids")))
 
 
@@ -634,10 +685,7 @@ class SessionObservationEvent:
         given here (a writer numbering its own stream, as Rust's ``from_core(sequence, ..)``), the
         one it was read with, or the event's live position (monotonic within the session's
         stream, which is all the field promises)."""
-        if isinstance(protocol_version, bool) or not isinstance(protocol_version, int) or (
-            protocol_version < 1
-        ):
-            raise ValueError(f"protocol_version must be a positive int, got {protocol_version!r}")
+        check_protocol_version(protocol_version)
         if sequence is not None:
             _expect("uint", "sequence", sequence)
         elif isinstance(self.payload, TurnActivityPayload) and self.payload.activity.sequence is None:
@@ -659,19 +707,19 @@ class SessionObservationEvent:
         """Parse and validate one wire document; raises ``WireFormatError`` naming the rule."""
         if not isinstance(data, Mapping):
             raise WireFormatError("document must be a JSON object")
-        version = data.get("protocol_version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise WireFormatError(f"`protocol_version` must be a positive integer, got {version!r:.40}")
+        version = check_protocol_version(data.get("protocol_version"))
         session_id = data.get("session_id")
-        if not isinstance(session_id, str) or not session_id:
-            raise WireFormatError("`session_id` must be a non-empty string")
+        if not is_utf8_str(session_id) or not session_id:
+            raise WireFormatError("`session_id` must be a non-empty UTF-8 string")
         cursor = data.get("cursor")
-        if not isinstance(cursor, str) or not cursor:
-            raise WireFormatError("`cursor` must be a non-empty string")
+        if not is_utf8_str(cursor) or not cursor:
+            raise WireFormatError("`cursor` must be a non-empty UTF-8 string")
         revision = data.get("revision")
         try:
             revision = SessionRevision(revision)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise WireFormatError(f"`revision` must be an unsigned 64-bit integer, got {revision!r:.40}") from None
+            raise WireFormatError(
+                f"`revision` must be an unsigned 64-bit integer, got {short_repr(revision)}"
+            ) from None
         payload = EventPayload.from_wire(data, version)
         return cls(session_id, revision, SessionCursor(cursor), payload)

@@ -6,9 +6,10 @@ import dataclasses
 import enum
 from typing import Any, Mapping
 
-from ._cursor import SessionCursor, SessionRevision
+from ._cursor import U64_MAX, SessionCursor, SessionRevision
 from ._errors import SessionCursorError, WireFormatError
-from ._events import DEFAULT_PROTOCOL_VERSION, TokenUsage
+from ._events import DEFAULT_PROTOCOL_VERSION, TokenUsage, check_protocol_version
+from ._validate import enum_member, is_utf8_str
 
 __all__ = [
     "LiveReplayGapReason",
@@ -23,17 +24,10 @@ class LiveReplayGapReason(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # the store never had the cursor's position (restart, future)
 
 
-def _check_version(data: Mapping[str, Any]) -> int:
-    version = data.get("protocol_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise WireFormatError(f"`protocol_version` must be a positive integer, got {version!r:.40}")
-    return version
-
-
 def _non_empty(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise WireFormatError(f"`{key}` must be a non-empty string")
+    if not is_utf8_str(value) or not value:
+        raise WireFormatError(f"`{key}` must be a non-empty UTF-8 string")
     return value
 
 
@@ -48,7 +42,9 @@ class LiveReplayGap:
     @property
     def missed_events(self) -> int | None:
         """Live positions between the two cursors, when both parse; ``None`` otherwise
-        (an ``unavailable`` cursor from the future or a restarted store has no meaningful count)."""
+        (an ``unavailable`` cursor from the future or a restarted store has no meaningful count).
+        An upper bound once a store's forgotten-session floor has risen: positions may then have
+        jumped past numbers no event ever had."""
         try:
             requested = self.requested_cursor.parse().live_position
             latest = self.latest_cursor.parse().live_position
@@ -58,7 +54,7 @@ class LiveReplayGap:
 
     def to_dict(self, protocol_version: int = DEFAULT_PROTOCOL_VERSION) -> dict[str, Any]:
         return {
-            "protocol_version": protocol_version,
+            "protocol_version": check_protocol_version(protocol_version),
             "session_id": self.session_id,
             "requested_cursor": str(self.requested_cursor),
             "latest_cursor": str(self.latest_cursor),
@@ -70,11 +66,8 @@ class LiveReplayGap:
     def from_dict(cls, data: Mapping[str, Any]) -> LiveReplayGap:
         if not isinstance(data, Mapping):
             raise WireFormatError("gap must be a JSON object")
-        _check_version(data)
-        try:
-            reason = LiveReplayGapReason(data.get("reason"))
-        except ValueError:
-            raise WireFormatError(f"unknown gap reason {data.get('reason')!r:.40}") from None
+        check_protocol_version(data.get("protocol_version"))
+        reason = enum_member(LiveReplayGapReason, data.get("reason"), "gap `reason`", WireFormatError)
         try:
             revision = SessionRevision(data.get("latest_revision"))  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -108,7 +101,7 @@ class SessionObservation:
         view = self.read_view
         usage = getattr(view, "usage", None) or TokenUsage()
         return {
-            "protocol_version": protocol_version,
+            "protocol_version": check_protocol_version(protocol_version),
             "session_id": view.session_id,
             "cursor": str(self.cursor),
             "turn_index": int(view.turn_index),
@@ -119,10 +112,12 @@ class SessionObservation:
     def from_dict(cls, data: Mapping[str, Any]) -> SessionObservation:
         if not isinstance(data, Mapping):
             raise WireFormatError("observation must be a JSON object")
-        _check_version(data)
+        check_protocol_version(data.get("protocol_version"))
         turn_index = data.get("turn_index")
-        if isinstance(turn_index, bool) or not isinstance(turn_index, int) or turn_index < 0:
-            raise WireFormatError("`turn_index` must be a non-negative integer")
+        if isinstance(turn_index, bool) or not isinstance(turn_index, int) or not (
+            0 <= turn_index <= U64_MAX
+        ):
+            raise WireFormatError("`turn_index` must be an unsigned 64-bit integer")
         summary = ObservationSummary(
             session_id=_non_empty(data, "session_id"),
             turn_index=turn_index,

@@ -13,14 +13,18 @@ import asyncio
 import dataclasses
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ._aio import maybe_await
 from ._cursor import SessionCursor, SessionRevision, as_cursor
 from ._errors import (
+    ForeignSessionError,
+    InvalidObservationError,
     InvalidQueuedWorkError,
+    LashError,
     LashRuntimeError,
     LiveReplayStoreError,
+    LiveReplayStoreFailure,
     RuntimeErrorCode,
     store_commit_failed,
 )
@@ -38,8 +42,10 @@ from ._events import (
 )
 from ._gap import LiveReplayGap, LiveReplayGapReason, SessionObservation
 from ._input import TurnInput
+from ._json import short_repr
 from ._processes import ProcessScope, ProcessScopeId, list_session_process_handles
 from ._replay import Gap, InMemoryLiveReplayStore, LiveReplayStore, Replayed, Subscribed
+from ._validate import is_utf8_str
 
 if TYPE_CHECKING:
     from ._processes import ProcessHandleSummary
@@ -152,13 +158,58 @@ class RuntimeObservation:
         )
 
 
+def _store_cursor(
+    store: LiveReplayStore, session_id: str, revision: SessionRevision
+) -> SessionCursor | None:
+    """``store.current_cursor``, or ``None`` (with a warning) when the store fails or answers
+    with something that is not a cursor of this session."""
+    try:
+        cursor = store.current_cursor(session_id, revision)
+        if not isinstance(cursor, SessionCursor):
+            raise LiveReplayStoreFailure(
+                f"current_cursor returned {type(cursor).__name__}, not a SessionCursor"
+            )
+        cursor.parse_for_session(session_id)
+    except Exception as err:  # any failure: the caller falls back to the best cursor it knows
+        logger.warning(
+            "failed to read the live replay store's current cursor; using the last known one "
+            "(session_id=%s, error=%r)",
+            session_id,
+            err,
+        )
+        return None
+    return cursor
+
+
+def _store_call(method: Callable[[SessionCursor], Any], cursor: SessionCursor, expected: tuple[type, ...]) -> Any:
+    """Call a store's read method; its own lash errors pass through, anything else (a driver
+    error, a wrong return type) becomes ``LiveReplayStoreFailure`` with the cause chained."""
+    try:
+        result = method(cursor)
+    except LashError:
+        raise
+    except Exception as err:
+        raise LiveReplayStoreFailure(f"{type(err).__name__}: {short_repr(str(err), 200)}") from err
+    if not isinstance(result, expected):
+        raise LiveReplayStoreFailure(
+            f"the store answered {type(result).__name__}, not one of "
+            f"{', '.join(t.__name__ for t in expected)}"
+        )
+    return result
+
+
 class _Shared:
     """What clones of one handle share (Rust's Arcs)."""
 
-    __slots__ = ("runtime", "lock", "observation", "store", "handles", "writers", "detached")
+    __slots__ = (
+        "runtime", "lock", "observation", "store", "handles", "writers", "detached", "last_cursor"
+    )
 
     def __init__(self, runtime: Any, store: LiveReplayStore, observation: RuntimeObservation):
         self.runtime = runtime
+        #: the cursor of the last event this handle appended, or the store's tail when last asked:
+        #: the best cursor available when the store cannot answer
+        self.last_cursor = observation.cursor
         self.lock = asyncio.Lock()
         self.observation = observation
         self.store = store
@@ -177,9 +228,20 @@ class RuntimeHandle:
     __slots__ = ("_shared", "_finalizer", "__weakref__")
 
     def __init__(self, runtime: Any, live_replay_store: LiveReplayStore | None = None) -> None:
+        """Raises ``LashRuntimeError`` (``invalid_configuration``) when the runtime's session id is
+        not a non-empty UTF-8 string: every store and frontend would refuse it later, on each turn.
+        A replay store that fails here is logged; the snapshot starts at position 0."""
+        session_id = runtime.session_id
+        if not is_utf8_str(session_id) or not session_id:
+            raise LashRuntimeError(
+                RuntimeErrorCode.INVALID_CONFIGURATION,
+                f"session id must be a non-empty UTF-8 string, not {short_repr(session_id)}",
+            )
         store = live_replay_store if live_replay_store is not None else InMemoryLiveReplayStore()
         revision = revision_of(runtime.export_persisted_state())
-        cursor = store.current_cursor(runtime.session_id, revision)
+        cursor = _store_cursor(store, session_id, revision)
+        if cursor is None:
+            cursor = SessionCursor.new(session_id, revision, 0)
         observation = RuntimeObservation.from_runtime(runtime, cursor, None)
         self._attach(_Shared(runtime, store, observation))
 
@@ -263,10 +325,16 @@ class RuntimeHandle:
             Committed(runtime.read_view()),
             "failed to append session observation commit event; reconnect will fall back to gap recovery",
         )
-        cursor = event.cursor if event is not None else store.current_cursor(session_id, revision)
+        cursor = event.cursor if event is not None else self._best_cursor(session_id, revision)
         shared.observation = RuntimeObservation.from_runtime(runtime, cursor, previous)
 
     def record_turn_activity(self, activity: TurnActivity) -> None:
+        """Append a turn activity. Raises ``InvalidObservationError`` for anything but a
+        ``TurnActivity`` (before the store is touched); store failures are logged, never raised."""
+        if not isinstance(activity, TurnActivity):
+            raise InvalidObservationError(
+                f"record_turn_activity takes a TurnActivity, not {type(activity).__name__}"
+            )
         self._record(
             TurnActivityPayload(activity),
             "failed to append live turn activity to session observation replay; "
@@ -274,16 +342,19 @@ class RuntimeHandle:
         )
 
     def record_queue_changed(self, kind: SessionQueueEventKind, batch_ids: Sequence[str]) -> None:
+        """Append ``queue_changed``. Raises ``InvalidObservationError`` for an unknown kind or a
+        ``batch_ids`` that is not a list of id strings (a bare ``str`` included)."""
         self._record(
-            QueueChanged(SessionQueueEventKind(kind), tuple(batch_ids)),
+            QueueChanged(kind, batch_ids),  # validates both
             "failed to append queue observation event; reconnect may require gap recovery",
         )
 
     def record_process_changed(
         self, kind: SessionProcessEventKind, process_ids: Sequence[str]
     ) -> None:
+        """Append ``process_changed``; validates like ``record_queue_changed``."""
         self._record(
-            ProcessChanged(SessionProcessEventKind(kind), tuple(process_ids)),
+            ProcessChanged(kind, process_ids),  # validates both
             "failed to append process observation event; reconnect may require gap recovery",
         )
 
@@ -294,13 +365,35 @@ class RuntimeHandle:
     def _append_logged(
         self, session_id: str, revision: SessionRevision, payload: EventPayload, warning: str
     ) -> SessionObservationEvent | None:
+        shared = self._shared
         try:
-            return self._shared.store.append(session_id, revision, payload)
+            event = shared.store.append(session_id, revision, payload)
+            if not isinstance(event, SessionObservationEvent):
+                raise LiveReplayStoreFailure(
+                    f"append returned {type(event).__name__}, not a SessionObservationEvent"
+                )
         except LiveReplayStoreError as err:
             logger.warning("%s (session_id=%s, error=%s)", warning, session_id, err)
         except Exception as err:  # a pluggable store's own failure (network, disk, a bug)
             logger.warning("%s (session_id=%s, error=%r)", warning, session_id, err, exc_info=err)
+        else:
+            shared.last_cursor = event.cursor
+            return event
         return None
+
+    def _best_cursor(self, session_id: str, revision: SessionRevision) -> SessionCursor:
+        """The store's tail cursor; when the store cannot answer, the last cursor this handle
+        knows (its last append, or the tail it last read) at ``revision``. Never raises."""
+        shared = self._shared
+        cursor = _store_cursor(shared.store, session_id, revision)
+        if cursor is not None:
+            shared.last_cursor = cursor
+            return cursor
+        try:
+            position = shared.last_cursor.parse().live_position
+        except LiveReplayStoreError:
+            position = 0
+        return SessionCursor.new(session_id, revision, position)
 
     # -- resuming ----------------------------------------------------------------------------------
 
@@ -315,7 +408,7 @@ class RuntimeHandle:
         cursor = as_cursor(cursor)
         observation = self._live().observation
         cursor.parse_for_session(observation.session_id)
-        result = self._shared.store.replay_after_cursor(cursor)
+        result = _store_call(self._shared.store.replay_after_cursor, cursor, (Replayed, Gap))
         if isinstance(result, Gap):
             return self._gap_resume(cursor, result.reason, observation)
         return result
@@ -324,13 +417,13 @@ class RuntimeHandle:
         cursor = as_cursor(cursor)
         observation = self._live().observation
         cursor.parse_for_session(observation.session_id)
-        result = self._shared.store.subscribe_after_cursor(cursor)
+        result = _store_call(self._shared.store.subscribe_after_cursor, cursor, (Subscribed, Gap))
         if isinstance(result, Gap):
             return self._gap_resume(cursor, result.reason, observation)
         return result
 
     def _fresh_observation(self, observation: RuntimeObservation) -> SessionObservation:
-        cursor = self._shared.store.current_cursor(observation.session_id, observation.revision)
+        cursor = self._best_cursor(observation.session_id, observation.revision)
         return SessionObservation(observation.read_view, cursor)
 
     def _gap_resume(
@@ -382,6 +475,15 @@ class RuntimeHandle:
 
     # -- processes ---------------------------------------------------------------------------------
 
+    def _check_own_session(self, session_id: Any) -> None:
+        own = self._shared.observation.session_id
+        if session_id != own:
+            if not isinstance(session_id, str):
+                raise InvalidQueuedWorkError(
+                    f"session id must be a str, not {type(session_id).__name__}"
+                )
+            raise ForeignSessionError(own, session_id)
+
     def _process_registry(self) -> Any:
         registry = self._shared.observation.process_registry
         if registry is None:
@@ -401,14 +503,20 @@ class RuntimeHandle:
                 if frame_id
                 else observation.process_scope()
             )
+        elif isinstance(scope, ProcessScope):
+            self._check_own_session(scope.session_id)
         summary = self._process_registry().start_process(scope, name)
         self.record_process_changed(SessionProcessEventKind.STARTED, [summary.process_id])
         return summary
 
     def cancel_process(self, process_id: str) -> Any:
-        """Cancel a process; ``process_changed/cancelled`` is recorded only when it was running."""
+        """Cancel a process; ``process_changed/cancelled`` is recorded only when it was running.
+
+        Raises ``ForeignSessionError`` for a process owned by another session (nothing changes)."""
         registry = self._process_registry()
         before = registry.get_process(process_id)
+        if before is not None:
+            self._check_own_session(before.owner_scope.session_id)
         record = registry.cancel_process(process_id)
         if before is not None and not before.is_terminal and record.is_terminal:
             self.record_process_changed(SessionProcessEventKind.CANCELLED, [process_id])
@@ -449,8 +557,18 @@ class RuntimeHandle:
     async def cancel_queued_work_batch(
         self, session_id: str, batch_id: str
     ) -> QueuedWorkBatch | None:
-        """The cancelled batch, or ``None`` when it is unknown or held by a live claim."""
-        store = self._shared.observation.queue_store
+        """The cancelled batch, or ``None`` when it is unknown or held by a live claim.
+
+        Raises ``ForeignSessionError`` when ``session_id`` is not this handle's session and
+        ``InvalidQueuedWorkError`` for a ``batch_id`` that is not a non-empty UTF-8 string: in both
+        cases before the store is touched, so nothing is cancelled and nothing recorded."""
+        observation = self._shared.observation
+        self._check_own_session(session_id)
+        if not is_utf8_str(batch_id) or not batch_id:
+            raise InvalidQueuedWorkError(
+                f"batch id must be a non-empty UTF-8 string, not {short_repr(batch_id)}"
+            )
+        store = observation.queue_store
         if store is None:
             raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, _QUEUE_STORE_REQUIRED)
         try:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from ._errors import InvalidTurnInputError
+from ._json import short_repr
 
 __all__ = ["TurnInput", "MAX_TURN_INPUT_BYTES"]
 
@@ -23,7 +24,7 @@ class TurnInput:
 
     def __post_init__(self) -> None:
         if self.kind != "text":
-            raise InvalidTurnInputError(f"unsupported turn input kind: {self.kind!r}")
+            raise InvalidTurnInputError(f"unsupported turn input kind: {short_repr(self.kind)}")
         if not isinstance(self.content, str):
             raise InvalidTurnInputError(
                 f"turn input text must be str, not {type(self.content).__name__}"
@@ -62,5 +63,5 @@ class TurnInput:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TurnInput:
         if not isinstance(data, dict) or data.get("type", "text") != "text":
-            raise InvalidTurnInputError(f"not a text turn input: {data!r:.200}")
+            raise InvalidTurnInputError(f"not a text turn input: {short_repr(data, 200)}")
         return cls.text(data.get("text"))  # type: ignore[arg-type]

@@ -35,7 +35,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from ._errors import ProcessRegistryError, UnknownProcessError
+from ._errors import InvalidProcessError, ProcessRegistryError, UnknownProcessError
+from ._json import short_repr
+from ._validate import is_utf8_str
 
 __all__ = [
     "ProcessScopeId",
@@ -71,6 +73,12 @@ class ProcessScopeId(str):
         return f"ProcessScopeId({str.__repr__(self)})"
 
 
+def _utf8(name: str, value: str | None) -> None:
+    """Ids and names are stored and shown as UTF-8: a lone surrogate would fail there, later."""
+    if value is not None and not is_utf8_str(value):
+        raise InvalidProcessError(f"{name} is not valid UTF-8: {short_repr(value)}")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProcessScope:
     """Who can see a process: a session's root (``agent_frame_id=None``) or one of its agent frames."""
@@ -85,6 +93,8 @@ class ProcessScope:
             raise TypeError(
                 f"agent frame id must be a str or None, not {type(self.agent_frame_id).__name__}"
             )
+        _utf8("session id", self.session_id)
+        _utf8("agent frame id", self.agent_frame_id)
 
     @classmethod
     def for_agent_frame(cls, session_id: str, frame_id: str) -> ProcessScope:
@@ -139,6 +149,7 @@ class ProcessHandleDescriptor:
         for field, value in (("kind", self.kind), ("label", self.label)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"descriptor {field} must be a str or None")
+            _utf8(f"descriptor {field}", value)
 
     def to_dict(self) -> dict[str, str]:
         out = {}
@@ -354,10 +365,13 @@ class InMemoryProcessRegistry:
             raise TypeError(f"process name must be a str, not {type(name).__name__}")
         if kind is not None and not isinstance(kind, str):
             raise TypeError(f"process kind must be a str or None, not {type(kind).__name__}")
+        _utf8("process name", name)
+        _utf8("process kind", kind)
         if process_id is None:
             process_id = self._generate_id()
         elif not isinstance(process_id, str) or process_id == "":
             raise ValueError("process id must be a non-empty string")
+        _utf8("process id", process_id)
         existing = self._records.get(process_id)
         if existing is not None:
             if (existing.name, existing.kind, existing.owner_scope.id()) != (name, kind, scope.id()):

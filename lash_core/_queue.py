@@ -10,6 +10,8 @@ Rules (read these before the code)
 * Leases. A batch is *held* under a claim id and lease token from the moment it is claimed until it
   is abandoned, completed or re-claimed. The lease is *live* while ``expires_at > now``. An expired
   lease still counts as held (renew and complete succeed) until somebody else claims the batch.
+  A ``lease_ttl_ms`` of 0 is allowed (as in Rust): ``expires_at == now``, so the lease is never
+  live; the batch is held-but-expired from the start (pending, cancellable, re-claimable at once).
 * Head. A claim starts at the session's first batch that is available (``available_at_ms <= now``)
   and not under a live lease; batches before it that are unavailable or leased are skipped.
   At ``active_turn_checkpoint`` a head whose delivery policy is not ``earliest_safe_boundary``
@@ -17,8 +19,14 @@ Rules (read these before the code)
 * Gathering. An ``exclusive`` head is claimed alone. A ``join`` head takes the batches directly
   behind it while each is ready, ``join``, of the head's delivery policy and of an equal merge key,
   up to ``max_batches`` in all; the first one that differs ends the group.
-* Fencing. Each batch counts its claims. A claim's ``fencing_token`` is the head's count plus one,
-  and every claimed batch's count goes up, so a re-claim always carries a larger token.
+* Fencing. Each batch keeps the last token issued for it. A claim's ``fencing_token`` is the
+  largest of its batches' counters plus one, and every claimed batch's counter becomes that token,
+  so each claim holding a batch carries a larger token than every earlier claim that held it. (Rust
+  uses the head's counter alone, which lets a group claim reuse a token a follower already had.)
+  A batch whose counter reached 2**64-1 is refused a claim rather than given a repeated token.
+* Arguments. Every operation validates all its arguments (ids are non-empty UTF-8 ``str``; id lists
+  are lists or tuples of distinct ids, never a bare ``str``) before it changes anything, and raises
+  ``InvalidQueuedWorkError`` for a bad one.
 * Cancel removes a batch unless a live lease protects it; an expired lease does not.
 * Lifecycle. Every change to a batch goes through ``BATCH_TRANSITIONS``; a move the table lacks
   raises ``IllegalBatchTransition`` before anything is touched.
@@ -96,9 +104,9 @@ def _enum(cls: type[enum.StrEnum], value: Any, field: str) -> Any:
         ) from None
 
 
-def _uint(value: Any, field: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _U64_MAX:
-        raise InvalidQueuedWorkError(f"{field} must be an int in {minimum}..2**64-1, not {value!r}")
+def _uint(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+        raise InvalidQueuedWorkError(f"{field} must be an int in 0..2**64-1, not {value!r:.80}")
     return value
 
 
@@ -133,10 +141,38 @@ def _claim_like(value: Any, cls: type, field: str) -> Any:
     return value
 
 
+#: Sequences that are not lists of anything: iterating them would yield characters or byte values.
+_BARE = (str, bytes, bytearray, memoryview)
+
+
 def _tuple_of(value: Any, cls: type, field: str) -> tuple[Any, ...]:
+    if isinstance(value, _BARE):
+        raise InvalidQueuedWorkError(
+            f"{field} must be a list or tuple of {cls.__name__}, not a bare"
+            f" {type(value).__name__} ({value!r:.60})"
+        )
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, cls) for v in value):
         raise InvalidQueuedWorkError(f"{field} must be a list or tuple of {cls.__name__}")
     return tuple(value)
+
+
+def _ids(value: Any, field: str) -> tuple[str, ...]:
+    """A list or tuple of distinct, non-empty, UTF-8 ids; a bare ``str`` is refused, not split."""
+    ids = _tuple_of(value, str, field)
+    for index, one in enumerate(ids):
+        _text(one, f"{field}[{index}]")
+    if len(set(ids)) != len(ids):
+        twice = next(one for i, one in enumerate(ids) if one in ids[:i])
+        raise InvalidQueuedWorkError(f"{field} names `{twice}` more than once")
+    return ids
+
+
+def _list_data(data: Mapping[str, Any], key: str) -> list[Any] | tuple[Any, ...]:
+    """A list field of a ``from_dict`` document, refused (not iterated) if it is anything else."""
+    value = data[key]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidQueuedWorkError(f"{key} must be a list, not {type(value).__name__}")
+    return value
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -268,7 +304,7 @@ class QueuedWorkBatchDraft:
                 d["session_id"],
                 d["delivery_policy"],
                 d["slot_policy"],
-                [TurnInput.from_dict(p) for p in d["payloads"]],
+                [TurnInput.from_dict(p) for p in _list_data(d, "payloads")],
                 source_key=d.get("source_key"),
                 merge_key=MergeKey.from_dict(d.get("merge_key", {"kind": "never"})),
                 available_at_ms=d.get("available_at_ms", 0),
@@ -361,7 +397,7 @@ class QueuedWorkBatch:
                 merge_key=MergeKey.from_dict(d["merge_key"]),
                 available_at_ms=d["available_at_ms"],
                 enqueued_at_ms=d["enqueued_at_ms"],
-                items=[QueuedWorkItem.from_dict(i) for i in d["items"]],
+                items=[QueuedWorkItem.from_dict(i) for i in _list_data(d, "items")],
             ),
         )
 
@@ -378,7 +414,7 @@ class QueuedWorkCompletion:
     def __post_init__(self) -> None:
         for field in ("session_id", "claim_id", "lease_token"):
             _text(getattr(self, field), field)
-        _set(self, "batch_ids", _tuple_of(self.batch_ids, str, "batch_ids"))
+        _set(self, "batch_ids", _ids(self.batch_ids, "batch_ids"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -417,6 +453,7 @@ class QueuedWorkClaim:
         _uint(self.claimed_at_epoch_ms, "claimed_at_epoch_ms")
         _uint(self.expires_at_epoch_ms, "expires_at_epoch_ms")
         _set(self, "batches", _tuple_of(self.batches, QueuedWorkBatch, "batches"))
+        _ids(self.batch_ids, "batches' batch ids")  # distinct, so completion() is valid too
 
     @property
     def batch_ids(self) -> tuple[str, ...]:
@@ -452,7 +489,7 @@ class QueuedWorkClaim:
                 fencing_token=d["fencing_token"],
                 claimed_at_epoch_ms=d["claimed_at_epoch_ms"],
                 expires_at_epoch_ms=d["expires_at_epoch_ms"],
-                batches=[QueuedWorkBatch.from_dict(b) for b in d["batches"]],
+                batches=[QueuedWorkBatch.from_dict(b) for b in _list_data(d, "batches")],
             ),
         )
 
@@ -483,6 +520,8 @@ _S, _E = BatchState, BatchEvent
 #: Every allowed move; anything absent is illegal. An expired lease behaves like a held one for its
 #: own holder (renew, abandon, complete) and like a pending batch for everyone else (claim, cancel).
 #: A live lease can be neither re-claimed nor cancelled; completed and cancelled are final.
+#: CLAIMED -> LEASE_EXPIRED is time passing, not an event: with a zero ttl (``expires_at == now``) a
+#: claim or renew lands in CLAIMED and is read back as LEASE_EXPIRED at that same ``now``.
 BATCH_TRANSITIONS: Mapping[tuple[BatchState, BatchEvent], BatchState] = MappingProxyType(
     {
         (_S.PENDING, _E.CLAIM): _S.CLAIMED,
@@ -535,19 +574,42 @@ class BatchRecord:
         return self.ended is None and self.claim_id == claim_id and self.lease_token == lease_token
 
     def _move(self, event: BatchEvent, now_ms: int) -> BatchState:
-        return next_batch_state(self.batch.batch_id, self.state(now_ms), event)
+        return next_batch_state(self.batch.batch_id, self.state(_uint(now_ms, "now_ms")), event)
 
     def claim(
-        self, claim_id: str, lease_token: str, owner_id: str, expires_at_ms: int, now_ms: int
+        self,
+        claim_id: str,
+        lease_token: str,
+        owner_id: str,
+        expires_at_ms: int,
+        now_ms: int,
+        *,
+        fencing_token: int | None = None,
     ) -> None:
+        """Hold the batch under a new lease; its counter becomes ``fencing_token`` (default: +1).
+
+        The token must be larger than the counter, so no claim on this batch ever repeats or
+        lowers a token; a counter at 2**64-1 cannot be claimed again (``InvalidQueuedWorkError``).
+        """
         self._move(BatchEvent.CLAIM, now_ms)
-        self.fencing_counter = min(self.fencing_counter + 1, _U64_MAX)
+        token = self.fencing_counter + 1 if fencing_token is None else fencing_token
+        _uint(token, "fencing_token")
+        if token <= self.fencing_counter:
+            raise InvalidQueuedWorkError(
+                f"fencing token {token} of a claim on batch `{self.batch.batch_id}` does not"
+                f" exceed its last token {self.fencing_counter}"
+            )
+        _text(claim_id, "claim_id")
+        _text(lease_token, "lease_token")
+        _text(owner_id, "owner_id")
+        _uint(expires_at_ms, "expires_at_ms")
+        self.fencing_counter = token
         self.claim_id, self.lease_token, self.owner_id = claim_id, lease_token, owner_id
         self.expires_at_ms = expires_at_ms
 
     def renew(self, expires_at_ms: int, now_ms: int) -> None:
         self._move(BatchEvent.RENEW, now_ms)
-        self.expires_at_ms = expires_at_ms
+        self.expires_at_ms = _uint(expires_at_ms, "expires_at_ms")
 
     def release(self, now_ms: int) -> None:
         """Abandon: back to pending. The fencing counter stays, so later claims fence higher."""
@@ -632,22 +694,24 @@ class QueueState:
     # reads
 
     def records(self, session_id: str) -> list[BatchRecord]:
-        return list(self._sessions.get(session_id, {}).values())
+        return list(self._sessions.get(_text(session_id, "session_id"), {}).values())
 
     def record(self, session_id: str, batch_id: str) -> BatchRecord | None:
-        return self._sessions.get(session_id, {}).get(batch_id)
+        session = self._sessions.get(_text(session_id, "session_id"), {})
+        return session.get(_text(batch_id, "batch_id"))
 
     def batches(self, session_id: str) -> list[QueuedWorkBatch]:
         return [r.batch for r in self.records(_text(session_id, "session_id"))]
 
     def pending_batches(self, session_id: str, now_ms: int) -> list[QueuedWorkBatch]:
+        _text(session_id, "session_id")
+        _uint(now_ms, "now_ms")
         return [
-            r.batch
-            for r in self.records(_text(session_id, "session_id"))
-            if r.state(now_ms) is not BatchState.CLAIMED
+            r.batch for r in self.records(session_id) if r.state(now_ms) is not BatchState.CLAIMED
         ]
 
     def statistics(self, now_ms: int) -> QueueStatistics:
+        _uint(now_ms, "now_ms")
         states = [r.state(now_ms) for batches in self._sessions.values() for r in batches.values()]
         claimed = states.count(BatchState.CLAIMED)
         return QueueStatistics(
@@ -705,32 +769,52 @@ class QueueState:
         max_batches: int,
         now_ms: int,
     ) -> QueuedWorkClaim | None:
-        _text(session_id, "session_id")
-        _text(owner_id, "owner_id")
-        boundary = _enum(QueuedWorkClaimBoundary, boundary, "boundary")
-        _uint(lease_ttl_ms, "lease_ttl_ms", minimum=1)
+        boundary = _claim_args(session_id, owner_id, boundary, lease_ttl_ms, now_ms)
         _uint(max_batches, "max_batches")
-        _uint(now_ms, "now_ms")
+        return self._claim(session_id, owner_id, boundary, lease_ttl_ms, max_batches, now_ms)
+
+    def _claim(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        max_batches: int,
+        now_ms: int,
+    ) -> QueuedWorkClaim | None:
+        """``claim_ready`` on validated arguments."""
         if max_batches == 0:
             return None
         group = _ready_group(self.records(session_id), boundary, max_batches, now_ms)
         if not group:
             return None
-        claim_id, lease_token = self._new_id("qwc"), self._new_id("qwl")
-        fencing_token = min(group[0].fencing_counter + 1, _U64_MAX)
-        expires_at = min(now_ms + lease_ttl_ms, _U64_MAX)
-        for record in group:
-            record.claim(claim_id, lease_token, owner_id, expires_at, now_ms)
-        return QueuedWorkClaim(
+        # Larger than every token any of these batches was ever given (rules: Fencing).
+        fencing_token = max(r.fencing_counter for r in group) + 1
+        if fencing_token > _U64_MAX:
+            raise InvalidQueuedWorkError(
+                f"a batch of session `{session_id}` has used every fencing token up to 2**64-1"
+            )
+        # Build (and so validate) the claim before any record changes.
+        claim = QueuedWorkClaim(
             session_id=session_id,
-            claim_id=claim_id,
+            claim_id=self._new_id("qwc"),
             owner_id=owner_id,
-            lease_token=lease_token,
+            lease_token=self._new_id("qwl"),
             fencing_token=fencing_token,
             claimed_at_epoch_ms=now_ms,
-            expires_at_epoch_ms=expires_at,
+            expires_at_epoch_ms=min(now_ms + lease_ttl_ms, _U64_MAX),
             batches=tuple(r.batch for r in group),
         )
+        for record in group:
+            record.claim(
+                claim.claim_id,
+                claim.lease_token,
+                owner_id,
+                claim.expires_at_epoch_ms,
+                now_ms,
+                fencing_token=fencing_token,
+            )
+        return claim
 
     def claim_ready_by_batch_ids(
         self,
@@ -746,8 +830,9 @@ class QueueState:
         As the spec (and Rust's default method) says, a mismatch claims and then abandons: the
         batches' fencing counters still go up, and a previous expired lease on them is gone.
         """
-        wanted = _tuple_of(batch_ids, str, "batch_ids")
-        claim = self.claim_ready(session_id, owner_id, boundary, lease_ttl_ms, len(wanted), now_ms)
+        boundary = _claim_args(session_id, owner_id, boundary, lease_ttl_ms, now_ms)
+        wanted = _ids(batch_ids, "batch_ids")
+        claim = self._claim(session_id, owner_id, boundary, lease_ttl_ms, len(wanted), now_ms)
         if claim is None or claim.batch_ids == wanted:
             return claim
         self.abandon(claim, now_ms)
@@ -755,7 +840,7 @@ class QueueState:
 
     def renew(self, claim: QueuedWorkClaim, lease_ttl_ms: int, now_ms: int) -> QueuedWorkClaim:
         _claim_like(claim, QueuedWorkClaim, "claim")
-        _uint(lease_ttl_ms, "lease_ttl_ms", minimum=1)
+        _uint(lease_ttl_ms, "lease_ttl_ms")
         _uint(now_ms, "now_ms")
         records = self._held(claim.session_id, claim.claim_id, claim.lease_token, claim.batch_ids)
         expires_at = min(now_ms + lease_ttl_ms, _U64_MAX)
@@ -765,12 +850,14 @@ class QueueState:
 
     def abandon(self, claim: QueuedWorkClaim, now_ms: int) -> None:
         _claim_like(claim, QueuedWorkClaim, "claim")
+        _uint(now_ms, "now_ms")
         for record in self.records(claim.session_id):
             if record.is_held_by(claim.claim_id, claim.lease_token):
                 record.release(now_ms)
 
     def complete(self, completion: QueuedWorkCompletion, now_ms: int) -> None:
         _claim_like(completion, QueuedWorkCompletion, "completion")
+        _uint(now_ms, "now_ms")
         records = self._held(
             completion.session_id, completion.claim_id, completion.lease_token, completion.batch_ids
         )
@@ -780,6 +867,7 @@ class QueueState:
             self._remove(record)
 
     def cancel(self, session_id: str, batch_id: str, now_ms: int) -> QueuedWorkBatch | None:
+        _uint(now_ms, "now_ms")
         record = self.record(_text(session_id, "session_id"), _text(batch_id, "batch_id"))
         if record is None or (record.state(now_ms), BatchEvent.CANCEL) not in BATCH_TRANSITIONS:
             return None  # unknown, or under a live lease: "already claimed or completed"
@@ -806,6 +894,18 @@ class QueueState:
             del self._sessions[batch.session_id]
         if batch.source_key is not None:
             self._by_source_key.pop((batch.session_id, batch.source_key), None)
+
+
+def _claim_args(
+    session_id: Any, owner_id: Any, boundary: Any, lease_ttl_ms: Any, now_ms: Any
+) -> QueuedWorkClaimBoundary:
+    """Check what both claim operations take; the boundary comes back as the enum."""
+    _text(session_id, "session_id")
+    _text(owner_id, "owner_id")
+    boundary = _enum(QueuedWorkClaimBoundary, boundary, "boundary")
+    _uint(lease_ttl_ms, "lease_ttl_ms")  # 0 is allowed: a lease that is expired at once
+    _uint(now_ms, "now_ms")
+    return boundary
 
 
 def _ready_group(
@@ -847,7 +947,12 @@ def _ready_group(
 
 @runtime_checkable
 class QueuedWorkStore(Protocol):
-    """What every queued-work backend offers (in-memory, SQLite, Redis, PostgreSQL): spec §5."""
+    """What every queued-work backend offers (in-memory, SQLite, Redis, PostgreSQL): spec §5.
+
+    Two rules go beyond the spec's text (see the rules block at the top of this module):
+    ``lease_ttl_ms`` may be 0 (a lease expired at once), and a claim's ``fencing_token`` is one
+    more than the largest counter among *all* its batches, each of which then takes that token.
+    """
 
     async def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch: ...
 

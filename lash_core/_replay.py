@@ -2,50 +2,72 @@
 
 Rules (read these before the code):
 
-* Every ``append`` gives the session's next live position: 1, 2, 3, ... never reused, even after
-  trimming. The event's cursor names that position; ``current_cursor`` names the tail (0 before
-  the first append).
+* Every ``append`` gives the session's next live position, ``tail + 1``: 1, 2, 3, ... on a fresh
+  store. A position is never reused for a session, even after trimming or forgetting. The
+  event's cursor names that position; ``current_cursor`` names the tail.
 * Retention runs after each append and before each replay or subscribe: first drop the oldest
   events while more than ``max_events_per_session`` remain, then drop the oldest events older
   than ``max_age`` (``now - appended_at > max_age``, on the injected monotonic clock).
-* A cursor at position ``p`` against a session whose last position is ``tail``:
-    - session unknown: gap ``unavailable`` if ``p > 0``, otherwise nothing to replay;
+* A session with nothing retained and no subscribers is *forgotten* once retention has run on it
+  (or its last subscription closes): its log is dropped and its tail kept as a tombstone, in a
+  FIFO map of at most ``MAX_FORGOTTEN_SESSIONS`` (none is needed for a tail not above the floor).
+  A tombstone pushed out of the map raises the store-wide ``forgotten_floor`` to at least its
+  tail. So a session's ``tail`` is its log's, else its tombstone's, else the floor (0 on a fresh
+  store), and its next append continues from there: a session's positions only ever grow,
+  because the floor is at least every tail it stands in for.
+* A cursor at position ``p`` against a session with that ``tail``:
     - ``p > tail``: gap ``unavailable`` (from the future, or from a store that restarted);
-    - nothing retained: gap ``trimmed`` if ``p < tail``, otherwise nothing to replay;
+    - nothing retained (always so for a forgotten or unknown session): gap ``trimmed`` if
+      ``p < tail``, otherwise nothing to replay;
     - ``p + 1 < first retained position``: gap ``trimmed``; otherwise replay every event after ``p``.
-  The cursor's revision plays no part.
+  For a session unknown to a store whose floor is 0 that is the spec's rule: ``unavailable`` if
+  ``p > 0``, otherwise nothing to replay. The cursor's revision plays no part.
 * Subscribing snapshots the replay part and registers for live events under one lock, so no
   event is lost or delivered twice at the seam.
 * Live delivery works like a broadcast channel with ``subscriber_backlog`` slots: a subscriber
   more than that many events behind reads ``SubscriberLagged(missed)`` once, then continues from
   the oldest event still held. Closing the store lets subscribers drain what was appended, then
   ends them with ``ReplayClosed``.
+* Arguments are checked before anything changes: a refused call (``InvalidObservationError``, or
+  ``MalformedCursorError`` for a cursor) leaves the store and every subscription as they were.
 
 Layout: one append-only list per session serves both retention and live fan-out. Positions are
 contiguous, so the event at position ``q`` sits at index ``q - base``: a replay is one slice, and
 a subscriber is just an integer (its next position), so an append costs O(1) whatever the number
-of subscribers. The list's head is cut off in amortised O(1) once neither window needs it.
+of subscribers. The list's head is cut off in amortised O(1) once nobody needs it: retention's
+window, plus, only while the session has subscribers, the part of the last ``subscriber_backlog``
+positions that one of them can still read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime
 import threading
 import time
 import weakref
-from typing import Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
-from ._cursor import CURSOR_PREFIX, SessionCursor, SessionRevision, as_cursor
-from ._errors import LiveReplayStoreFailure, ReplayClosed, SubscriberLagged
+from ._cursor import CURSOR_PREFIX, U64_MAX, ParsedSessionCursor, SessionCursor, SessionRevision, as_cursor
+from ._errors import (
+    InvalidObservationError,
+    LiveReplayStoreFailure,
+    MalformedCursorError,
+    ReplayClosed,
+    SubscriberLagged,
+)
 from ._events import EventPayload, SessionObservationEvent
 from ._gap import LiveReplayGapReason
+from ._json import short_repr
+from ._validate import is_utf8_str
 
 __all__ = [
     "DEFAULT_LIVE_REPLAY_CAPACITY",
     "DEFAULT_LIVE_REPLAY_TTL",
     "DEFAULT_SUBSCRIBER_BACKLOG",
+    "MAX_FORGOTTEN_SESSIONS",
     "LiveReplayStore",
     "InMemoryLiveReplayStoreConfig",
     "InMemoryLiveReplayStore",
@@ -62,8 +84,15 @@ DEFAULT_LIVE_REPLAY_CAPACITY = 2048
 DEFAULT_LIVE_REPLAY_TTL = 120.0
 #: Live events a subscriber may fall behind before it is told it lagged (tokio's broadcast size).
 DEFAULT_SUBSCRIBER_BACKLOG = 2048
-#: Never compact the head of a session's list for fewer dead slots than this: compaction copies.
-_COMPACT_MIN = 1024
+#: Forgotten sessions whose exact tail is remembered (~150 bytes each); beyond that only the
+#: store-wide floor is kept, which still rules out reused positions at a fixed cost.
+MAX_FORGOTTEN_SESSIONS = 65_536
+#: Dead slots a list's head may carry beyond twice its live part before it is cut: tiny windows
+#: are then not copied on every append, and memory stays proportional to what is held.
+_COMPACT_SLACK = 16
+
+_TRIMMED = LiveReplayGapReason.TRIMMED
+_UNAVAILABLE = LiveReplayGapReason.UNAVAILABLE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,7 +119,18 @@ class Subscribed:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LiveReplayStatistics:
-    """A cheap snapshot for dashboards and tests; positions are ``None`` when nothing is held."""
+    """A cheap snapshot for dashboards and tests; positions are ``None`` when nothing is held.
+
+    ``sessions`` counts sessions with a live log (events retained, or subscribers);
+    ``forgotten_sessions`` the tombstones kept for forgotten ones. Per session (``statistics(id)``)
+    ``tail_position`` is the tail its next append continues from (a tombstone's, or the floor for
+    a session the store does not know). ``evicted_total`` survives forgetting (a tombstone keeps
+    it); ``lag_events`` counts from when the session's log was last opened. The store-wide totals
+    also keep those of forgotten logs.
+    ``held_events`` is what the logs reference: retained events, the part of the subscriber
+    window a subscriber can still read, and dead slots not cut yet (about as many again, at most).
+    ``forgotten_floor`` is the store-wide floor (see the rules in ``lash_core._replay``).
+    """
 
     sessions: int
     retained_events: int
@@ -100,6 +140,9 @@ class LiveReplayStatistics:
     evicted_total: int
     subscribers: int
     lag_events: int
+    held_events: int = 0
+    forgotten_sessions: int = 0
+    forgotten_floor: int = 0
 
 
 @runtime_checkable
@@ -120,12 +163,71 @@ class LiveReplayStore(Protocol):
     def trim_session(self, session_id: str) -> None: ...
 
 
+# --- argument checks (each raises before anything changed) --------------------------------------
+
+
+def _session_id(value: Any) -> str:
+    """A session id the store can hand out in cursors: a non-empty str that encodes as UTF-8."""
+    if type(value) is str and value and value.isascii():
+        return value
+    if not isinstance(value, str):
+        raise InvalidObservationError(f"session id must be a str, not {type(value).__name__}")
+    if not value:
+        raise InvalidObservationError("session id must be a non-empty string")
+    if not is_utf8_str(value):
+        raise InvalidObservationError(
+            f"session id must be valid UTF-8 text (no lone surrogates), got {short_repr(value)}"
+        )
+    return str.__str__(value)  # a str subclass is kept as a plain str
+
+
+def _revision(value: Any) -> SessionRevision:
+    if type(value) is SessionRevision:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidObservationError(f"revision must be an int, not {type(value).__name__}")
+    if not 0 <= value <= U64_MAX:
+        raise InvalidObservationError(f"revision out of range 0..2**64-1: {short_repr(value)}")
+    return SessionRevision(int(value))
+
+
+def _read_size(value: Any) -> int:
+    """``max_events`` of a batch read: a positive int (any size; ``bool`` refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidObservationError(f"max_events must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise InvalidObservationError(f"max_events must be at least 1, got {short_repr(value)}")
+    return int(value)
+
+
+def _parse(cursor: Any) -> ParsedSessionCursor:
+    parsed = as_cursor(cursor).parse()
+    session_id = parsed.session_id
+    if not session_id.isascii() and not is_utf8_str(session_id):
+        raise MalformedCursorError("session id is not valid UTF-8 text")
+    return parsed
+
+
 def _seconds(value: float | datetime.timedelta) -> float:
     if isinstance(value, datetime.timedelta):
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"max_age must be seconds or a timedelta, not {type(value).__name__}")
-    return float(value)
+        raise InvalidObservationError(
+            f"max_age must be seconds or a timedelta, not {type(value).__name__}"
+        )
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidObservationError(f"max_age is too large: {short_repr(value)}") from None
+
+
+def _gap_reason(position: int, first: int, tail: int) -> LiveReplayGapReason | None:
+    """The gap rules; ``first == tail + 1`` when nothing is retained."""
+    if position > tail:
+        return _UNAVAILABLE
+    if position + 1 < first:  # with nothing retained: ``position < tail``
+        return _TRIMMED
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -137,18 +239,23 @@ class InMemoryLiveReplayStoreConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_age", _seconds(self.max_age))
         if not self.max_age >= 0:  # also refuses NaN, which would switch age retention off
-            raise ValueError(f"max_age must be a non-negative number of seconds, got {self.max_age}")
+            raise InvalidObservationError(
+                f"max_age must be a non-negative number of seconds, got {self.max_age}"
+            )
         for name in ("max_events_per_session", "subscriber_backlog"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
+                raise InvalidObservationError(
+                    f"{name} must be an int in 0..2**64-1, got {short_repr(value)}"
+                )
+            object.__setattr__(self, name, int(value))
         if self.subscriber_backlog < 1:
-            raise ValueError("subscriber_backlog must be at least 1")
+            raise InvalidObservationError("subscriber_backlog must be at least 1")
 
 
 class _SessionLog:
     """One session's events. ``events[i]`` has position ``base + i``; positions ``first..tail``
-    are retained for replay, the last ``backlog`` positions are held for live subscribers."""
+    are retained for replay; subscribers read from the list too (see ``compact``)."""
 
     __slots__ = (
         "session_id",
@@ -161,19 +268,23 @@ class _SessionLog:
         "lags",
         "waiters",
         "subscribers",
+        "compact_at",
     )
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, tail: int) -> None:
         self.session_id = session_id
         self.events: list[SessionObservationEvent] = []
         self.stamps: list[float] = []
-        self.base = 1
-        self.first = 1  # first retained position; == tail + 1 when nothing is retained
-        self.tail = 0
+        self.base = tail + 1
+        self.first = tail + 1  # first retained position; == tail + 1 when nothing is retained
+        self.tail = tail
         self.evicted = 0
         self.lags = 0
-        self.waiters: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
-        self.subscribers: weakref.WeakSet[LiveReplaySubscription] = weakref.WeakSet()
+        #: one future per event loop a reader waits on; made on the first wait
+        self.waiters: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        #: made on the first subscription, reset to ``None`` when the last one closes
+        self.subscribers: weakref.WeakSet[LiveReplaySubscription] | None = None
+        self.compact_at = _COMPACT_SLACK  # list length at which ``compact`` is due
 
     def trim(self, config: InMemoryLiveReplayStoreConfig, now: float) -> None:
         first = max(self.first, self.tail - config.max_events_per_session + 1)
@@ -184,21 +295,27 @@ class _SessionLog:
         self.first = first
 
     def compact(self, backlog: int) -> None:
-        keep_from = min(self.first, self.tail - backlog + 1)
+        """Cut what nobody can read any more. A subscriber at next position ``n`` can still read
+        ``max(n, tail - backlog + 1)..tail`` (a lag skips it to the second), so the list keeps
+        ``min(first, max(tail - backlog + 1, min n))`` onwards. O(subscribers + kept); the next
+        cut waits until the list doubles, so appends stay amortised O(1)."""
+        keep_from = self.first
+        watchers = 0
+        subscribers = self.subscribers
+        if subscribers:
+            nexts = [s._next for s in subscribers]
+            watchers = len(nexts)
+            if nexts:
+                keep_from = min(keep_from, max(self.tail - backlog + 1, min(nexts)))
         dead = keep_from - self.base
-        if dead >= _COMPACT_MIN and dead * 2 >= len(self.events):
+        if dead > 0:
             del self.events[:dead]
             del self.stamps[:dead]
             self.base = keep_from
+        self.compact_at = 2 * len(self.events) + _COMPACT_SLACK + watchers
 
     def gap_reason(self, position: int) -> LiveReplayGapReason | None:
-        if position > self.tail:
-            return LiveReplayGapReason.UNAVAILABLE
-        if self.first > self.tail:
-            return LiveReplayGapReason.TRIMMED if position < self.tail else None
-        if position + 1 < self.first:
-            return LiveReplayGapReason.TRIMMED
-        return None
+        return _gap_reason(position, self.first, self.tail)
 
     def after(self, position: int) -> list[SessionObservationEvent]:
         start = max(position + 1, self.first) - self.base
@@ -210,6 +327,14 @@ class _SessionLog:
         waiters = list(self.waiters.items())
         self.waiters.clear()
         return waiters
+
+    def prune_waiters(self) -> None:
+        """Drop the futures of event loops that were closed (``asyncio.run`` ended) while a
+        reader waited there: nobody can await them any more."""
+        waiters = self.waiters
+        if waiters:
+            for loop in [loop for loop in waiters if loop.is_closed()]:
+                del waiters[loop]
 
 
 def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
@@ -224,7 +349,10 @@ def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]])
         if loop is running:
             _resolve(future)
         elif not loop.is_closed():
-            loop.call_soon_threadsafe(_resolve, future)
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # closed meanwhile, by its own thread: nobody waits there now
+                pass
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -233,7 +361,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class InMemoryLiveReplayStore:
-    """The default ``LiveReplayStore``: process-local, bounded by count and age, thread-safe."""
+    """The default ``LiveReplayStore``: process-local, bounded by count and age, thread-safe.
+
+    Memory: per live session a small log plus what retention and its subscribers can still read;
+    per forgotten session one tombstone, at most ``MAX_FORGOTTEN_SESSIONS`` of them."""
 
     def __init__(
         self,
@@ -241,10 +372,30 @@ class InMemoryLiveReplayStore:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._config = config if config is not None else InMemoryLiveReplayStoreConfig()
+        if config is None:
+            config = InMemoryLiveReplayStoreConfig()
+        elif not isinstance(config, InMemoryLiveReplayStoreConfig):
+            raise InvalidObservationError(
+                f"config must be an InMemoryLiveReplayStoreConfig, not {type(config).__name__}"
+            )
+        if not callable(clock):
+            raise InvalidObservationError(
+                f"clock must be a callable returning seconds, not {type(clock).__name__}"
+            )
+        self._config = config
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, _SessionLog] = {}
+        #: forgotten sessions, oldest first: ``tail``, or ``(tail, evicted)`` when the session's
+        #: evicted count is not its tail (it did not start at position 1); see ``_tombstone``
+        self._tombstones: collections.OrderedDict[str, int | tuple[int, int]] = (
+            collections.OrderedDict()
+        )
+        self._max_forgotten = MAX_FORGOTTEN_SESSIONS
+        #: at least the tail of every session forgotten without a tombstone
+        self._floor = 0
+        self._forgotten_evicted = 0  # evictions counted by logs that are gone (store-wide total)
+        self._forgotten_lags = 0
         self._closed = False
 
     @classmethod
@@ -256,16 +407,14 @@ class InMemoryLiveReplayStore:
         clock: Callable[[], float] = time.monotonic,
         subscriber_backlog: int = DEFAULT_SUBSCRIBER_BACKLOG,
     ) -> InMemoryLiveReplayStore:
-        config = InMemoryLiveReplayStoreConfig(
-            max_events_per_session, _seconds(max_age), subscriber_backlog
-        )
+        config = InMemoryLiveReplayStoreConfig(max_events_per_session, max_age, subscriber_backlog)
         return cls(config, clock=clock)
 
     def __repr__(self) -> str:
         return (
             f"InMemoryLiveReplayStore(max_events_per_session={self.config.max_events_per_session},"
             f" max_age={self.config.max_age}, sessions={len(self._sessions)},"
-            f" closed={self._closed})"
+            f" forgotten={len(self._tombstones)}, closed={self._closed})"
         )
 
     @property
@@ -287,78 +436,97 @@ class InMemoryLiveReplayStore:
     def append(
         self, session_id: str, revision: int, payload: EventPayload
     ) -> SessionObservationEvent:
-        if not isinstance(session_id, str) or not session_id:
-            raise ValueError("session id must be a non-empty string")
+        if type(session_id) is not str:
+            session_id = _session_id(session_id)
         if not isinstance(payload, EventPayload):
-            raise TypeError(f"payload must be an EventPayload, not {type(payload).__name__}")
+            raise InvalidObservationError(
+                f"payload must be an EventPayload, not {type(payload).__name__}"
+            )
         if type(revision) is not SessionRevision:  # the handle already passes validated ones
-            revision = SessionRevision(revision)
+            revision = _revision(revision)
         with self._lock:
             if self._closed:
                 raise LiveReplayStoreFailure("the live replay store is closed")
-            now = self._read_clock()  # before any change: a failing clock leaves nothing half-done
             log = self._sessions.get(session_id)
+            if log is None:  # a new id is checked in full (a known one already was)
+                session_id = _session_id(session_id)
+            now = self._read_clock()  # before any change: a failing clock leaves nothing half-done
             if log is None:
-                log = self._sessions[session_id] = _SessionLog(session_id)
+                log = self._open(session_id)
             position = log.tail + 1
             cursor = SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{position}:{session_id}")
             event = SessionObservationEvent(session_id, revision, cursor, payload)
             log.events.append(event)
             log.stamps.append(now)
             log.tail = position
-            log.trim(self.config, now)
-            log.compact(self.config.subscriber_backlog)
+            log.trim(self._config, now)
+            self._settle(log)
             waiters = log.take_waiters()
         _wake(waiters)
         return event
 
     def replay_after_cursor(self, cursor: SessionCursor) -> Replayed | Gap:
-        parsed = as_cursor(cursor).parse()
+        parsed = _parse(cursor)
+        position = parsed.live_position
         with self._lock:
             self._check_open()
             log = self._sessions.get(parsed.session_id)
             if log is None:
-                if parsed.live_position > 0:
-                    return Gap(LiveReplayGapReason.UNAVAILABLE)
-                return Replayed(())
-            log.trim(self.config, self._read_clock())
-            reason = log.gap_reason(parsed.live_position)
-            if reason is not None:
-                return Gap(reason)
-            return Replayed(log.after(parsed.live_position))
+                tail = self._tail(parsed.session_id)
+                reason = _gap_reason(position, tail + 1, tail)
+                return Replayed(()) if reason is None else Gap(reason)
+            log.trim(self._config, self._read_clock())
+            reason = log.gap_reason(position)
+            result = Replayed(log.after(position)) if reason is None else Gap(reason)
+            self._settle(log)
+            return result
 
     def subscribe_after_cursor(self, cursor: SessionCursor) -> Subscribed | Gap:
-        parsed = as_cursor(cursor).parse()
+        parsed = _parse(cursor)
+        position = parsed.live_position
         with self._lock:
             self._check_open()
             log = self._sessions.get(parsed.session_id)
             if log is None:
-                if parsed.live_position > 0:
-                    return Gap(LiveReplayGapReason.UNAVAILABLE)
-                log = self._sessions[parsed.session_id] = _SessionLog(parsed.session_id)
-            log.trim(self.config, self._read_clock())
-            reason = log.gap_reason(parsed.live_position)
-            if reason is not None:
-                return Gap(reason)
-            subscription = LiveReplaySubscription(
-                self, log, log.after(parsed.live_position), log.tail + 1
-            )
+                tail = self._tail(parsed.session_id)
+                reason = _gap_reason(position, tail + 1, tail)
+                if reason is not None:
+                    return Gap(reason)
+                log = self._open(parsed.session_id)  # nothing retained: no replay part
+            else:
+                log.trim(self._config, self._read_clock())
+                reason = log.gap_reason(position)
+                if reason is not None:
+                    self._settle(log)
+                    return Gap(reason)
+                log.prune_waiters()
+            subscription = LiveReplaySubscription(self, log, log.after(position), log.tail + 1)
+            if log.subscribers is None:
+                log.subscribers = weakref.WeakSet()
             log.subscribers.add(subscription)
             return Subscribed(subscription)
 
     def current_cursor(self, session_id: str, revision: int) -> SessionCursor:
+        session_id = _session_id(session_id)
+        revision = _revision(revision)
         with self._lock:
             log = self._sessions.get(session_id)
-            tail = log.tail if log is not None else 0
-        return SessionCursor.new(session_id, revision, tail)
+            tail = log.tail if log is not None else self._tail(session_id)
+        return SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{tail}:{session_id}")
 
     def trim_session(self, session_id: str) -> None:
+        session_id = _session_id(session_id)
         with self._lock:
             self._check_open()
             log = self._sessions.get(session_id)
-            if log is not None:
-                log.trim(self.config, self._read_clock())
-                log.compact(self.config.subscriber_backlog)
+            if log is None:
+                return  # forgotten or unknown: nothing held
+            log.trim(self._config, self._read_clock())
+            log.prune_waiters()
+            if log.first > log.tail and not log.subscribers:
+                self._forget(log)
+            else:
+                log.compact(self._config.subscriber_backlog)
 
     # -- lifecycle and introspection ---------------------------------------------------------------
 
@@ -369,15 +537,20 @@ class InMemoryLiveReplayStore:
         max_age: float | datetime.timedelta | None = None,
     ) -> InMemoryLiveReplayStoreConfig:
         """Change retention bounds live (a teaching notebook's sliders); they apply at the next
-        append, replay, subscribe or ``trim_session``. Returns the new config."""
+        append, replay, subscribe or ``trim_session``. Returns the new config; a refused value
+        (``InvalidObservationError``) changes nothing."""
+        changes: dict[str, Any] = {}
+        if max_events_per_session is not None:
+            changes["max_events_per_session"] = max_events_per_session
+        if max_age is not None:
+            changes["max_age"] = max_age
         with self._lock:
-            changes: dict[str, float | int] = {}
-            if max_events_per_session is not None:
-                changes["max_events_per_session"] = max_events_per_session
-            if max_age is not None:
-                changes["max_age"] = _seconds(max_age)
-            self._config = dataclasses.replace(self._config, **changes)  # validated there
-            return self._config
+            config = dataclasses.replace(self._config, **changes)  # validated there
+            if changes:
+                for log in self._sessions.values():
+                    log.compact_at = 0  # the window may have narrowed: cut at the next append
+            self._config = config
+            return config
 
     def close(self) -> None:
         """Refuse further appends; subscribers drain what is held, then get ``ReplayClosed``."""
@@ -387,12 +560,22 @@ class InMemoryLiveReplayStore:
         _wake(waiters)
 
     def statistics(self, session_id: str | None = None) -> LiveReplayStatistics:
+        if session_id is not None:
+            session_id = _session_id(session_id)
         with self._lock:
-            logs = (
-                list(self._sessions.values())
-                if session_id is None
-                else [log for log in (self._sessions.get(session_id),) if log is not None]
-            )
+            if session_id is None:
+                logs = list(self._sessions.values())
+                forgotten = len(self._tombstones)
+                tail = logs[0].tail if len(logs) == 1 else 0
+                evicted, lags = self._forgotten_evicted, self._forgotten_lags
+            else:
+                log = self._sessions.get(session_id)
+                logs = [log] if log is not None else []
+                tombstone = self._tombstone(session_id)
+                forgotten = int(tombstone is not None)
+                tail = log.tail if log is not None else self._tail(session_id)
+                evicted = tombstone[1] if tombstone is not None else 0
+                lags = 0
             retained = sum(log.tail - log.first + 1 for log in logs)
             single = logs[0] if len(logs) == 1 else None
             held = single is not None and single.first <= single.tail
@@ -401,11 +584,72 @@ class InMemoryLiveReplayStore:
                 retained_events=retained,
                 oldest_position=single.first if held else None,
                 newest_position=single.tail if held else None,
-                tail_position=single.tail if single is not None else 0,
-                evicted_total=sum(log.evicted for log in logs),
-                subscribers=sum(len(log.subscribers) for log in logs),
-                lag_events=sum(log.lags for log in logs),
+                tail_position=tail,
+                evicted_total=evicted + sum(log.evicted for log in logs),
+                subscribers=sum(len(log.subscribers or ()) for log in logs),
+                lag_events=lags + sum(log.lags for log in logs),
+                held_events=sum(len(log.events) for log in logs),
+                forgotten_sessions=forgotten,
+                forgotten_floor=self._floor,
             )
+
+    # -- internals (called with the lock held) -----------------------------------------------------
+
+    def _tombstone(self, session_id: str, pop: bool = False) -> tuple[int, int] | None:
+        """A forgotten session's ``(tail, evicted)``, or ``None`` when it has no tombstone."""
+        value = (self._tombstones.pop if pop else self._tombstones.get)(session_id, None)
+        if value is None:
+            return None
+        return (value, value) if type(value) is int else value
+
+    def _tail(self, session_id: str) -> int:
+        """The tail of a session without a log: its tombstone's, else the floor."""
+        value = self._tombstones.get(session_id)
+        if value is None:
+            return self._floor
+        return value if type(value) is int else value[0]
+
+    def _open(self, session_id: str) -> _SessionLog:
+        """A log for a session that has none: it continues from its tombstone, else the floor."""
+        tombstone = self._tombstone(session_id, pop=True)
+        if tombstone is None:
+            log = self._sessions[session_id] = _SessionLog(session_id, self._floor)
+            return log
+        log = self._sessions[session_id] = _SessionLog(session_id, tombstone[0])
+        log.evicted = tombstone[1]
+        self._forgotten_evicted -= tombstone[1]  # counted by the log again
+        return log
+
+    def _settle(self, log: _SessionLog) -> None:
+        """After retention ran on ``log``: forget it when nothing is retained and nobody
+        subscribes, else cut its dead head when that is due."""
+        first, tail = log.first, log.tail
+        if first > tail and not log.subscribers:
+            self._forget(log)
+        elif len(log.events) >= log.compact_at or (
+            # no subscriber: retention's dead head outgrew the live part
+            first - log.base > tail - first + _COMPACT_SLACK and not log.subscribers
+        ):
+            log.compact(self._config.subscriber_backlog)
+
+    def _forget(self, log: _SessionLog) -> None:
+        """Drop an empty, unobserved log and keep its tail (see the rules at the top)."""
+        session_id = log.session_id
+        del self._sessions[session_id]
+        self._forgotten_evicted += log.evicted
+        self._forgotten_lags += log.lags
+        log.events.clear()  # a closed subscription may still point at the log: pin nothing
+        log.stamps.clear()
+        log.waiters = None
+        if log.tail > self._floor:  # else the floor already answers for it
+            tombstones = self._tombstones
+            tail = log.tail
+            tombstones[session_id] = tail if log.evicted == tail else (tail, log.evicted)
+            while len(tombstones) > self._max_forgotten:
+                _, value = tombstones.popitem(last=False)
+                tail = value if type(value) is int else value[0]
+                if tail > self._floor:
+                    self._floor = tail
 
     def _read_clock(self) -> float:
         try:
@@ -415,7 +659,7 @@ class InMemoryLiveReplayStore:
         except Exception as err:
             raise LiveReplayStoreFailure(f"the store's clock failed: {err!r}") from err
         if isinstance(now, bool) or not isinstance(now, (int, float)) or now != now:
-            raise LiveReplayStoreFailure(f"the store's clock returned {now!r}, not seconds")
+            raise LiveReplayStoreFailure(f"the store's clock returned {short_repr(now)}, not seconds")
         return float(now)
 
     def _check_open(self) -> None:
@@ -435,7 +679,7 @@ class InMemoryLiveReplayStore:
                 raise ReplayClosed()
             position = subscription._next
             if position <= log.tail:
-                oldest = max(log.tail - self.config.subscriber_backlog + 1, 1)
+                oldest = max(log.tail - self._config.subscriber_backlog + 1, 1)
                 if position < oldest:
                     subscription._next = oldest
                     log.lags += 1
@@ -446,9 +690,14 @@ class InMemoryLiveReplayStore:
                 raise ReplayClosed()
             if loop is None:
                 return None
-            future = log.waiters.get(loop)
+            waiters = log.waiters
+            if waiters is None:
+                waiters = log.waiters = {}
+            future = waiters.get(loop)
             if future is None or future.done():
-                future = log.waiters[loop] = loop.create_future()
+                if future is None:
+                    log.prune_waiters()  # a new loop: forget the ones that were closed
+                future = waiters[loop] = loop.create_future()
             return future
 
     def _poll_batch(
@@ -464,7 +713,7 @@ class InMemoryLiveReplayStore:
                 if self._closed:
                     raise ReplayClosed()
                 return []
-            oldest = max(log.tail - self.config.subscriber_backlog + 1, 1)
+            oldest = max(log.tail - self._config.subscriber_backlog + 1, 1)
             if position < oldest:
                 subscription._next = oldest
                 log.lags += 1
@@ -473,15 +722,24 @@ class InMemoryLiveReplayStore:
             subscription._next = end
             return log.events[position - log.base : end - log.base]
 
-    def _forget(self, subscription: LiveReplaySubscription) -> None:
-        """Drop a closed subscription and wake its session's readers so a waiting one sees it."""
+    def _unsubscribe(self, subscription: LiveReplaySubscription) -> None:
+        """Drop a closed subscription and wake its session's readers so a waiting one sees it;
+        forget the session if that was its last subscriber and nothing is retained."""
         log = subscription._log
         with self._lock:
-            log.subscribers.discard(subscription)
+            subscribers = log.subscribers
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    log.subscribers = None
             waiters = log.take_waiters()
+            if (
+                log.subscribers is None
+                and log.first > log.tail
+                and self._sessions.get(log.session_id) is log
+            ):
+                self._forget(log)
         _wake(waiters)
-
-
 
 
 class LiveReplaySubscription:
@@ -491,6 +749,7 @@ class LiveReplaySubscription:
     backlog behind (the next call continues from the oldest event still held) and
     ``ReplayClosed`` once the subscription or its store is closed. ``async for`` yields events,
     raises ``SubscriberLagged`` the same way (iterate again to continue) and simply stops on close.
+    A refused argument (``InvalidObservationError``) leaves the position where it was.
     """
 
     __slots__ = ("_store", "_log", "_replay", "_replay_index", "_next", "_closed", "__weakref__")
@@ -504,7 +763,8 @@ class LiveReplaySubscription:
     ) -> None:
         self._store = store
         self._log = log
-        self._replay = replay
+        #: the replay part still to read; released (``()``) as soon as it is read
+        self._replay: list[SessionObservationEvent] | tuple[()] = replay if replay else ()
         self._replay_index = 0
         self._next = next_position
         self._closed = False
@@ -524,32 +784,50 @@ class LiveReplaySubscription:
     def closed(self) -> bool:
         return self._closed
 
+    def _replayed(self) -> SessionObservationEvent:
+        """The next event of the (non-empty) replay part."""
+        replay, index = self._replay, self._replay_index
+        event = replay[index]
+        index += 1
+        if index == len(replay):
+            self._replay, self._replay_index = (), 0
+        else:
+            self._replay_index = index
+        return event
+
+    def _replayed_batch(self, count: int) -> list[SessionObservationEvent]:
+        replay, start = self._replay, self._replay_index
+        end = start + count
+        if end >= len(replay):
+            self._replay, self._replay_index = (), 0
+            return replay[start:] if start else replay  # type: ignore[return-value]
+        self._replay_index = end
+        return replay[start:end]  # type: ignore[return-value]
+
     def next_nowait(self) -> SessionObservationEvent | None:
         """The next event if one is ready, else ``None``; same errors as ``next_event``."""
         if self._closed:
             raise ReplayClosed()
-        if self._replay_index < len(self._replay):
-            event = self._replay[self._replay_index]
-            self._replay_index += 1
-            return event
+        if self._replay:
+            return self._replayed()
         return self._store._poll(self, None)
 
     def next_batch_nowait(self, max_events: int = 256) -> list[SessionObservationEvent]:
-        """Up to ``max_events`` ready events (possibly none) without waiting; same errors as
-        ``next_event``. Consumers that redraw in batches (notebook monitors) read this way."""
-        if max_events < 1:
-            raise ValueError("max_events must be at least 1")
+        """Up to ``max_events`` (a positive int) ready events, possibly none, without waiting;
+        same errors as ``next_event``. Consumers that redraw in batches (notebook monitors) read
+        this way."""
+        if type(max_events) is not int or max_events < 1:
+            max_events = _read_size(max_events)
         if self._closed:
             raise ReplayClosed()
-        if self._replay_index < len(self._replay):
-            end = min(len(self._replay), self._replay_index + max_events)
-            batch = self._replay[self._replay_index : end]
-            self._replay_index = end
-            return batch
+        if self._replay:
+            return self._replayed_batch(max_events)
         return self._store._poll_batch(self, max_events)
 
     async def next_batch(self, max_events: int = 256) -> list[SessionObservationEvent]:
         """Wait for at least one event, then return every ready one up to ``max_events``."""
+        if type(max_events) is not int or max_events < 1:
+            max_events = _read_size(max_events)
         batch = self.next_batch_nowait(max_events)
         if batch:
             return batch
@@ -559,10 +837,8 @@ class LiveReplaySubscription:
     async def next_event(self) -> SessionObservationEvent:
         if self._closed:
             raise ReplayClosed()
-        if self._replay_index < len(self._replay):
-            event = self._replay[self._replay_index]
-            self._replay_index += 1
-            return event
+        if self._replay:
+            return self._replayed()
         loop = asyncio.get_running_loop()
         while True:
             result = self._store._poll(self, loop)
@@ -576,8 +852,8 @@ class LiveReplaySubscription:
         if self._closed:
             return
         self._closed = True
-        self._replay = []
-        self._store._forget(self)
+        self._replay, self._replay_index = (), 0
+        self._store._unsubscribe(self)
 
     def __aiter__(self) -> LiveReplaySubscription:
         return self
@@ -593,4 +869,3 @@ class LiveReplaySubscription:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
-

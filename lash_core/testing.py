@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -25,7 +26,18 @@ from ._queue import InMemoryQueueStore
 from ._replay import InMemoryLiveReplayStore, InMemoryLiveReplayStoreConfig, LiveReplaySubscription
 from ._runtime import LashRuntime, ModelSpec, ScriptedModel, SessionPolicy
 
-__all__ = ["FakeClock", "Scenario", "SimulatedClient", "ReconnectOutcome", "DEMO_REPLIES"]
+__all__ = [
+    "FakeClock",
+    "Scenario",
+    "SimulatedClient",
+    "ReconnectOutcome",
+    "DEMO_REPLIES",
+    "MAX_CLIENT_OUTCOMES",
+]
+
+#: Reconnect outcomes a simulated client keeps (each may hold a replayed batch): enough for any
+#: gap log on screen, while a client that reconnects forever stays bounded.
+MAX_CLIENT_OUTCOMES = 256
 
 DEMO_REPLIES: tuple[Any, ...] = (
     "Hello! I am a scripted model: every word you see streams as a delta.",
@@ -39,6 +51,12 @@ class FakeClock:
     """A clock tests move by hand: ``clock()`` is monotonic seconds, ``clock.ms()`` epoch ms."""
 
     def __init__(self, start: float = 1_000.0, epoch_ms: int = 1_750_000_000_000) -> None:
+        if isinstance(start, bool) or not isinstance(start, (int, float)):
+            raise TypeError(f"start must be a number of seconds, not {type(start).__name__}")
+        if not -math.inf < start < math.inf:
+            raise ValueError(f"start must be a finite number of seconds, not {start}")
+        if isinstance(epoch_ms, bool) or not isinstance(epoch_ms, int):
+            raise TypeError(f"epoch_ms must be an int, not {type(epoch_ms).__name__}")
         self.now = float(start)
         self._start = float(start)
         self._epoch_ms = epoch_ms
@@ -137,15 +155,32 @@ class ReconnectOutcome:
 
 
 class SimulatedClient:
-    """Follows one session through a subscription; ``pump()`` applies whatever is ready."""
+    """Follows one session through a subscription; ``pump()`` applies whatever is ready.
+
+    Everything it keeps is bounded, so a client can follow a session and reconnect forever: the
+    last ``keep_events`` events, the last ``MAX_CLIENT_OUTCOMES`` reconnect outcomes, and running
+    totals (``received``, ``reconnects``, ``gap_count``, ``lagged``).
+    """
 
     def __init__(self, handle: RuntimeHandle, name: str, *, keep_events: int = 10_000) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if isinstance(keep_events, bool) or not isinstance(keep_events, int):
+            raise TypeError(f"keep_events must be an int, not {type(keep_events).__name__}")
+        if not 0 <= keep_events <= sys.maxsize:
+            raise ValueError(f"keep_events must be in 0..sys.maxsize, got {keep_events}")
         self.handle = handle
         self.name = name
-        #: the last ``keep_events`` events applied (bounded: a client can follow a session forever)
+        #: the last ``keep_events`` events applied
         self.events: collections.deque[SessionObservationEvent] = collections.deque(maxlen=keep_events)
         self.received = 0
-        self.outcomes: list[ReconnectOutcome] = []
+        #: the last ``MAX_CLIENT_OUTCOMES`` outcomes of ``connect``/``reconnect``, newest last
+        self.outcomes: collections.deque[ReconnectOutcome] = collections.deque(
+            maxlen=MAX_CLIENT_OUTCOMES
+        )
+        #: every outcome ever recorded (the first connect included), and every gap among them
+        self.reconnects = 0
+        self.gap_count = 0
         self.lagged = 0
         fresh = handle.current_session_observation()
         self.cursor: SessionCursor = fresh.cursor
@@ -163,9 +198,13 @@ class SimulatedClient:
 
     @property
     def gaps(self) -> list[ReconnectOutcome]:
+        """The gap outcomes among the recent ``outcomes``, newest last (``gap_count`` counts all)."""
         return [o for o in self.outcomes if o.gap is not None]
 
     def connect(self) -> ReconnectOutcome:
+        """Subscribe from the saved cursor (a subscription already held is closed first, so a
+        repeated ``connect()`` never leaves one behind)."""
+        self.disconnect()
         result = self.handle.subscribe_session_observation(self.cursor)
         requested = self.cursor
         if isinstance(result, GapResume):
@@ -183,6 +222,9 @@ class SimulatedClient:
 
     def _record(self, outcome: ReconnectOutcome) -> ReconnectOutcome:
         self.outcomes.append(outcome)
+        self.reconnects += 1
+        if outcome.gap is not None:
+            self.gap_count += 1
         return outcome
 
     def disconnect(self) -> None:
@@ -226,5 +268,9 @@ class SimulatedClient:
             self.view = event.payload.read_view
 
     def view_matches_server(self) -> bool:
-        """True when this client's reconstructed view is the server's latest read view."""
-        return self.view == self.handle.observe().read_view
+        """True when this client's reconstructed view is the server's latest read view; ``False``
+        when the two cannot even be compared (a view nested too deeply for ``==``)."""
+        try:
+            return bool(self.view == self.handle.observe().read_view)
+        except RecursionError:
+            return False

@@ -7,7 +7,16 @@ reverse; the frame and rendering modules import no widget or IPython code.
 """
 
 from . import _render as render
-from ._frames import COLUMNS, DTYPES, EventHistory, EventHistoryStatistics, event_row, to_frame
+from ._frames import (
+    COLUMNS,
+    DTYPES,
+    EventHistory,
+    EventHistoryStatistics,
+    FallbackRow,
+    event_row,
+    is_fallback_row,
+    to_frame,
+)
 from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator
 from ._ipython import Rich, load_ipython_extension, unload_ipython_extension
 from ._monitor import SessionMonitor
@@ -16,6 +25,7 @@ from ._render import (
     batch_html,
     css,
     cursor_html,
+    event_detail_html,
     event_html,
     events_table_html,
     gap_html,
@@ -31,11 +41,14 @@ __all__ = [
     "event_row",
     "EventHistory",
     "EventHistoryStatistics",
+    "FallbackRow",
+    "is_fallback_row",
     # rendering
     "render",
     "css",
     "cursor_html",
     "event_html",
+    "event_detail_html",
     "events_table_html",
     "gap_html",
     "observation_html",

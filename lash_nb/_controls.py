@@ -4,10 +4,15 @@ Every button has a method doing the same thing (``EnqueuePanel.enqueue``, ``Queu
 ``ReconnectSimulator.disconnect`` / ``reconnect`` ...), so scripts and tests drive the widgets
 without a browser. Methods raise lash_core's typed errors; buttons show them in a status line
 instead, so a bad input never prints a traceback and never clears what the user typed.
+
+Nothing here grows with time: logs (cancel outcomes, errors, gaps) keep the newest entries in
+``deque``s with named bounds and count the rest, and every view renders a bounded number of rows
+through ``_render``'s bounded helpers, so a redraw costs the same after a day as after a minute.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from typing import Any, Callable, Sequence
 
@@ -19,24 +24,49 @@ from lash_core import (
     InvalidQueuedWorkError,
     InvalidTurnInputError,
     LashError,
+    LiveReplayGap,
     QueueChanged,
     QueuedWorkBatch,
     Replayed,
     SlotPolicy,
     TurnInput,
+    short_repr,
 )
+from lash_core._validate import enum_member
 from lash_core.testing import FakeClock, ReconnectOutcome, SimulatedClient
 
 from ._loop import spawn
-from ._render import batch_html, escape, event_html, gap_html, observation_html, style_element
+from ._render import (
+    ID_MAX_CHARS,
+    batch_html,
+    cancel_log_html,
+    clients_html,
+    clip_html,
+    error_html,
+    error_text,
+    event_html,
+    gap_html,
+    gap_log_html,
+    observation_html,
+    style_element,
+)
 
 __all__ = ["EnqueuePanel", "QueuePanel", "ReconnectSimulator"]
 
 
-#: Cancel outcomes shown in the queue panel's log (older ones stay in ``QueuePanel.outcomes``).
+#: Cancel outcomes shown in the queue panel's log; the line above them counts the earlier ones.
 CANCEL_LOG_LINES = 20
+#: Cancel outcomes kept in ``QueuePanel.outcomes`` for scripts (``cancel_count`` counts them all).
+CANCEL_OUTCOMES_KEPT = 200
+#: Errors kept (and shown) in the queue panel's log: the newest say what is wrong now.
+ERROR_LOG_LINES = 5
+#: Batches the queue panel lists, each with a Cancel button (a widget each); the count is exact.
+QUEUE_ROWS_MAX = 50
 #: Replayed events listed after a reconnect (the count above them is always exact).
 REPLAY_LIST_LIMIT = 50
+#: Gaps the simulator's gap log shows (the newest); a line counts the earlier ones, so a redraw
+#: costs the same after 2,000 reconnects as after 20.
+GAP_LOG_ROWS = 20
 
 
 def _hold(*items: widgets.Widget) -> contextlib.ExitStack:
@@ -45,17 +75,6 @@ def _hold(*items: widgets.Widget) -> contextlib.ExitStack:
     for item in items:
         stack.enter_context(item.hold_sync())
     return stack
-
-
-def _error_html(err: BaseException) -> str:
-    return (
-        f'<div class="lash-error"><b>{escape(type(err).__name__)}</b>: '
-        f"{escape(str(err))}</div>"
-    )
-
-
-def _ok_html(text: str) -> str:
-    return f'<div class="lash-ok">{escape(text)}</div>'
 
 
 class EnqueuePanel(widgets.VBox):
@@ -99,7 +118,7 @@ class EnqueuePanel(widgets.VBox):
         self.add_class("lash-enqueue-panel")
 
     def __repr__(self) -> str:
-        return f"<EnqueuePanel enqueued={self.enqueued} last_batch_id={self.last_batch_id!r}>"
+        return f"<EnqueuePanel enqueued={self.enqueued} last_batch_id={short_repr(self.last_batch_id)}>"
 
     def click(self) -> None:
         """What the button does: enqueue the form as it is now, one at a time, errors shown."""
@@ -112,8 +131,8 @@ class EnqueuePanel(widgets.VBox):
 
     def _show_error(self, err: BaseException) -> None:
         with self.hold_sync():
-            self.last_error = str(err)
-            self.result.value = _error_html(err)
+            self.last_error = error_text(err, with_type=False)
+            self.result.value = error_html(err)
 
     async def enqueue(
         self,
@@ -140,11 +159,8 @@ class EnqueuePanel(widgets.VBox):
     ) -> QueuedWorkBatch:
         self.busy = self.button.disabled = True
         try:
-            try:
-                delivery = DeliveryPolicy(delivery_policy)
-                slot = SlotPolicy(slot_policy)
-            except ValueError as err:
-                raise InvalidQueuedWorkError(str(err)) from None
+            delivery = enum_member(DeliveryPolicy, delivery_policy, "delivery policy", InvalidQueuedWorkError)
+            slot = enum_member(SlotPolicy, slot_policy, "slot policy", InvalidQueuedWorkError)
             if not isinstance(text, (str, bytes)):
                 raise InvalidTurnInputError(f"turn input must be text, not {type(text).__name__}")
             turn_input = TurnInput.text(text)
@@ -194,12 +210,17 @@ class QueuePanel(widgets.VBox):
     last_cancel = traitlets.Unicode(
         "", help="outcome of the last cancel: 'cancelled', 'refused' or 'unknown'"
     )
+    cancel_count = traitlets.Int(0, help="cancel calls so far (outcomes keeps the newest only)")
 
     def __init__(self, handle: Any, *, style: bool = True) -> None:
         self._handle = handle
         self._rows: dict[str, tuple[widgets.HBox, widgets.HTML, widgets.Button]] = {}
-        self.outcomes: list[tuple[str, str]] = []
+        #: the newest ``(batch id, outcome)`` pairs, oldest first; ``cancel_count`` counts all
+        self.outcomes: collections.deque[tuple[str, str]] = collections.deque(maxlen=CANCEL_OUTCOMES_KEPT)
+        self._errors: collections.deque[BaseException] = collections.deque(maxlen=ERROR_LOG_LINES)
+        self._last_message = ""
         self.rows_box = widgets.VBox()
+        self.more_rows = widgets.HTML()
         self.cancel_log = widgets.HTML()
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.refresh_button.add_class("lash-refresh")
@@ -209,6 +230,7 @@ class QueuePanel(widgets.VBox):
             [
                 widgets.HBox([widgets.HTML(title), self.refresh_button]),
                 self.rows_box,
+                self.more_rows,
                 self.cancel_log,
             ]
         )
@@ -228,8 +250,9 @@ class QueuePanel(widgets.VBox):
         session_id = self._handle.session_id
         batches = await store.list_queued_work(session_id)
         pending = {b.batch_id for b in await store.list_pending_queued_work(session_id)}
+        shown = batches[:QUEUE_ROWS_MAX]
         rows = []
-        for batch in batches:
+        for batch in shown:
             row = self._rows.get(batch.batch_id)
             if row is None:
                 label = widgets.HTML()
@@ -244,18 +267,29 @@ class QueuePanel(widgets.VBox):
                 batch, with_style=False
             )
             rows.append(row[0])
-        live = {b.batch_id for b in batches}
+        live = {b.batch_id for b in shown}
         for batch_id in [b for b in self._rows if b not in live]:
             self._rows.pop(batch_id)[0].close()
-        with _hold(self, self.rows_box):
+        hidden = len(batches) - len(shown)
+        more = f'<div class="lash-muted">{hidden} more batches not listed</div>' if hidden else ""
+        with _hold(self, self.rows_box, self.more_rows):
             if tuple(rows) != self.rows_box.children:
                 self.rows_box.children = rows
+            if self.more_rows.value != more:
+                self.more_rows.value = more
             self.batch_count = len(batches)
             self.pending_count = len(pending)
         return batches
 
     def _show_error(self, err: BaseException) -> None:
-        self.cancel_log.value = self.cancel_log.value + _error_html(err)
+        self._errors.append(err)
+        self._render_log()
+
+    def _render_log(self) -> None:
+        outcomes = list(self.outcomes)[-CANCEL_LOG_LINES:]
+        self.cancel_log.value = cancel_log_html(
+            outcomes, total=self.cancel_count, errors=tuple(self._errors), last=self._last_message
+        )
 
     async def cancel(self, batch_id: str) -> QueuedWorkBatch | None:
         """Cancel ``batch_id``: the batch, or ``None`` when it is claimed (refused) or unknown."""
@@ -270,11 +304,10 @@ class QueuePanel(widgets.VBox):
         else:
             outcome, message = "unknown", f"{batch_id}: unknown batch id (never queued, or already done)"
         self.outcomes.append((batch_id, outcome))
+        self.cancel_count += 1
         self.last_cancel = outcome
-        self.cancel_log.value = "".join(
-            f'<div class="lash-cancel-{o}">{escape(b)}: {escape(o)}</div>'
-            for b, o in self.outcomes[-CANCEL_LOG_LINES:]
-        ) + f'<div class="lash-last">{escape(message)}</div>'
+        self._last_message = message
+        self._render_log()
         await self.refresh()
         return batch
 
@@ -288,7 +321,8 @@ class ReconnectSimulator(widgets.VBox):
 
     selected = traitlets.Unicode(help="name of the client the buttons act on")
     last_outcome = traitlets.Unicode("", help="'replayed' or 'gap' after the last reconnect")
-    gap_count = traitlets.Int(0, help="gaps seen by all simulated clients")
+    gap_count = traitlets.Int(0, help="gaps seen by all simulated clients, ever")
+    reconnect_count = traitlets.Int(0, help="connects and reconnects of all simulated clients, ever")
     views_match = traitlets.Bool(True, help="every connected client's view equals the server's")
 
     def __init__(
@@ -303,6 +337,11 @@ class ReconnectSimulator(widgets.VBox):
         self._clock = clock
         self.clients = {name: SimulatedClient(handle, name) for name in clients}
         self.last: ReconnectOutcome | None = None
+        #: the newest gaps of all clients as ``(client name, gap)``, oldest first
+        self.gap_entries: collections.deque[tuple[str, LiveReplayGap]] = collections.deque(
+            maxlen=GAP_LOG_ROWS
+        )
+        self._gaps_seen = {name: 0 for name in self.clients}
         self.picker = widgets.ToggleButtons(options=list(clients), description="client")
         self.disconnect_button = widgets.Button(description="Disconnect", icon="unlink")
         self.reconnect_button = widgets.Button(description="Reconnect", icon="link", button_style="info")
@@ -350,7 +389,9 @@ class ReconnectSimulator(widgets.VBox):
         self._render()
 
     def __repr__(self) -> str:
-        states = ", ".join(f"{n}={'on' if c.connected else 'off'}" for n, c in self.clients.items())
+        states = ", ".join(
+            f"{short_repr(n, 40)}={'on' if c.connected else 'off'}" for n, c in self.clients.items()
+        )
         return f"<ReconnectSimulator {states} gaps={self.gap_count}>"
 
     @property
@@ -360,16 +401,18 @@ class ReconnectSimulator(widgets.VBox):
 
     def _client(self, name: str | None) -> SimulatedClient:
         name = name or self.selected
-        try:
-            return self.clients[name]
-        except KeyError:
-            raise KeyError(f"no simulated client named {name!r}; have {sorted(self.clients)}") from None
+        client = self.clients.get(name) if isinstance(name, str) else None  # never hash user data
+        if client is None:
+            raise KeyError(
+                f"no simulated client named {short_repr(name)}; have {short_repr(sorted(self.clients))}"
+            )
+        return client
 
     def _guard(self, action: Callable[[], Any]) -> None:
         try:
             action()
         except (LashError, ValueError, TypeError, KeyError, AttributeError) as err:
-            self.status.value = _error_html(err)
+            self.status.value = error_html(err)
 
     # -- methods behind the buttons ----------------------------------------------------------------
 
@@ -384,12 +427,16 @@ class ReconnectSimulator(widgets.VBox):
         with _hold(self.replayed_view, self.gap_view):
             self.last_outcome = outcome.kind
             if outcome.gap is None:
+                replayed = outcome.replayed
+                unlisted = len(replayed) - REPLAY_LIST_LIMIT
                 self.replayed_view.value = (
-                    f"<b>{escape(target.name)}: replayed {len(outcome.replayed)} events</b>"
-                    + "".join(
-                        event_html(e, with_style=False)
-                        for e in outcome.replayed[-REPLAY_LIST_LIMIT:]
+                    f"<b>{clip_html(target.name, ID_MAX_CHARS)}: replayed {len(replayed)} events</b>"
+                    + (
+                        f'<div class="lash-muted">{unlisted} earlier replayed events not listed</div>'
+                        if unlisted > 0
+                        else ""
                     )
+                    + "".join(event_html(e, with_style=False) for e in replayed[-REPLAY_LIST_LIMIT:])
                 )
                 self.gap_view.value = ""
             else:
@@ -397,7 +444,11 @@ class ReconnectSimulator(widgets.VBox):
                 fresh = (
                     observation_html(outcome.observation, with_style=False) if outcome.observation is not None else ""
                 )
-                self.gap_view.value = f"<b>{escape(target.name)}: gap</b>" + gap_html(outcome.gap, with_style=False) + fresh
+                self.gap_view.value = (
+                    f"<b>{clip_html(target.name, ID_MAX_CHARS)}: gap</b>"
+                    + gap_html(outcome.gap, with_style=False)
+                    + fresh
+                )
             self._render()
         return outcome
 
@@ -448,51 +499,45 @@ class ReconnectSimulator(widgets.VBox):
 
     # -- rendering ---------------------------------------------------------------------------------
 
+    def _collect_gaps(self) -> None:
+        """Move every client's gaps since the last render into ``gap_entries`` (bounded), in the
+        order this simulator saw them. Costs O(clients + new gaps), never O(history)."""
+        for name, client in self.clients.items():
+            new = client.gap_count - self._gaps_seen[name]
+            if new > 0:
+                recent = list(client.gaps)  # bounded by the client
+                for outcome in recent[max(len(recent) - new, 0) :]:
+                    if outcome.gap is not None:
+                        self.gap_entries.append((name, outcome.gap))
+            self._gaps_seen[name] = client.gap_count
+
     def _render(self) -> None:
-        stats = self._replay_store.statistics(self._handle.session_id) if hasattr(self._replay_store, "statistics") else None
-        rows = []
-        for name, c in self.clients.items():
-            match = c.view_matches_server()
-            rows.append(
-                "<tr>"
-                f"<td>{escape(name)}</td>"
-                f"<td>{'connected' if c.connected else 'disconnected'}</td>"
-                f"<td><code>{escape(str(c.cursor))}</code></td>"
-                f"<td>{c.received}</td><td>{len(c.gaps)}</td><td>{c.lagged}</td>"
-                f"<td class=\"lash-{'ok' if match else 'bad'}\">{'yes' if match else 'no'}</td>"
-                "</tr>"
-            )
-        held = ""
-        if stats is not None:
-            held = (
-                f"<div>store: {stats.retained_events} events held "
-                f"(positions {stats.oldest_position}..{stats.newest_position}), "
-                f"tail #{stats.tail_position}, {stats.evicted_total} evicted</div>"
-            )
-        log = []
-        for c in self.clients.values():
-            for o in c.gaps:
-                log.append(
-                    f"<tr><td>{escape(c.name)}</td><td>{escape(str(o.gap.reason))}</td>"
-                    f"<td><code>{escape(str(o.gap.requested_cursor))}</code></td>"
-                    f"<td><code>{escape(str(o.gap.latest_cursor))}</code></td>"
-                    f"<td>{o.gap.missed_events if o.gap.missed_events is not None else '?'}</td></tr>"
-                )
+        store = self._replay_store
+        stats = store.statistics(self._handle.session_id) if hasattr(store, "statistics") else None
+        self._collect_gaps()
+        matches = {name: _view_matches(c) for name, c in self.clients.items()}
+        clients = [
+            (name, c.connected, c.cursor, c.received, c.gap_count, c.lagged, matches[name])
+            for name, c in self.clients.items()
+        ]
+        gap_count = sum(c.gap_count for c in self.clients.values())
+        reconnect_count = sum(c.reconnects for c in self.clients.values())
         with _hold(self.status, self.gap_log):
-            self.status.value = (
-                held
-                + '<table class="lash-table"><tr><th>client</th><th>state</th><th>cursor</th>'
-                "<th>events</th><th>gaps</th><th>lagged</th><th>view = server</th></tr>"
-                + "".join(rows)
-                + "</table>"
+            self.status.value = clients_html(clients, stats)
+            self.gap_log.value = gap_log_html(
+                tuple(self.gap_entries), total=gap_count, reconnects=reconnect_count
             )
-            self.gap_log.value = (
-                '<b>gap log</b><table class="lash-table"><tr><th>client</th><th>reason</th>'
-                "<th>requested</th><th>latest</th><th>missed</th></tr>" + "".join(log) + "</table>"
-                if log
-                else ""
-            )
-            self.gap_count = len(log)
+            self.gap_count = gap_count
+            self.reconnect_count = reconnect_count
             self.views_match = all(
-                c.view_matches_server() for c in self.clients.values() if c.connected
+                matches[name] is True for name, c in self.clients.items() if c.connected
             )
+
+
+def _view_matches(client: SimulatedClient) -> bool | None:
+    """Whether the client's view equals the server's; ``None`` when the two cannot be compared
+    (``==`` on a value nested too deep raises ``RecursionError``)."""
+    try:
+        return bool(client.view_matches_server())
+    except Exception:
+        return None

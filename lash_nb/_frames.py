@@ -12,9 +12,18 @@ Rules (read these before the code)
   ``agent_frame_switched``, ``correlation_id`` outside ``turn_activity``). ``batch_ids`` and
   ``process_ids`` are always tuples, empty when they do not apply.
 * Position. ``position`` is the event's live replay position, read from its cursor; ``<NA>`` when
-  the cursor does not parse (a log from elsewhere). The cursor itself stays an opaque string.
-* Cost. ``EventHistory.append`` builds rows for the new events only and pushes them onto a bounded
-  ``deque``: O(batch), never O(history). A DataFrame is built only when asked for: ``frame()``
+  the cursor does not parse (a log from elsewhere). The cursor itself stays an opaque string. The
+  reading agrees with ``SessionCursor.parse`` on every string (zero padding, ``+``, overflow,
+  non-ASCII digits): a short fast path, and ``parse`` for everything else.
+* Fallback rows. ``event_row`` never raises for an event, however it was built. A JSON value the
+  codec (``lash_core.encode_json``) refuses (nested too deep, NaN, an int past the digit limit, a
+  non-JSON object, a cycle) shows as ``summary_fallback`` text; a field of the wrong type shows as
+  a bounded ``repr``; an event whose row cannot be built at all keeps what could be read and
+  ``FALLBACK_TEXT`` as its text. Such rows are ``FallbackRow`` tuples (equal to plain tuples) and
+  ``EventHistory`` counts them (``fallback_rows``). The event itself stays reachable
+  (``EventHistory.event(label)`` / ``find(position)``) for a detail view.
+* Cost. ``EventHistory.append`` builds rows for the new events only and pushes them (and the
+  events) onto bounded ``deque``s: O(batch), never O(history). A DataFrame is built only when asked for: ``frame()``
   is cached and, after appends, extended by the new rows only; ``tail(n)`` costs O(n).
 * Rollover. The history keeps the newest ``max_rows`` rows. ``total_rows`` counts every event ever
   appended, ``dropped_rows`` those rolled out, so ``total_rows == len(history) + dropped_rows``.
@@ -28,7 +37,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
-import json
+import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -45,6 +54,7 @@ from lash_core import (
     CodeBlockStarted,
     Committed,
     FinalValue,
+    JsonValueError,
     LashError,
     ModelRequestStarted,
     ProcessChanged,
@@ -53,6 +63,7 @@ from lash_core import (
     QueuedWorkStarted,
     ReasoningDelta,
     RetryStatus,
+    SessionCursor,
     SessionObservationEvent,
     ToolCallCompleted,
     ToolCallStarted,
@@ -62,13 +73,22 @@ from lash_core import (
     UnknownPayload,
     UnknownTurnEvent,
     Usage,
+    encode_json,
+    short_repr,
+    summary_fallback,
 )
+from lash_core._json import truncate
 
 __all__ = [
     "COLUMNS",
     "DTYPES",
     "DEFAULT_MAX_ROWS",
     "SUMMARY_MAX_CHARS",
+    "REPR_MAX_CHARS",
+    "FALLBACK_TEXT",
+    "FallbackRow",
+    "is_fallback_row",
+    "json_text",
     "event_row",
     "event_text",
     "to_frame",
@@ -107,159 +127,306 @@ DEFAULT_MAX_ROWS = 10_000
 #: characters in ``text``; a summary is for a table cell, the event keeps the whole value.
 SUMMARY_MAX_CHARS = 160
 
+#: Characters of a bounded ``repr`` shown where a string or number belongs but something else was
+#: found (an event built in code with a wrong field): enough to recognise it, however big it is.
+REPR_MAX_CHARS = 80
+#: ``text`` of a row whose event could not be summarised at all; ``{reason}`` is the error's type.
+FALLBACK_TEXT = "<event not shown: {reason}>"
+
 _NO_IDS: tuple[str, ...] = ()
 _CURSOR_TAG = CURSOR_PREFIX.rstrip(":")
 _U64_MAX = (1 << 64) - 1
+#: Decimal digits that always fit in a u64 (20 digits may overflow): the fast path's bound.
+_SAFE_DIGITS = 19
 
 
 # --- one event ------------------------------------------------------------------------------------
 
 
-def _short(text: str, limit: int = SUMMARY_MAX_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+class FallbackRow(tuple):  # type: ignore[type-arg]
+    """An ``event_row`` tuple for an event that could not be shown in full (see the module rules).
+
+    It compares equal to the plain tuple of the same values; ``is_fallback_row`` tells them apart.
+    """
+
+    __slots__ = ()
 
 
-def _json(value: Any) -> str:
+def is_fallback_row(row: Any) -> bool:
+    """Whether ``row`` (from ``event_row``) stands in for an event that could not be shown in full."""
+    return isinstance(row, FallbackRow)
+
+
+def json_text(value: Any, limit: int = SUMMARY_MAX_CHARS) -> tuple[str, bool]:
+    """``(summary, ok)``: ``value`` as readable JSON cut to ``limit`` characters, ``ok`` True; or
+    the codec's fixed fallback text and ``ok`` False for a value it refuses. Never raises.
+
+    Strict on purpose (no NaN, no ``str()`` of foreign objects): what the wire cannot carry is
+    flagged, never shown as if it could, and no user ``__str__`` runs while a table is drawn.
+    """
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
-    except (TypeError, ValueError):  # circular or otherwise unencodable: still show something
-        text = repr(value)
-    return _short(text)
+        text = encode_json(value, separators=(", ", ": "))
+    except JsonValueError as err:
+        return truncate(summary_fallback(err), limit), False
+    except Exception as err:  # a container subclass whose own methods fail while it is walked
+        fallback = JsonValueError("unsupported", type(err).__name__)
+        return truncate(summary_fallback(fallback), limit), False
+    return truncate(text, limit), True
 
 
-def _tokens(usage: Any) -> str:
-    return f"in {usage.input_tokens} / out {usage.output_tokens}"
+class _Summary:
+    """Reads the fields of one event for its row, noting whether any had to fall back."""
+
+    __slots__ = ("fallback",)
+
+    def __init__(self) -> None:
+        self.fallback = False
+
+    def json(self, value: Any) -> str:
+        text, ok = json_text(value)
+        self.fallback |= not ok
+        return text
+
+    def text(self, value: Any) -> str:
+        """A field the wire says is a string."""
+        if isinstance(value, str):
+            return value
+        self.fallback = True
+        return short_repr(value, REPR_MAX_CHARS)
+
+    def opt_text(self, value: Any) -> str | None:
+        return None if value is None else self.text(value)
+
+    def num(self, value: Any, spec: str = "") -> str:
+        """A field the wire says is an unsigned 64-bit int or a finite number."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _U64_MAX:
+            return format(value, spec)
+        if isinstance(value, float) and math.isfinite(value):
+            return format(value, spec)
+        self.fallback = True
+        return short_repr(value, REPR_MAX_CHARS)
+
+    def u64(self, value: Any) -> int | None:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _U64_MAX:
+            return int(value)
+        self.fallback = True
+        return None
+
+    def ids(self, ids: Any) -> tuple[str, ...]:
+        if isinstance(ids, tuple) and all(isinstance(i, str) for i in ids):
+            return ids
+        self.fallback = True
+        if isinstance(ids, (list, tuple)):
+            return tuple(self.text(i) for i in ids)
+        return (short_repr(ids, REPR_MAX_CHARS),)
+
+    def cursor(self, cursor: Any) -> tuple[str | None, int | None]:
+        """(raw string, live position) of an event's cursor."""
+        if isinstance(cursor, SessionCursor):
+            raw = cursor.as_str()
+            return raw, _position(raw, cursor)
+        if isinstance(cursor, str):
+            return cursor, _position(cursor, SessionCursor(cursor))
+        self.fallback = True
+        return short_repr(cursor, REPR_MAX_CHARS), None
 
 
-def _turn_event_text(event: Any) -> str:
+def _tokens(usage: Any, s: _Summary) -> str:
+    return f"in {s.num(usage.input_tokens)} / out {s.num(usage.output_tokens)}"
+
+
+def _turn_event_text(event: Any, s: _Summary) -> str:
     """A short summary of one turn event; the wire type is in its own column."""
     if isinstance(event, (AssistantProseDelta, ReasoningDelta)):
-        return event.text
+        return s.text(event.text)
     if isinstance(event, TurnError):
-        return event.message
+        return s.text(event.message)
     if isinstance(event, ToolCallStarted):
-        return f"{event.name}({_json(event.args)})"
+        return f"{s.text(event.name)}({s.json(event.args)})"
     if isinstance(event, ToolCallCompleted):
-        return _short(f"{event.name}({_json(event.args)}) -> {_json(event.output)} [{event.duration_ms} ms]")
+        return truncate(
+            f"{s.text(event.name)}({s.json(event.args)}) -> {s.json(event.output)} "
+            f"[{s.num(event.duration_ms)} ms]",
+            SUMMARY_MAX_CHARS,
+        )
     if isinstance(event, ModelRequestStarted):
-        return f"model request, iteration {event.protocol_iteration}"
+        return f"model request, iteration {s.num(event.protocol_iteration)}"
     if isinstance(event, Usage):
         return (
-            f"{_tokens(event.usage)} tokens (session {_tokens(event.cumulative)}), "
-            f"iteration {event.protocol_iteration}"
+            f"{_tokens(event.usage, s)} tokens (session {_tokens(event.cumulative, s)}), "
+            f"iteration {s.num(event.protocol_iteration)}"
         )
     if isinstance(event, ChildUsage):
-        return f"{event.source} {event.model} ({event.session_id}): {_tokens(event.usage)} tokens"
+        return (
+            f"{s.text(event.source)} {s.text(event.model)} ({s.text(event.session_id)}): "
+            f"{_tokens(event.usage, s)} tokens"
+        )
     if isinstance(event, CodeBlockStarted):
-        return _short(f"{event.language}: {event.code}")
+        return truncate(f"{s.text(event.language)}: {s.text(event.code)}", SUMMARY_MAX_CHARS)
     if isinstance(event, CodeBlockCompleted):
-        outcome = "ok" if event.success else f"failed: {event.error or ''}"
-        return _short(f"{event.language} {outcome} [{event.duration_ms} ms] {event.output}")
+        error = s.opt_text(event.error) or ""
+        outcome = "ok" if event.success is True else f"failed: {error}"
+        return truncate(
+            f"{s.text(event.language)} {outcome} [{s.num(event.duration_ms)} ms] {s.text(event.output)}",
+            SUMMARY_MAX_CHARS,
+        )
     if isinstance(event, FinalValue):
-        return _json(event.value)
+        return s.json(event.value)
     if isinstance(event, ToolValue):
-        return f"{event.tool_name}: {_json(event.value)}"
+        return f"{s.text(event.tool_name)}: {s.json(event.value)}"
     if isinstance(event, RetryStatus):
         return (
-            f"attempt {event.attempt}/{event.max_attempts} in {event.wait_seconds:g} s: "
-            f"{event.reason}"
+            f"attempt {s.num(event.attempt)}/{s.num(event.max_attempts)} in "
+            f"{s.num(event.wait_seconds, 'g')} s: {s.text(event.reason)}"
         )
     if isinstance(event, QueuedInputAccepted):
-        texts = " | ".join(item.content for item in event.inputs)
-        return _short(f"{event.checkpoint}: {len(event.inputs)} input(s): {texts}")
+        texts = " | ".join(s.text(item.content) for item in event.inputs)
+        return truncate(
+            f"{s.text(event.checkpoint)}: {len(event.inputs)} input(s): {texts}", SUMMARY_MAX_CHARS
+        )
     if isinstance(event, QueuedWorkStarted):
-        return f"{event.boundary}: {', '.join(event.batch_ids)}"
+        return f"{s.text(event.boundary)}: {', '.join(s.ids(event.batch_ids))}"
     if isinstance(event, UnknownTurnEvent):
-        return _json(event.fields)
+        return s.json(event.fields)
     return ""
 
 
-def event_text(event: SessionObservationEvent) -> str:
-    """The ``text`` column of one event: a short human summary, never ``None``."""
+def _event_text(event: SessionObservationEvent, s: _Summary) -> str:
     payload = event.payload
     if isinstance(payload, TurnActivityPayload):
-        return _turn_event_text(payload.activity.event)
+        return _turn_event_text(payload.activity.event, s)
     if isinstance(payload, QueueChanged):
-        return f"{payload.kind} {', '.join(payload.batch_ids)}"
+        return f"{s.text(payload.kind)} {', '.join(s.ids(payload.batch_ids))}"
     if isinstance(payload, ProcessChanged):
-        return f"{payload.kind} {', '.join(payload.process_ids)}"
+        return f"{s.text(payload.kind)} {', '.join(s.ids(payload.process_ids))}"
     if isinstance(payload, AgentFrameSwitched):
-        return f"switched to {payload.frame_id}"
+        return f"switched to {s.text(payload.frame_id)}"
     if isinstance(payload, Committed):
         view = payload.read_view
         if view is None:  # read from the wire: the commit carries no view
             return "committed"
         messages = getattr(view, "messages", ())
-        return f"turn {view.turn_index} committed, {len(messages)} messages"
+        return f"turn {s.num(view.turn_index)} committed, {len(messages)} messages"
     if isinstance(payload, UnknownPayload):
-        return _json(payload.fields)
+        return s.json(payload.fields)
     return ""
+
+
+def event_text(event: SessionObservationEvent) -> str:
+    """The ``text`` column of one event: a short human summary, never ``None``; never raises."""
+    try:
+        return _event_text(event, _Summary())
+    except Exception as err:
+        return FALLBACK_TEXT.format(reason=type(err).__name__)
 
 
 def _position(raw: str, cursor: Any) -> int | None:
     """The live position in ``cursor``, or ``None`` when it does not parse.
 
     ``SessionCursor.parse`` is the authority; the fast path here only accepts what it accepts
-    (prefix, two runs of ASCII digits within u64, a non-empty session id) and hands everything
-    else to it, so the two agree on every string (a test checks this with hypothesis).
+    (prefix, two runs of at most 19 ASCII digits, which always fit in a u64 and stay far from
+    Python's int digit limit, and a non-empty session id) and hands everything else (signs, zero
+    padding, overflow, other digits) to it, so the two agree on every string (a hypothesis test
+    checks this).
     """
     parts = raw.split(":", 3)
     if (
         len(parts) == 4
         and parts[0] == _CURSOR_TAG
         and parts[3]
+        and 0 < len(parts[1]) <= _SAFE_DIGITS
+        and 0 < len(parts[2]) <= _SAFE_DIGITS
         and parts[1].isascii()
         and parts[1].isdigit()
         and parts[2].isascii()
         and parts[2].isdigit()
     ):
-        position = int(parts[2])
-        if position <= _U64_MAX and int(parts[1]) <= _U64_MAX:
-            return position
-        return None
+        return int(parts[2])
+    if not isinstance(cursor, SessionCursor):
+        cursor = SessionCursor(raw)
     try:
         return cursor.parse().live_position
-    except (LashError, ValueError, AttributeError):
+    except (LashError, ValueError):
         return None
 
 
-def event_row(event: SessionObservationEvent, received_at: Any) -> tuple[Any, ...]:
-    """One event as a plain tuple in ``COLUMNS`` order; missing values are ``None``.
-
-    ``received_at`` is stored as given (``to_frame`` and ``EventHistory`` pass one UTC
-    ``pandas.Timestamp`` per batch and convert the column once).
-    """
+def _row(event: SessionObservationEvent, received_at: Any) -> tuple[Any, ...]:
+    s = _Summary()
     payload = event.payload
     event_type = correlation_id = frame_id = None
     batch_ids = process_ids = _NO_IDS
     if isinstance(payload, TurnActivityPayload):
         activity = payload.activity
-        event_type = activity.event.type
-        correlation_id = activity.correlation_id
+        event_type = s.text(activity.event.type)
+        correlation_id = s.text(activity.correlation_id)
         if isinstance(activity.event, QueuedWorkStarted):
-            batch_ids = activity.event.batch_ids
+            batch_ids = s.ids(activity.event.batch_ids)
     elif isinstance(payload, QueueChanged):
-        batch_ids = payload.batch_ids
+        batch_ids = s.ids(payload.batch_ids)
     elif isinstance(payload, ProcessChanged):
-        process_ids = payload.process_ids
+        process_ids = s.ids(payload.process_ids)
     elif isinstance(payload, AgentFrameSwitched):
-        frame_id = payload.frame_id
-    cursor = event.cursor
-    raw = str(cursor)
-    return (
-        _position(raw, cursor),
-        int(event.revision),
+        frame_id = s.text(payload.frame_id)
+    raw, position = s.cursor(event.cursor)
+    row = (
+        position,
+        s.u64(event.revision),
         raw,
-        event.session_id,
-        payload.type,
+        s.text(event.session_id),
+        s.text(payload.type),
         event_type,
-        event_text(event),
+        _event_text(event, s),
         batch_ids,
         process_ids,
         frame_id,
         correlation_id,
         received_at,
     )
+    return FallbackRow(row) if s.fallback else row
+
+
+def _attempt(read: Any, default: Any) -> Any:
+    try:
+        return read()
+    except Exception:
+        return default
+
+
+def _fallback_row(event: Any, received_at: Any, err: BaseException) -> FallbackRow:
+    """What can still be read of an event whose row could not be built; never raises."""
+    s = _Summary()
+    payload = _attempt(lambda: event.payload, None)
+    raw, position = _attempt(lambda: s.cursor(event.cursor), (None, None))
+    activity = payload.activity if isinstance(payload, TurnActivityPayload) else None
+    return FallbackRow(
+        (
+            position,
+            _attempt(lambda: s.u64(event.revision), None),
+            raw,
+            _attempt(lambda: s.text(event.session_id), None),
+            _attempt(lambda: s.text(payload.type), "?"),
+            _attempt(lambda: s.text(activity.event.type), None) if activity is not None else None,
+            FALLBACK_TEXT.format(reason=type(err).__name__),
+            _NO_IDS,
+            _NO_IDS,
+            None,
+            _attempt(lambda: s.text(activity.correlation_id), None) if activity is not None else None,
+            received_at,
+        )
+    )
+
+
+def event_row(event: SessionObservationEvent, received_at: Any) -> tuple[Any, ...]:
+    """One event as a plain tuple in ``COLUMNS`` order; missing values are ``None``.
+
+    ``received_at`` is stored as given (``to_frame`` and ``EventHistory`` pass one UTC
+    ``pandas.Timestamp`` per batch and convert the column once). Never raises: an event that
+    cannot be shown in full gives a ``FallbackRow`` (see the module rules).
+    """
+    try:
+        return _row(event, received_at)
+    except Exception as err:  # a value or field no summary foresaw: still one row, flagged
+        return _fallback_row(event, received_at, err)
 
 
 # --- frames ---------------------------------------------------------------------------------------
@@ -332,6 +499,8 @@ class EventHistoryStatistics:
     oldest_position: int | None
     newest_position: int | None
     payload_type_counts: Mapping[str, int]
+    #: rows built as ``FallbackRow`` since creation (or the last ``clear()``), kept or not
+    fallback_rows: int = 0
 
 
 def _type_set(name: str, value: Any) -> frozenset[str] | None:
@@ -343,9 +512,12 @@ def _type_set(name: str, value: Any) -> frozenset[str] | None:
     try:
         names = frozenset(str(v) if isinstance(v, str) else v for v in value)
     except TypeError:
-        raise TypeError(f"{name} must be a str, an iterable of str or None, not {value!r:.60}") from None
+        raise TypeError(
+            f"{name} must be a str, an iterable of str or None, not {short_repr(value, 60)}"
+        ) from None
     if not all(isinstance(v, str) for v in names):
-        raise TypeError(f"{name} must contain str only, got {sorted(map(repr, names))}")
+        shown = sorted(short_repr(v, 60) for v in itertools.islice(names, 10))
+        raise TypeError(f"{name} must contain str only, got {shown}")
     return names
 
 
@@ -360,22 +532,27 @@ class EventHistory:
     ``append`` costs O(batch); ``frame()`` gives a DataFrame of everything kept (cached, and
     extended by the new rows after appends) and ``tail(n)`` one of the last ``n`` rows only. Both
     filter by payload type and by turn event type (a row must match both filters; ``None`` does
-    not filter). The cached frame holds a second copy of the kept rows' values.
+    not filter). The cached frame holds a second copy of the kept rows' values. The events behind
+    the kept rows are kept too (references, no copies): ``event(label)`` and ``find(position)``
+    give the whole event, for a detail view, while the rows hold short summaries.
     """
 
     __slots__ = (
-        "_max_rows", "_rows", "_total", "_dropped", "_counts", "_frame", "_frame_total", "_frame_start"
+        "_max_rows", "_rows", "_events", "_total", "_dropped", "_fallbacks", "_counts", "_frame",
+        "_frame_total", "_frame_start",
     )
 
     def __init__(self, max_rows: int = DEFAULT_MAX_ROWS) -> None:
         if isinstance(max_rows, bool) or not isinstance(max_rows, int):
-            raise ValueError(f"max_rows must be an int >= 1, not {max_rows!r}")
+            raise ValueError(f"max_rows must be an int >= 1, not {short_repr(max_rows)}")
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         self._max_rows = max_rows
         self._rows: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=max_rows)
+        self._events: collections.deque[SessionObservationEvent] = collections.deque(maxlen=max_rows)
         self._total = 0
         self._dropped = 0
+        self._fallbacks = 0
         self._counts: collections.Counter[str] = collections.Counter()
         self._frame: pd.DataFrame | None = None  # rows as of _frame_total appended, from _frame_start
         self._frame_total = 0
@@ -404,10 +581,18 @@ class EventHistory:
         """Rows rolled out to respect ``max_rows``."""
         return self._dropped
 
+    @property
+    def fallback_rows(self) -> int:
+        """Rows built as ``FallbackRow`` (events not shown in full) since creation or ``clear()``.
+        Events of one batch larger than ``max_rows`` that were never kept are not looked at."""
+        return self._fallbacks
+
     def append(self, events: Iterable[SessionObservationEvent], received_at: Any = None) -> int:
         """Add a batch of events (one ``received_at`` for all; ``None``: now, UTC).
 
-        Returns how many events the batch held. Only the rows that will be kept are built.
+        Returns how many events the batch held. Only the rows that will be kept are built. Never
+        raises for an event: one whose row cannot be built becomes a ``FallbackRow`` (counted in
+        ``fallback_rows``) and the rest of the batch goes in.
         """
         events = events if isinstance(events, (list, tuple)) else list(events)
         count = len(events)
@@ -415,8 +600,14 @@ class EventHistory:
             return 0
         stamp = _utc_timestamp(received_at)
         kept = events[-self._max_rows :] if count > self._max_rows else events
-        make = event_row  # looked up per call, so a test can count the rows built
-        new_rows = [make(event, stamp) for event in kept]
+        make = event_row  # looked up per call, so a test can count (or break) the rows built
+        new_rows = []
+        for event in kept:
+            try:
+                row = make(event, stamp)
+            except Exception as err:  # event_row guards itself; this guards a replaced builder
+                row = _fallback_row(event, stamp, err)
+            new_rows.append(row)
         rows, counts = self._rows, self._counts
         overflow = len(rows) + len(new_rows) - self._max_rows
         for _ in range(max(overflow, 0)):
@@ -426,8 +617,11 @@ class EventHistory:
             if not counts[kind]:
                 del counts[kind]
         rows.extend(new_rows)
+        self._events.extend(kept)
         for row in new_rows:
             counts[row[_PAYLOAD_TYPE]] += 1
+            if type(row) is FallbackRow:
+                self._fallbacks += 1
         self._total += count
         self._dropped = self._total - len(rows)
         return count
@@ -435,15 +629,34 @@ class EventHistory:
     def clear(self) -> None:
         """Forget every row and reset the counters, as a new history."""
         self._rows.clear()
+        self._events.clear()
         self._counts.clear()
         self._total = 0
         self._dropped = 0
+        self._fallbacks = 0
         self._frame = None
         self._frame_total = self._frame_start = 0
 
     def rows(self) -> list[tuple[Any, ...]]:
         """The kept rows as ``event_row`` tuples, oldest first (a copy)."""
         return list(self._rows)
+
+    def event(self, label: int) -> SessionObservationEvent:
+        """The whole event behind the row whose frame index label is ``label``.
+
+        Raises ``KeyError`` for a label never appended or already rolled out."""
+        valid = isinstance(label, int) and not isinstance(label, bool)
+        index = label - self._dropped if valid else -1
+        if not 0 <= index < len(self._events):
+            raise KeyError(f"no kept row with label {short_repr(label)}")
+        return self._events[index]
+
+    def find(self, position: int) -> SessionObservationEvent | None:
+        """The newest kept event at live replay ``position``, or ``None``. O(rows) at worst."""
+        for row, event in zip(reversed(self._rows), reversed(self._events)):
+            if row[_POSITION] == position:
+                return event
+        return None
 
     def _full_frame(self) -> pd.DataFrame:
         """The cached frame of every kept row, brought up to date.
@@ -490,7 +703,7 @@ class EventHistory:
         match, so a rare type costs up to one pass over the history.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be an int >= 0, not {n!r}")
+            raise ValueError(f"n must be an int >= 0, not {short_repr(n)}")
         payload_set = _type_set("payload_types", payload_types)
         event_set = _type_set("event_types", event_types)
         newest_first = reversed(self._rows)
@@ -527,5 +740,6 @@ class EventHistory:
             oldest_position=rows[0][_POSITION] if rows else None,
             newest_position=rows[-1][_POSITION] if rows else None,
             payload_type_counts=MappingProxyType(dict(self._counts)),
+            fallback_rows=self._fallbacks,
         )
 

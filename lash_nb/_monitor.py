@@ -5,11 +5,18 @@ batches. Widgets are created once and updated through their traits inside ``hold
 event table is redrawn at most ``max_redraw_hz`` times a second, and a redraw is always scheduled
 for the end of a throttle window, so the last batch shows even when the stream stops inside it.
 Nothing here runs on a thread or writes to an ``Output`` from a background task.
+
+One bad event never costs a batch: ``EventHistory`` turns an event it cannot show in full into a
+fallback row (counted in ``fallback_rows`` and in the header) and ingests the rest, and the
+monitor reads each event's effects on its own. Every view is bounded (``_render`` rules): a
+2,000,000-character delta makes a table cell, not a 2 MB redraw; ``detail(position)`` shows one
+event's whole wire document, bounded much higher, on demand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -29,13 +36,26 @@ from lash_core import (
     SessionObservationEvent,
     SubscriberLagged,
     TurnActivityPayload,
+    short_repr,
 )
 from lash_core import EventPayload, TurnEvent
+from lash_core._cursor import U64_MAX
 
 from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator, _hold
 from ._frames import EventHistory
 from ._loop import kernel_loop, spawn
-from ._render import css, escape, events_table_html, gap_html, observation_html
+from ._render import (
+    ERROR_MAX_CHARS,
+    ID_MAX_CHARS,
+    clip_html,
+    css,
+    error_text,
+    event_detail_html,
+    events_table_html,
+    gap_html,
+    observation_html,
+    processes_html,
+)
 
 __all__ = ["SessionMonitor", "PAYLOAD_TYPES", "EVENT_TYPES"]
 
@@ -47,6 +67,9 @@ READ_BATCH = 1024
 DEFAULT_HISTORY_ROWS = 10_000
 #: Rows shown in the live table by default (newest first).
 DEFAULT_VISIBLE_ROWS = 40
+#: Gaps kept in ``monitor.gap_log`` (the newest; ``gaps`` counts them all): the header shows the
+#: last one, and a monitor that follows a flaky store for days must not grow a list per gap.
+GAP_LOG_KEPT = 20
 #: Columns of the live table; the full set stays in ``monitor.frame()``.
 LIVE_COLUMNS = ("position", "revision", "payload_type", "event_type", "text", "batch_ids", "process_ids")
 
@@ -57,7 +80,9 @@ EVENT_TYPES: tuple[str, ...] = TurnEvent.known_types()
 class SessionMonitor(widgets.VBox):
     """Live event table, cursor and revision, read view, usage, processes and controls."""
 
-    cursor = traitlets.Unicode("", help="raw cursor of the last event applied (resume point)")
+    cursor = traitlets.Unicode(
+        "", help="raw cursor of the last event applied (resume point; whole, the header cuts it)"
+    )
     revision = traitlets.Int(0, help="revision of the last event applied")
     event_count = traitlets.Int(0, help="events received since the monitor started")
     dropped_rows = traitlets.Int(0, help="rows rolled out of the bounded history")
@@ -69,19 +94,24 @@ class SessionMonitor(widgets.VBox):
     event_types = traitlets.List(traitlets.Unicode(), help="turn event types shown; empty = all")
     visible_rows = traitlets.Int(DEFAULT_VISIBLE_ROWS, help="rows shown in the table (newest first)")
     max_redraw_hz = traitlets.Float(DEFAULT_MAX_REDRAW_HZ, help="upper bound on redraws per second")
-    last_error = traitlets.Unicode("", help="the last background failure, shown in the header")
+    last_error = traitlets.Unicode(
+        "", help="the last background failure, bounded (render.ERROR_MAX_CHARS), shown in the header"
+    )
+    fallback_rows = traitlets.Int(0, help="events shown with a fallback summary (not in full)")
 
     @traitlets.validate("max_redraw_hz")
     def _valid_hz(self, proposal: dict[str, Any]) -> float:
         value = proposal["value"]
         if not value > 0 or value == float("inf"):
-            raise traitlets.TraitError(f"max_redraw_hz must be a positive finite number, not {value}")
+            raise traitlets.TraitError(
+                f"max_redraw_hz must be a positive finite number, not {short_repr(value)}"
+            )
         return value
 
     @traitlets.validate("visible_rows")
     def _valid_rows(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 1:
-            raise traitlets.TraitError(f"visible_rows must be at least 1, not {proposal['value']}")
+            raise traitlets.TraitError(f"visible_rows must be at least 1, not {short_repr(proposal['value'])}")
         return proposal["value"]
 
     @traitlets.validate("payload_types", "event_types")
@@ -89,7 +119,7 @@ class SessionMonitor(widgets.VBox):
         known = PAYLOAD_TYPES if proposal["trait"].name == "payload_types" else EVENT_TYPES
         unknown = [t for t in proposal["value"] if t not in known]
         if unknown:
-            raise traitlets.TraitError(f"unknown type(s) {unknown}; known: {list(known)}")
+            raise traitlets.TraitError(f"unknown type(s) {short_repr(unknown)}; known: {list(known)}")
         return proposal["value"]
 
     def __init__(
@@ -110,7 +140,7 @@ class SessionMonitor(widgets.VBox):
         self._handle = handle
         self._time = time_source
         self.history = EventHistory(max_rows=max_rows)
-        self.gap_log: list[LiveReplayGap] = []
+        self.gap_log: collections.deque[LiveReplayGap] = collections.deque(maxlen=GAP_LOG_KEPT)
         self._subscription: Any = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -125,6 +155,12 @@ class SessionMonitor(widgets.VBox):
         self.table.add_class("lash-events")
         self.session_view = widgets.HTML()
         self.processes_view = widgets.HTML()
+        self.detail_view = widgets.HTML()
+        self.detail_view.add_class("lash-event-detail")
+        self.detail_position = widgets.IntText(description="event #", layout={"width": "180px"})
+        self.detail_button = widgets.Button(description="Show event", icon="search")
+        self.detail_button.add_class("lash-detail")
+        self.detail_button.on_click(lambda _b: self._detail_from_form())
         self.payload_filter = widgets.SelectMultiple(
             options=PAYLOAD_TYPES, rows=len(PAYLOAD_TYPES), description="payload"
         )
@@ -145,7 +181,14 @@ class SessionMonitor(widgets.VBox):
             widgets.HBox([self.payload_filter, self.event_filter]),
             widgets.HBox(
                 [
-                    widgets.VBox([self.table], layout={"flex": "3 1 0%", "overflow": "auto"}),
+                    widgets.VBox(
+                        [
+                            self.table,
+                            widgets.HBox([self.detail_position, self.detail_button]),
+                            self.detail_view,
+                        ],
+                        layout={"flex": "3 1 0%", "overflow": "auto"},
+                    ),
                     widgets.VBox([self.session_view, self.processes_view], layout={"flex": "2 1 0%"}),
                 ]
             ),
@@ -165,7 +208,10 @@ class SessionMonitor(widgets.VBox):
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "stopped"
-        return f"<SessionMonitor session={self._handle.session_id!r} {state} events={self.event_count}>"
+        return (
+            f"<SessionMonitor session={short_repr(self._handle.session_id)} {state} "
+            f"events={self.event_count}>"
+        )
 
     # -- subscription ------------------------------------------------------------------------------
 
@@ -262,31 +308,34 @@ class SessionMonitor(widgets.VBox):
             self.redraw()
 
     def ingest(self, batch: Iterable[SessionObservationEvent]) -> None:
-        """Apply a batch of events (the subscription task calls this; tests may too)."""
+        """Apply a batch of events (the subscription task calls this; tests may too).
+
+        Every event goes in: one that cannot be shown in full becomes a fallback row (counted in
+        ``fallback_rows``), and one whose effects cannot be read is skipped for them alone."""
         batch = list(batch)
         if not batch:
             return
         self.history.append(batch)
         queue_changed = processes_changed = False
         for event in batch:
-            payload = event.payload
-            if isinstance(payload, Committed):
-                if payload.read_view is not None:
-                    self._read_view = payload.read_view
-                self._view_dirty = True
-                queue_changed = processes_changed = True
-            elif isinstance(payload, QueueChanged):
-                queue_changed = True
-            elif isinstance(payload, ProcessChanged):
-                processes_changed = True
-            elif isinstance(payload, TurnActivityPayload) and payload.activity.event.type == "queued_work_started":
-                queue_changed = True
-        last = batch[-1]
-        self._resume_cursor = last.cursor
-        self.cursor = str(last.cursor)
-        self.revision = int(last.revision)
+            try:
+                queue, processes = self._effects(event)
+            except Exception:  # odd fields (an event built in code): its row says so already
+                continue
+            queue_changed |= queue
+            processes_changed |= processes
+        for last in reversed(batch):  # the newest event that carries a real resume point
+            cursor = getattr(last, "cursor", None)
+            if isinstance(cursor, SessionCursor):
+                self._resume_cursor = cursor
+                self.cursor = cursor.as_str()
+                revision = getattr(last, "revision", None)
+                if isinstance(revision, int) and not isinstance(revision, bool) and 0 <= revision <= U64_MAX:
+                    self.revision = int(revision)
+                break
         self.event_count += len(batch)
         self.dropped_rows = self.history.dropped_rows
+        self.fallback_rows = self.history.fallback_rows
         if self.simulator is not None:
             self.simulator.pump(render=False)
         if queue_changed and self.queue_panel is not None:
@@ -294,6 +343,48 @@ class SessionMonitor(widgets.VBox):
         if processes_changed:
             self._refresh_processes_soon()
         self.request_redraw()
+
+    def _effects(self, event: SessionObservationEvent) -> tuple[bool, bool]:
+        """(queue changed, processes changed) for one event; a commit also updates the view."""
+        payload = event.payload
+        if isinstance(payload, Committed):
+            if payload.read_view is not None:
+                self._read_view = payload.read_view
+            self._view_dirty = True
+            return True, True
+        if isinstance(payload, QueueChanged):
+            return True, False
+        if isinstance(payload, ProcessChanged):
+            return False, True
+        if isinstance(payload, TurnActivityPayload):
+            event_type = payload.activity.event.type
+            return isinstance(event_type, str) and event_type == "queued_work_started", False
+        return False, False
+
+    # -- one event in full -------------------------------------------------------------------------
+
+    def event(self, position: int) -> SessionObservationEvent:
+        """The newest kept event at live replay ``position`` (``KeyError`` when none is kept)."""
+        event = self.history.find(position)
+        if event is None:
+            raise KeyError(f"no kept event at position {short_repr(position)}")
+        return event
+
+    def detail(self, position: int) -> str:
+        """Show one event in full in ``detail_view`` (what the Show event button does): its card
+        and its whole wire document, bounded at ``render.DETAIL_MAX_CHARS`` with a note. Returns
+        the HTML; ``KeyError`` when no kept event has that position (rolled out, or never seen)."""
+        markup = event_detail_html(self.event(position), with_style=False)
+        self.detail_view.value = markup
+        return markup
+
+    def _detail_from_form(self) -> None:
+        try:
+            self.detail(self.detail_position.value)
+        except KeyError as err:
+            self.detail_view.value = (
+                f'<div class="lash-muted">{clip_html(err.args[0], ERROR_MAX_CHARS)}</div>'
+            )
 
     # -- throttled drawing -------------------------------------------------------------------------
 
@@ -346,16 +437,26 @@ class SessionMonitor(widgets.VBox):
     def _header_html(self) -> str:
         state = "live" if self.connected else "stopped"
         last_gap = gap_html(self.gap_log[-1], with_style=False) if self.gap_log else ""
-        error = f'<div class="lash-error">{escape(self.last_error)}</div>' if self.last_error else ""
-        cursor = self.cursor or str(self._resume_cursor)
+        error = (
+            # already bounded by error_text; the clip guards a value set on the trait directly
+            f'<div class="lash-error">{clip_html(self.last_error, 2 * ERROR_MAX_CHARS)}</div>'
+            if self.last_error
+            else ""
+        )
+        cursor = self.cursor or self._resume_cursor.as_str()
+        fallback = (
+            f' · <span class="lash-bad">{self.fallback_rows} fallback rows</span>'
+            if self.fallback_rows
+            else ""
+        )
         return (
             '<div class="lash-header">'
             f'<span class="lash-badge lash-{state}">{state}</span> '
-            f"session <code>{escape(self._handle.session_id)}</code> · "
-            f"revision <b>{self.revision}</b> · cursor <code>{escape(cursor)}</code>"
+            f"session <code>{clip_html(self._handle.session_id, ID_MAX_CHARS)}</code> · "
+            f"revision <b>{self.revision}</b> · cursor <code>{clip_html(cursor, ID_MAX_CHARS)}</code>"
             f"<br>{self.event_count} events · {len(self.history)} rows kept · "
             f"{self.dropped_rows} rolled over · {self.lagged} lagged · {self.gaps} gaps · "
-            f"{self.redraws} redraws</div>" + error + last_gap
+            f"{self.redraws} redraws{fallback}</div>" + error + last_gap
         )
 
     def flush(self) -> None:
@@ -391,20 +492,13 @@ class SessionMonitor(widgets.VBox):
         spawn(self.refresh_processes(), on_error=self._show_error)
 
     async def refresh_processes(self) -> list[Any]:
-        handles = await self._handle.observe().list_process_handles()
-        rows = "".join(
-            f"<tr><td><code>{escape(p.process_id)}</code></td>"
-            f"<td>{escape(str(getattr(p, 'status', '')))}</td></tr>"
-            for p in handles
-        )
-        self.processes_view.value = (
-            f'<b>live processes ({len(handles)})</b><table class="lash-table">{rows}</table>'
-        )
+        handles = list(await self._handle.observe().list_process_handles())
+        self.processes_view.value = processes_html(handles)
         return handles
 
     def _show_error(self, err: BaseException) -> None:
         """Keep the failure in ``last_error``: every later redraw shows it until the next one."""
-        self.last_error = f"{type(err).__name__}: {err}"
+        self.last_error = error_text(err)
         self.header.value = self._header_html()
 
     # -- the buttons' methods, forwarded -----------------------------------------------------------
@@ -430,7 +524,7 @@ class SessionMonitor(widgets.VBox):
             t for t in event_types if t not in EVENT_TYPES
         ]
         if unknown:
-            raise ValueError(f"unknown type(s) {unknown}; payload types: {PAYLOAD_TYPES}")
+            raise ValueError(f"unknown type(s) {short_repr(unknown)}; payload types: {PAYLOAD_TYPES}")
         with self.hold_trait_notifications():
             self.payload_filter.value = tuple(payload_types)
             self.event_filter.value = tuple(event_types)

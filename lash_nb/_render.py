@@ -7,6 +7,14 @@ Rules (read these before the code)
   before it touches markup. Markup is only ever built from literals in this module; class names
   derived from data are looked up in a fixed set, never interpolated. DataFrames are rendered
   cell by cell here, never with ``DataFrame.to_html``.
+* Bounds. Every string that comes from data is cut before it touches markup, at a limit named
+  below with a one-line why, and a cut says so ("… N more characters", "N more ids"). A live table
+  is redrawn ten times a second, so nothing in it (cells, tooltips) grows with the data; the
+  whole value stays in the DataFrame and in ``event_detail_html`` (bounded too, much higher).
+  Numbers print safely past Python's int digit limit, and nothing here calls ``repr``/``str`` of
+  a user value unbounded: ``short_repr`` and the JSON codec of ``lash_core`` do.
+* Never raising for an event. ``event_html``, ``events_table_html``, ``event_detail_html`` and the
+  plain text read events through ``event_row``, which never raises (``_frames`` rules).
 * Cursors. The HTML may show a cursor's raw string inside ``<code>`` (escaped); the plain-text
   rendering never does: it stays ``SessionCursor(<opaque>)``.
 * Themes. Colours come from JupyterLab's ``--jp-*`` CSS variables with light fallbacks, so one
@@ -21,7 +29,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -30,6 +37,7 @@ import pandas as pd
 
 from lash_core import (
     GapResume,
+    JsonValueError,
     LashError,
     LiveReplayGap,
     LiveReplayGapReason,
@@ -38,9 +46,13 @@ from lash_core import (
     SessionCursor,
     SessionObservation,
     SessionObservationEvent,
+    encode_json,
+    short_repr,
+    summary_fallback,
 )
+from lash_core._json import truncate
 
-from ._frames import COLUMNS, EventHistory, event_row
+from ._frames import COLUMNS, EventHistory, event_row, is_fallback_row, json_text
 
 __all__ = [
     "STYLE",
@@ -51,11 +63,20 @@ __all__ = [
     "RICH_TYPES",
     "cursor_html",
     "event_html",
+    "event_detail_html",
     "events_table_html",
     "gap_html",
+    "gap_log_html",
     "observation_html",
     "batch_html",
     "history_html",
+    "processes_html",
+    "cancel_log_html",
+    "clients_html",
+    "error_text",
+    "error_html",
+    "clip",
+    "clip_html",
     "plain_text",
     "html_for",
     "mimebundle",
@@ -63,12 +84,40 @@ __all__ = [
 
 #: Rows an events table shows by default: enough to follow a stream, cheap to redraw 10 times/s.
 DEFAULT_TABLE_ROWS = 200
-#: Characters of ``text`` a table cell shows; the whole text is in the cell's tooltip.
+#: Characters of ``text`` a table cell shows; a longer text continues in the cell's tooltip.
 TABLE_TEXT_MAX_CHARS = 120
+#: Characters a tooltip carries. A live table resends every tooltip on every redraw, so a tooltip
+#: is a longer preview, never the whole value (that is in the DataFrame and the detail view).
+TOOLTIP_MAX_CHARS = 500
+#: Characters of an id, session id, cursor, type name or number shown. Real ones are far shorter;
+#: a longer one is data gone wrong, cut with a note so it cannot swamp a header or a cell.
+ID_MAX_CHARS = 300
+#: Ids listed in one cell or field (batch ids, process ids); the rest are counted.
+IDS_MAX_SHOWN = 20
+#: Characters of an event's text in ``event_html``: a card shows more than a cell, but an event
+#: card is also listed by the thousands (replays), so it stays bounded.
+EVENT_TEXT_MAX_CHARS = 2_000
+#: Characters of one event's wire document in ``event_detail_html``. Drawn on demand for one
+#: event, not per redraw, so far larger than a card; still bounded so one huge value cannot freeze
+#: the frontend (the event object, in Python, keeps all of it).
+DETAIL_MAX_CHARS = 200_000
 #: Messages an observation's transcript shows (the newest ones).
 OBSERVATION_MAX_MESSAGES = 50
-#: Characters of one message a transcript shows.
+#: Characters of one message (its content or reasoning) a transcript shows.
 MESSAGE_MAX_CHARS = 2_000
+#: Tool calls listed under one message, and characters of each call's arguments.
+MESSAGE_MAX_TOOL_CALLS = 20
+TOOL_ARGS_MAX_CHARS = 300
+#: Items listed for one queued batch (a batch may carry many; the count is exact).
+BATCH_MAX_ITEMS = 20
+#: Characters of an error line (headers, status lines, logs): the type and the start of the
+#: message say what failed; an exception can quote a whole value in its message.
+ERROR_MAX_CHARS = 1_000
+#: Processes listed in a process table (the count above it is exact).
+PROCESS_ROWS_MAX = 50
+#: Ints wider than this many bits print as their size: no sensible count or id is that long, and
+#: Python refuses to print ints past ~4300 digits at all.
+_INT_MAX_BITS = 1_024
 #: Columns an events table shows by default (the cursor and session are shown elsewhere).
 TABLE_COLUMNS: tuple[str, ...] = (
     "position",
@@ -168,10 +217,33 @@ def style_element() -> str:
 # --- building blocks (the only places markup is written) -------------------------------------------
 
 
+def _int_text(value: int) -> str:
+    if value.bit_length() > _INT_MAX_BITS:
+        return f"<int of {value.bit_length()} bits>"
+    return str(int(value))
+
+
+def _text(value: Any) -> str:
+    """``value`` as display text; never raises. Ints print past the digit limit (as their size),
+    and a value whose ``__str__`` fails shows as a bounded ``repr``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_text(value)
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return short_repr(value, ID_MAX_CHARS)  # never walks a huge or deep container
+    try:
+        text = str(value)
+    except Exception:
+        return short_repr(value, ID_MAX_CHARS)
+    return text if isinstance(text, str) else short_repr(value, ID_MAX_CHARS)
+
+
 def escape(value: Any) -> str:
-    """HTML-escape ``str(value)``. Lone surrogates (valid in JSON, not in UTF-8) become ``\\udXXX``
-    so the frontend message carrying this HTML can always be encoded."""
-    text = str(value)
+    """HTML-escape ``value`` as text (``_text``; no length bound: see ``clip_html``). Lone
+    surrogates (valid in JSON, not in UTF-8) become ``\\udXXX`` so the frontend message carrying
+    this HTML can always be encoded."""
+    text = _text(value)
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return html.escape(text, quote=True)
@@ -180,13 +252,35 @@ def escape(value: Any) -> str:
 _e = escape
 
 
-def _code(value: Any, title: str | None = None) -> str:
+def _more_note(hidden: int, unit: str = "characters") -> str:
+    return f"… {hidden:,} more {unit}"
+
+
+def clip(value: Any, limit: int) -> str:
+    """At most ``limit`` characters of ``value`` as plain text, then ``… N more characters`` when
+    cut (for attributes and plain-text lines; escape it before it goes into markup)."""
+    text = _text(value)
+    if len(text) <= limit:
+        return text
+    return text[:limit] + " " + _more_note(len(text) - limit)
+
+
+def clip_html(value: Any, limit: int) -> str:
+    """At most ``limit`` characters of ``value``, escaped, then a muted ``… N more characters``
+    note when cut."""
+    text = _text(value)
+    if len(text) <= limit:
+        return _e(text)
+    return _e(text[:limit]) + f'<span class="lash-muted lash-more"> {_e(_more_note(len(text) - limit))}</span>'
+
+
+def _code(value: Any, title: str | None = None, limit: int = ID_MAX_CHARS) -> str:
     tip = f' title="{_e(title)}"' if title else ""
-    return f"<code{tip}>{_e(value)}</code>"
+    return f"<code{tip}>{clip_html(value, limit)}</code>"
 
 
-def _muted(text: Any) -> str:
-    return f'<span class="lash-muted">{_e(text)}</span>'
+def _muted(text: Any, limit: int = ID_MAX_CHARS) -> str:
+    return f'<span class="lash-muted">{clip_html(text, limit)}</span>'
 
 
 _TONES = frozenset({"", "info", "ok", "warn", "error"})
@@ -195,7 +289,7 @@ _TONES = frozenset({"", "info", "ok", "warn", "error"})
 def _badge(text: Any, tone: str = "") -> str:
     assert tone in _TONES  # a literal of this module, never data
     cls = f"lash-badge lash-badge-{tone}" if tone else "lash-badge"
-    return f'<span class="{cls}">{_e(text)}</span>'
+    return f'<span class="{cls}">{clip_html(text, ID_MAX_CHARS)}</span>'
 
 
 def _fields(pairs: Iterable[tuple[str, str]]) -> str:
@@ -209,61 +303,123 @@ def _box(kind: str, body: str, with_style: bool) -> str:
     return f'{style}<div class="lash-nb {kind}">{body}</div>'
 
 
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _ids(ids: Any, limit: int = IDS_MAX_SHOWN) -> str:
+    if not isinstance(ids, (tuple, list)):
+        return _code(ids)
+    if not ids:
+        return _muted("none")
+    shown = " ".join(_code(i) for i in ids[:limit])
+    if len(ids) > limit:
+        shown += " " + _muted(_more_note(len(ids) - limit, "ids"))
+    return shown
 
 
-def _ids(ids: Sequence[str]) -> str:
-    return " ".join(_code(i) for i in ids) if ids else _muted("none")
+def _raw_cursor(cursor: Any) -> str:
+    if isinstance(cursor, SessionCursor):
+        return cursor.as_str()
+    return cursor if isinstance(cursor, str) else short_repr(cursor, ID_MAX_CHARS)
 
 
-def _epoch_ms(ms: int) -> str:
+def _epoch_ms(ms: Any) -> str:
     try:
         stamp = _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return _e(f"{ms} ms")
-    return f'<span title="{_e(ms)} ms since the epoch">{_e(stamp.isoformat(timespec="milliseconds"))}</span>'
+    except (OverflowError, OSError, ValueError, TypeError):
+        return clip_html(f"{_text(ms)} ms", ID_MAX_CHARS)
+    title = clip(f"{_text(ms)} ms since the epoch", ID_MAX_CHARS)
+    return f'<span title="{_e(title)}">{_e(stamp.isoformat(timespec="milliseconds"))}</span>'
 
 
 def _usage(usage: Any) -> str:
     if usage is None:
         return _muted("none")
-    parts = [f"in {usage.input_tokens}", f"out {usage.output_tokens}"]
-    if usage.cache_read_input_tokens or usage.cache_write_input_tokens:
-        parts.append(f"cache read {usage.cache_read_input_tokens}")
-        parts.append(f"cache write {usage.cache_write_input_tokens}")
-    if usage.reasoning_output_tokens:
-        parts.append(f"reasoning {usage.reasoning_output_tokens}")
-    return _e(" / ".join(parts) + " tokens")
+    count = {
+        name: getattr(usage, name, 0)
+        for name in (
+            "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
+            "reasoning_output_tokens",
+        )
+    }
+    parts = [f"in {_text(count['input_tokens'])}", f"out {_text(count['output_tokens'])}"]
+    if count["cache_read_input_tokens"] or count["cache_write_input_tokens"]:
+        parts.append(f"cache read {_text(count['cache_read_input_tokens'])}")
+        parts.append(f"cache write {_text(count['cache_write_input_tokens'])}")
+    if count["reasoning_output_tokens"]:
+        parts.append(f"reasoning {_text(count['reasoning_output_tokens'])}")
+    return clip_html(" / ".join(parts) + " tokens", ID_MAX_CHARS)
+
+
+def _messages(view: Any) -> Sequence[Any] | None:
+    """A view's messages, or ``None`` when it has none to show (a wire summary, or a view built
+    in code without a message list)."""
+    messages = getattr(view, "messages", None)
+    return messages if isinstance(messages, (list, tuple)) else None
 
 
 def _missed(gap: LiveReplayGap) -> int | None:
     try:
         return gap.missed_events
-    except (LashError, ValueError):  # a gap read from elsewhere may carry an unparsable cursor
+    except (LashError, ValueError, AttributeError):  # a gap from elsewhere: unparsable cursors
         return None
+
+
+def _gap_reason(reason: Any) -> str | None:
+    """The reason as a known wire string, else ``None`` (a gap built with something else)."""
+    return reason if isinstance(reason, str) and reason in _GAP_MEANING else None
+
+
+def _message(err: BaseException) -> str:
+    try:
+        message = str(err)
+    except Exception:  # an exception's own __str__ may fail
+        return f"<message not shown: {type(err).__name__}.__str__ failed>"
+    return message if isinstance(message, str) else short_repr(message)
+
+
+def error_text(err: BaseException, limit: int = ERROR_MAX_CHARS, *, with_type: bool = True) -> str:
+    """``"Type: message"`` (or the message alone) for a status line or trait: at most ``limit``
+    characters of message, then a note; never raises (a message may quote a huge value)."""
+    message = clip(_message(err), limit)
+    return f"{type(err).__name__}: {message}" if with_type else message
+
+
+def error_html(err: BaseException, limit: int = ERROR_MAX_CHARS) -> str:
+    """One error as a red status line, bounded like ``error_text``."""
+    return (
+        f'<div class="lash-error"><b>{_e(type(err).__name__)}</b>: '
+        f"{clip_html(_message(err), limit)}</div>"
+    )
 
 
 # --- cursors and events ---------------------------------------------------------------------------
 
 
 def cursor_html(cursor: SessionCursor, *, with_style: bool = True) -> str:
-    """The cursor's raw string in ``<code>`` (escaped): to copy, not to parse."""
+    """The cursor's raw string in ``<code>`` (escaped): to copy, not to parse. A cursor longer
+    than ``ID_MAX_CHARS`` is cut with a note (``str(cursor)`` has all of it)."""
     body = (
         '<span class="lash-title">SessionCursor</span>'
-        + _code(cursor.as_str(), title="opaque resume token: store it and hand it back")
+        + _code(_raw_cursor(cursor), title="opaque resume token: store it and hand it back")
     )
     return _box("lash-cursor", body, with_style)
 
 
-def event_html(event: SessionObservationEvent, *, with_style: bool = True) -> str:
-    row = dict(zip(COLUMNS, event_row(event, None)))
+def _code_or_unknown(value: Any) -> str:
+    return _muted("unknown") if value is None else _code(value)
+
+
+def _event_card(row: tuple[Any, ...]) -> tuple[str, str]:
+    """(head, fields) markup of one event row."""
+    fallback = is_fallback_row(row)
+    row = dict(zip(COLUMNS, row))
     head = [_badge(row["payload_type"], "info")]
     if row["event_type"]:
         head.append(_badge(row["event_type"]))
+    if fallback:
+        head.append(_badge("not shown in full", "warn"))
     position = "?" if row["position"] is None else row["position"]
-    head.append(_muted(f"#{position} · revision {row['revision']}"))
-    pairs = [("session", _code(row["session_id"])), ("cursor", _code(row["cursor"]))]
+    revision = "?" if row["revision"] is None else row["revision"]
+    head.append(_muted(f"#{position} · revision {revision}"))
+    pairs = [("session", _code_or_unknown(row["session_id"])), ("cursor", _code_or_unknown(row["cursor"]))]
     if row["correlation_id"]:
         pairs.append(("correlation", _code(row["correlation_id"])))
     if row["batch_ids"]:
@@ -272,8 +428,53 @@ def event_html(event: SessionObservationEvent, *, with_style: bool = True) -> st
         pairs.append(("processes", _ids(row["process_ids"])))
     if row["frame_id"]:
         pairs.append(("frame", _code(row["frame_id"])))
-    text = f'<div class="lash-text">{_e(row["text"])}</div>' if row["text"] else ""
-    return _box("lash-event", "".join(head) + text + _fields(pairs), with_style)
+    text = (
+        f'<div class="lash-text">{clip_html(row["text"], EVENT_TEXT_MAX_CHARS)}</div>'
+        if row["text"]
+        else ""
+    )
+    return "".join(head) + text, _fields(pairs)
+
+
+def event_html(event: SessionObservationEvent, *, with_style: bool = True) -> str:
+    """One event as a card: types, position, ids and its text (cut at ``EVENT_TEXT_MAX_CHARS``
+    with a note; ``event_detail_html`` shows the whole wire document). Never raises."""
+    head, fields = _event_card(event_row(event, None))
+    return _box("lash-event", head + fields, with_style)
+
+
+def _wire_json(event: Any) -> tuple[str | None, str]:
+    """(the event's wire document as JSON, "") or (None, why it cannot be shown)."""
+    try:
+        document = event.to_dict()
+    except Exception as err:
+        return None, f"no wire document: {type(err).__name__}"
+    try:
+        return encode_json(document, separators=(", ", ": ")), ""
+    except JsonValueError as err:
+        return None, f"{summary_fallback(err)}; a bounded repr follows: {short_repr(document, 2_000)}"
+    except Exception as err:  # a container subclass whose own methods fail while it is walked
+        return None, f"<value not shown: {type(err).__name__}>"
+
+
+def event_detail_html(
+    event: SessionObservationEvent, *, max_chars: int = DETAIL_MAX_CHARS, with_style: bool = True
+) -> str:
+    """One event in full: its card, then its wire document (``event.to_dict()`` as JSON) up to
+    ``max_chars`` characters, with a note when cut. A document the codec refuses (a value too
+    deep, NaN, ...) shows the codec's reason and a bounded ``repr``. Never raises."""
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise ValueError(f"max_chars must be an int >= 1, not {short_repr(max_chars)}")
+    head, fields = _event_card(event_row(event, None))
+    text, problem = _wire_json(event)
+    if text is None:
+        document = _badge("wire document not encodable", "warn") + (
+            f'<div class="lash-text lash-mono">{clip_html(problem, max_chars)}</div>'
+        )
+    else:
+        document = f'<div class="lash-text lash-mono">{clip_html(text, max_chars)}</div>'
+    body = '<span class="lash-title">Event detail</span>' + head + fields + document
+    return _box("lash-event-detail", body, with_style)
 
 
 # --- tables -----------------------------------------------------------------------------------------
@@ -306,11 +507,15 @@ def _cell(column: str, value: Any) -> str:
     if column in ("cursor", "session_id", "correlation_id", "frame_id"):
         return _code(value)
     if column == "text":
-        text = str(value)
+        text = _text(value)
         if len(text) > TABLE_TEXT_MAX_CHARS:
-            return f'<span class="lash-text" title="{_e(text)}">{_e(_short(text, TABLE_TEXT_MAX_CHARS))}</span>'
+            tip = clip(text, TOOLTIP_MAX_CHARS)
+            return (
+                f'<span class="lash-text" title="{_e(tip)}">'
+                f"{_e(truncate(text, TABLE_TEXT_MAX_CHARS))}</span>"
+            )
         return f'<span class="lash-text">{_e(text)}</span>'
-    return _e(value)
+    return clip_html(value, ID_MAX_CHARS)
 
 
 def _table_rows(source: Any, max_rows: int, columns: Sequence[str]) -> tuple[list[tuple], int, str]:
@@ -341,13 +546,15 @@ def events_table_html(
     with_style: bool = True,
 ) -> str:
     """An HTML table of the newest ``max_rows`` rows of a frame from ``to_frame`` (or of row
-    tuples from ``event_row``, of events, or of an ``EventHistory``); every cell escaped."""
+    tuples from ``event_row``, of events, or of an ``EventHistory``); every cell escaped and
+    bounded (text cut at ``TABLE_TEXT_MAX_CHARS``, tooltips at ``TOOLTIP_MAX_CHARS``), so the
+    table's size depends on ``max_rows``, never on the data."""
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise ValueError(f"max_rows must be an int >= 1, not {max_rows!r}")
+        raise ValueError(f"max_rows must be an int >= 1, not {short_repr(max_rows)}")
     columns = tuple(columns)
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown:
-        raise ValueError(f"unknown columns {unknown}; choose from {list(COLUMNS)}")
+        raise ValueError(f"unknown columns {short_repr(unknown)}; choose from {list(COLUMNS)}")
     rows, total, note = _table_rows(frame_or_rows, max_rows, columns)
     type_at = columns.index("payload_type") if "payload_type" in columns else None
     event_at = columns.index("event_type") if "event_type" in columns else None
@@ -378,7 +585,7 @@ def history_html(history: EventHistory, *, max_rows: int = DEFAULT_TABLE_ROWS, w
     return events_table_html(history, max_rows=max_rows, with_style=with_style)
 
 
-# --- gaps, observations, batches ------------------------------------------------------------------
+# --- gaps, observations, batches, processes -------------------------------------------------------
 
 _GAP_TONES = {LiveReplayGapReason.TRIMMED: "warn", LiveReplayGapReason.UNAVAILABLE: "error"}
 _GAP_MEANING = {
@@ -394,18 +601,18 @@ def gap_html(gap: LiveReplayGap | GapResume, *, with_style: bool = True) -> str:
     ``GapResume`` also the fresh observation to reload from."""
     resume = gap if isinstance(gap, GapResume) else None
     gap = resume.gap if resume is not None else gap
-    reason = gap.reason
+    reason = _gap_reason(gap.reason)
     missed = _missed(gap)
     head = (
         '<span class="lash-title">Replay gap</span>'
-        + _badge(reason, _GAP_TONES.get(reason, "warn"))
-        + _muted(_GAP_MEANING.get(reason, ""))
+        + _badge(gap.reason, _GAP_TONES[reason] if reason is not None else "warn")
+        + (_muted(_GAP_MEANING[reason]) if reason is not None else "")
     )
     pairs = [
         ("session", _code(gap.session_id)),
-        ("requested cursor", _code(gap.requested_cursor.as_str())),
-        ("latest cursor", _code(gap.latest_cursor.as_str())),
-        ("latest revision", _e(int(gap.latest_revision))),
+        ("requested cursor", _code(_raw_cursor(gap.requested_cursor))),
+        ("latest cursor", _code(_raw_cursor(gap.latest_cursor))),
+        ("latest revision", clip_html(gap.latest_revision, ID_MAX_CHARS)),
         ("missed events", _e(missed) if missed is not None else _muted("unknown")),
     ]
     body = head + _fields(pairs)
@@ -414,30 +621,62 @@ def gap_html(gap: LiveReplayGap | GapResume, *, with_style: bool = True) -> str:
     return _box("lash-gap", body, with_style)
 
 
+def gap_log_html(
+    entries: Sequence[tuple[str, LiveReplayGap]], *, total: int, reconnects: int | None = None
+) -> str:
+    """A table of the newest gaps, ``(client name, gap)`` oldest first, under a line with the
+    totals and ``N earlier gaps not shown``. Its size depends on ``len(entries)`` only."""
+    if not total and not entries:
+        return ""
+    counts = f"{total} gaps" + (f" in {reconnects} reconnects" if reconnects is not None else "")
+    earlier = total - len(entries)
+    note = f'<div class="lash-muted">{_e(earlier)} earlier gaps not shown</div>' if earlier > 0 else ""
+    rows = []
+    for name, gap in entries:
+        missed = _missed(gap)
+        rows.append(
+            f"<tr><td>{clip_html(name, ID_MAX_CHARS)}</td><td>{clip_html(gap.reason, ID_MAX_CHARS)}</td>"
+            f"<td>{_code(_raw_cursor(gap.requested_cursor))}</td>"
+            f"<td>{_code(_raw_cursor(gap.latest_cursor))}</td>"
+            f"<td>{_e(missed) if missed is not None else '?'}</td></tr>"
+        )
+    return (
+        f'<b>gap log</b> <span class="lash-muted">{_e(counts)}</span>{note}'
+        '<table class="lash-table"><tr><th>client</th><th>reason</th>'
+        "<th>requested</th><th>latest</th><th>missed</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
 def _message_html(message: Any) -> str:
-    role = str(getattr(message, "role", "message"))
+    role = _text(getattr(message, "role", "message"))
     role_class = role if role in ("user", "assistant", "tool", "system") else "other"
     parts = [_badge(role)]
     tool_name = getattr(message, "tool_name", None)
     if tool_name:
-        parts.append(_muted(f"{tool_name} ({getattr(message, 'tool_call_id', '')})"))
-    content = str(getattr(message, "content", ""))
+        call_id = getattr(message, "tool_call_id", "")
+        parts.append(_muted(f"{clip(tool_name, ID_MAX_CHARS)} ({clip(call_id, ID_MAX_CHARS)})", 2 * ID_MAX_CHARS + 64))
+    content = _text(getattr(message, "content", ""))
     if content:
-        parts.append(f'<div class="lash-text">{_e(_short(content, MESSAGE_MAX_CHARS))}</div>')
+        parts.append(f'<div class="lash-text">{clip_html(content, MESSAGE_MAX_CHARS)}</div>')
     reasoning = getattr(message, "reasoning", "")
     if reasoning:
         parts.append(
             "<details><summary>reasoning</summary>"
-            f'<div class="lash-text">{_e(_short(str(reasoning), MESSAGE_MAX_CHARS))}</div></details>'
+            f'<div class="lash-text">{clip_html(reasoning, MESSAGE_MAX_CHARS)}</div></details>'
         )
-    for call in getattr(message, "tool_calls", ()):
-        args = json.dumps(call.args, ensure_ascii=False, default=str)
-        parts.append(f'<div class="lash-mono">→ {_e(call.name)}({_e(_short(args, 300))})</div>')
+    calls = getattr(message, "tool_calls", ())
+    calls = calls if isinstance(calls, (list, tuple)) else ()
+    for call in calls[:MESSAGE_MAX_TOOL_CALLS]:
+        args, _ok = json_text(getattr(call, "args", None), TOOL_ARGS_MAX_CHARS)
+        name = clip_html(getattr(call, "name", "?"), ID_MAX_CHARS)
+        parts.append(f'<div class="lash-mono">→ {name}({_e(args)})</div>')
+    if len(calls) > MESSAGE_MAX_TOOL_CALLS:
+        parts.append(_muted(_more_note(len(calls) - MESSAGE_MAX_TOOL_CALLS, "tool calls")))
     return f'<div class="lash-msg lash-msg-{role_class}">{"".join(parts)}</div>'
 
 
 def _transcript(view: Any) -> str:
-    messages = getattr(view, "messages", None)
+    messages = _messages(view)
     if messages is None:
         return _muted("messages are not on the wire: this observation carries a summary only")
     if not messages:
@@ -450,47 +689,50 @@ def _transcript(view: Any) -> str:
 
 
 def observation_html(observation: SessionObservation | RuntimeObservation, *, with_style: bool = True) -> str:
-    """Turn index, message count, usage, cursor and the committed messages as a transcript."""
+    """Turn index, message count, usage, cursor and the newest committed messages as a transcript.
+    A read view is whatever the runtime committed, so every field is read defensively."""
     view = observation.read_view
-    messages = getattr(view, "messages", None)
+    messages = _messages(view)
     title = "Runtime observation" if isinstance(observation, RuntimeObservation) else "Session observation"
     pairs = [
-        ("session", _code(view.session_id)),
-        ("turn index", _e(int(view.turn_index))),
+        ("session", _code_or_unknown(getattr(view, "session_id", None))),
+        ("turn index", clip_html(getattr(view, "turn_index", "?"), ID_MAX_CHARS)),
         ("messages", _e(len(messages)) if messages is not None else _muted("not on the wire")),
     ]
     if isinstance(observation, RuntimeObservation):
-        pairs.append(("revision", _e(int(observation.revision))))
+        pairs.append(("revision", clip_html(observation.revision, ID_MAX_CHARS)))
     pairs.append(("usage", _usage(getattr(view, "usage", None))))
     report = getattr(observation, "usage_report", None)
     if report is not None and hasattr(report, "requests"):
-        pairs.append(("model requests", _e(report.requests)))
+        pairs.append(("model requests", clip_html(report.requests, ID_MAX_CHARS)))
     frame_id = getattr(view, "current_agent_frame_id", "")
     if frame_id:
         pairs.append(("agent frame", _code(frame_id)))
-    pairs.append(("cursor", _code(observation.cursor.as_str())))
+    pairs.append(("cursor", _code(_raw_cursor(observation.cursor))))
     body = f'<span class="lash-title">{_e(title)}</span>' + _fields(pairs) + _transcript(view)
     return _box("lash-observation", body, with_style)
 
 
 def batch_html(batch: QueuedWorkBatch, *, with_style: bool = True) -> str:
-    """A queued work batch: its policies, timing and the text of its items."""
+    """A queued work batch: its policies, timing and the text of its first items."""
     available = batch.available_at_ms
     pairs = [
         ("session", _code(batch.session_id)),
-        ("enqueue seq", _e(batch.enqueue_seq)),
+        ("enqueue seq", clip_html(batch.enqueue_seq, ID_MAX_CHARS)),
         ("delivery", _badge(batch.delivery_policy)),
         ("slot", _badge(batch.slot_policy)),
-        ("merge key", _code(repr(batch.merge_key))),
+        ("merge key", _code(short_repr(batch.merge_key, ID_MAX_CHARS))),
         ("source key", _code(batch.source_key) if batch.source_key is not None else _muted("none")),
         ("enqueued at", _epoch_ms(batch.enqueued_at_ms)),
         ("available at", _epoch_ms(available) if available else _muted("immediately")),
     ]
     items = "".join(
         f'<div class="lash-msg lash-msg-user">{_code(item.item_id)}'
-        f'<div class="lash-text">{_e(_short(item.payload.content, MESSAGE_MAX_CHARS))}</div></div>'
-        for item in batch.items
+        f'<div class="lash-text">{clip_html(item.payload.content, MESSAGE_MAX_CHARS)}</div></div>'
+        for item in batch.items[:BATCH_MAX_ITEMS]
     )
+    if len(batch.items) > BATCH_MAX_ITEMS:
+        items += _muted(_more_note(len(batch.items) - BATCH_MAX_ITEMS, "items"))
     body = (
         '<span class="lash-title">Queued work batch</span>'
         + _code(batch.batch_id)
@@ -500,6 +742,80 @@ def batch_html(batch: QueuedWorkBatch, *, with_style: bool = True) -> str:
     return _box("lash-batch", body, with_style)
 
 
+_CANCEL_OUTCOMES = frozenset({"cancelled", "refused", "unknown"})
+
+
+def cancel_log_html(
+    outcomes: Sequence[tuple[str, str]],
+    *,
+    total: int,
+    errors: Sequence[BaseException] = (),
+    last: str = "",
+) -> str:
+    """The newest cancel outcomes ``(batch id, outcome)``, oldest first, after a line counting the
+    earlier ones (``total`` counts them all); then recent errors and the last outcome's message."""
+    earlier = total - len(outcomes)
+    lines = [f'<div class="lash-muted">{_e(earlier)} earlier cancels not shown</div>'] if earlier > 0 else []
+    for batch_id, outcome in outcomes:
+        known = isinstance(outcome, str) and outcome in _CANCEL_OUTCOMES
+        cls = f"lash-cancel-{outcome}" if known else "lash-cancel"
+        lines.append(f'<div class="{cls}">{clip_html(batch_id, ID_MAX_CHARS)}: {clip_html(outcome, ID_MAX_CHARS)}</div>')
+    lines.extend(error_html(err) for err in errors)
+    if last:
+        lines.append(f'<div class="lash-last">{clip_html(last, ERROR_MAX_CHARS)}</div>')
+    return "".join(lines)
+
+
+def clients_html(
+    clients: Sequence[tuple[str, bool, Any, int, int, int, bool | None]], store: Any = None
+) -> str:
+    """The simulated clients as a table: ``(name, connected, cursor, events received, gaps,
+    events lagged, view equals the server's (None: could not be compared))``, under a line about
+    the store (its ``statistics()``) when given."""
+    rows = []
+    for name, connected, cursor, received, gaps, lagged, match in clients:
+        tone = "ok" if match else "bad"
+        shown = "yes" if match else ("no" if match is False else "?")
+        rows.append(
+            "<tr>"
+            f"<td>{clip_html(name, ID_MAX_CHARS)}</td>"
+            f"<td>{'connected' if connected else 'disconnected'}</td>"
+            f"<td>{_code(_raw_cursor(cursor))}</td>"
+            f"<td>{_e(received)}</td><td>{_e(gaps)}</td><td>{_e(lagged)}</td>"
+            f'<td class="lash-{tone}">{shown}</td>'
+            "</tr>"
+        )
+    held = ""
+    if store is not None:
+        held = clip_html(
+            f"store: {_text(store.retained_events)} events held (positions "
+            f"{_text(store.oldest_position)}..{_text(store.newest_position)}), tail "
+            f"#{_text(store.tail_position)}, {_text(store.evicted_total)} evicted",
+            4 * ID_MAX_CHARS,
+        )
+        held = f"<div>{held}</div>"
+    return (
+        held
+        + '<table class="lash-table"><tr><th>client</th><th>state</th><th>cursor</th>'
+        "<th>events</th><th>gaps</th><th>lagged</th><th>view = server</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def processes_html(handles: Sequence[Any], *, max_rows: int = PROCESS_ROWS_MAX) -> str:
+    """Live processes (id and status), the first ``max_rows`` of them under an exact count."""
+    rows = "".join(
+        f"<tr><td>{_code(getattr(p, 'process_id', '?'))}</td>"
+        f"<td>{clip_html(getattr(p, 'status', ''), ID_MAX_CHARS)}</td></tr>"
+        for p in handles[:max_rows]
+    )
+    more = ""
+    if len(handles) > max_rows:
+        more = f'<div class="lash-muted">{_e(len(handles) - max_rows)} more processes not shown</div>'
+    return f'<b>live processes ({len(handles)})</b><table class="lash-table">{rows}</table>{more}'
+
+
 # --- plain text and dispatch ----------------------------------------------------------------------
 
 
@@ -507,28 +823,33 @@ def _event_plain(event: SessionObservationEvent) -> str:
     row = dict(zip(COLUMNS, event_row(event, None)))
     kind = row["payload_type"] + (f"/{row['event_type']}" if row["event_type"] else "")
     position = "?" if row["position"] is None else row["position"]
-    text = _short(row["text"], 60)
-    return f"<SessionObservationEvent #{position} rev {row['revision']} {kind}: {text!r}>"
+    revision = "?" if row["revision"] is None else row["revision"]
+    text = truncate(row["text"], 60)
+    return f"<SessionObservationEvent #{position} rev {revision} {truncate(kind, 80)}: {text!r}>"
 
 
 def _gap_plain(gap: LiveReplayGap) -> str:
     missed = _missed(gap)
     return (
-        f"<LiveReplayGap {gap.reason} session={gap.session_id!r} "
-        f"missed={'unknown' if missed is None else missed} latest_revision={int(gap.latest_revision)}>"
+        f"<LiveReplayGap {clip(gap.reason, 40)} session={short_repr(gap.session_id)} "
+        f"missed={'unknown' if missed is None else missed} "
+        f"latest_revision={clip(gap.latest_revision, 40)}>"
     )
 
 
 def _view_plain(name: str, view: Any, extra: str = "") -> str:
-    messages = getattr(view, "messages", None)
+    messages = _messages(view)
     count = "?" if messages is None else len(messages)
-    return f"<{name} session={view.session_id!r}{extra} turn={int(view.turn_index)} messages={count}>"
+    return (
+        f"<{name} session={short_repr(getattr(view, 'session_id', None))}{extra} "
+        f"turn={clip(getattr(view, 'turn_index', '?'), 40)} messages={count}>"
+    )
 
 
 def _batch_plain(batch: QueuedWorkBatch) -> str:
     return (
-        f"<QueuedWorkBatch {batch.batch_id!r} seq={batch.enqueue_seq} "
-        f"{batch.delivery_policy}/{batch.slot_policy} items={len(batch.items)}>"
+        f"<QueuedWorkBatch {short_repr(batch.batch_id)} seq={clip(batch.enqueue_seq, 40)} "
+        f"{clip(batch.delivery_policy, 40)}/{clip(batch.slot_policy, 40)} items={len(batch.items)}>"
     )
 
 
@@ -543,7 +864,7 @@ _RENDERERS: dict[type, _Renderer] = {
     ),
     SessionObservation: (lambda o: _view_plain("SessionObservation", o.read_view), observation_html),
     RuntimeObservation: (
-        lambda o: _view_plain("RuntimeObservation", o.read_view, f" revision={int(o.revision)}"),
+        lambda o: _view_plain("RuntimeObservation", o.read_view, f" revision={clip(o.revision, 40)}"),
         observation_html,
     ),
     QueuedWorkBatch: (_batch_plain, batch_html),
@@ -576,4 +897,3 @@ def mimebundle(obj: Any) -> dict[str, str]:
     """``{"text/plain": ..., "text/html": ...}`` for any of ``RICH_TYPES`` (TypeError otherwise)."""
     plain, rich = _renderer(obj)
     return {"text/plain": plain(obj), "text/html": rich(obj)}
-

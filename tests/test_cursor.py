@@ -185,3 +185,80 @@ def test_wrong_session_for_any_other_id(a, b, revision, position):
     else:
         with pytest.raises(WrongSessionError):
             cursor.parse_for_session(b)
+
+
+def _rust_u64_from_str(text: str) -> int | str:
+    """A transcription of Rust's ``u64::from_str`` (core::num, ``from_str_radix``), byte by byte:
+    the value, or the error message. For each byte the multiplication is checked *after* the
+    digit: an invalid byte wins over an overflow at the same step, an earlier overflow wins over a
+    later invalid byte."""
+    src = text.encode("utf-8")
+    if not src:
+        return "cannot parse integer from empty string"
+    if src[:1] in (b"+", b"-") and len(src) == 1:
+        return "invalid digit found in string"
+    digits = src[1:] if src[:1] == b"+" else src
+    result = 0
+    for byte in digits:
+        mul = result * 10
+        if not 0x30 <= byte <= 0x39:
+            return "invalid digit found in string"
+        if mul > U64_MAX:
+            return "number too large to fit in target type"
+        result = mul + (byte - 0x30)
+        if result > U64_MAX:
+            return "number too large to fit in target type"
+    return result
+
+
+digit_soup = st.one_of(
+    number_like,
+    st.text(alphabet="09+-x\u0661", min_size=15, max_size=30),
+    st.tuples(
+        st.integers(min_value=0, max_value=4600),
+        st.integers(min_value=0, max_value=2**70),
+        st.sampled_from(["", "x", "-", "\u0661", " ", "0"]),
+        st.text(alphabet="0123456789x", max_size=25),
+    ).map(lambda t: "0" * t[0] + str(t[1]) + t[2] + t[3]),
+)
+
+
+@given(digit_soup)
+def test_cursor_numbers_fail_with_rusts_message_in_rusts_order(text):
+    expected = _rust_u64_from_str(text)
+    for raw, field in ((f"lashsc1:{text}:0:s", "session revision"), (f"lashsc1:0:{text}:s", "live replay position")):
+        if isinstance(expected, int):
+            parsed = SessionCursor(raw).parse()
+            assert (parsed.revision if field == "session revision" else parsed.live_position) == expected
+        else:
+            with pytest.raises(MalformedCursorError) as info:
+                SessionCursor(raw).parse()
+            assert info.value.message == f"invalid {field}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("99999999999999999999x", "number too large to fit in target type"),
+        ("1x99999999999999999999", "invalid digit found in string"),
+        ("1844674407370955161x", "invalid digit found in string"),
+        ("18446744073709551616x", "number too large to fit in target type"),
+        ("+99999999999999999999x", "number too large to fit in target type"),
+        ("0" * 4400 + "18446744073709551616-", "number too large to fit in target type"),
+        ("0" * 4400 + "1844674407370955161-", "invalid digit found in string"),
+        ("+", "invalid digit found in string"),
+        ("-", "invalid digit found in string"),
+        ("", "cannot parse integer from empty string"),
+    ],
+)
+def test_rust_error_order_examples(text, message):
+    assert _rust_u64_from_str(text) == message
+    with pytest.raises(MalformedCursorError) as info:
+        SessionCursor(f"lashsc1:0:{text}:s").parse()
+    assert info.value.message == f"invalid live replay position: {message}"
+    assert str(info.value) == f"malformed session cursor: invalid live replay position: {message}"
+
+
+def test_thousands_of_leading_zeros_give_the_small_position():
+    cursor = SessionCursor("lashsc1:0:" + "0" * 4400 + "7:s")
+    assert cursor.parse().live_position == 7

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from lash_core._cursor import SessionCursor, SessionRevision
-from lash_core._errors import InvalidTurnInputError, WireFormatError
+from lash_core._errors import InvalidObservationError, InvalidTurnInputError, WireFormatError
 from lash_core._events import (
     AgentFrameSwitched,
     AssistantProseDelta,
@@ -313,8 +313,9 @@ def test_huge_numbers_are_wire_errors_or_kept_not_overflows():
         "activity": {"protocol_version": 3, "id": "i", "correlation_id": "c", "type": "retry_status",
                      "wait_seconds": 10**400, "attempt": 1, "max_attempts": 3, "reason": "x"},
     }
-    event = SessionObservationEvent.from_dict(doc)
-    assert event.payload.activity.event.wait_seconds == 10**400
+    # a finite f64 is what Rust reads; an integer too large for one is refused like infinity
+    with pytest.raises(WireFormatError, match="wait_seconds"):
+        SessionObservationEvent.from_dict(doc)
     doc["activity"]["wait_seconds"] = float("inf")
     with pytest.raises(WireFormatError, match="wait_seconds"):
         SessionObservationEvent.from_dict(doc)
@@ -324,10 +325,106 @@ def test_huge_numbers_are_wire_errors_or_kept_not_overflows():
 
 
 def test_id_lists_must_be_strings():
-    with pytest.raises(TypeError, match="batch_ids"):
+    with pytest.raises(InvalidObservationError, match="batch_ids"):
         QueueChanged(SessionQueueEventKind.ENQUEUED, "qwb-1")
-    with pytest.raises(TypeError, match="process_ids"):
+    with pytest.raises(InvalidObservationError, match="process_ids"):
         ProcessChanged(SessionProcessEventKind.STARTED, [1, None])
+    for bad in ("qwb-1", b"qwb-1", 7, None, ["ok", ""], ["\ud800"]):
+        with pytest.raises(InvalidObservationError, match="batch_ids"):
+            QueueChanged(SessionQueueEventKind.ENQUEUED, bad)
+        with pytest.raises(InvalidObservationError, match="batch_ids"):
+            QueuedWorkStarted(boundary="idle", batch_ids=bad)
+        with pytest.raises(InvalidObservationError, match="tool_call_ids"):
+            CodeBlockCompleted(language="py", output="", error=None, success=True, duration_ms=1, tool_call_ids=bad)
+    # a generator is read once, not consumed by the check and stored empty
+    assert QueueChanged(SessionQueueEventKind.ENQUEUED, (f"qwb-{i}" for i in range(3))).batch_ids == (
+        "qwb-0", "qwb-1", "qwb-2",
+    )
+
+
+U64 = 2**64 - 1
+
+
+def _activity_doc(**event):
+    return {
+        "protocol_version": 3, "session_id": "s", "revision": 1, "cursor": "lashsc1:1:1:s",
+        "type": "turn_activity",
+        "activity": {"protocol_version": 3, "id": "i", "correlation_id": "c", **event},
+    }
+
+
+_USAGE = {"input_tokens": 1, "output_tokens": 2, "cache_read_input_tokens": 0,
+          "cache_write_input_tokens": 0, "reasoning_output_tokens": 0}
+
+
+@pytest.mark.parametrize(
+    ("field", "doc"),
+    [
+        ("sequence", dict(_activity_doc(type="error", message="m"), activity={**_activity_doc(type="error", message="m")["activity"], "sequence": U64 + 1})),
+        ("input_tokens", _activity_doc(type="usage", protocol_iteration=1, usage={**_USAGE, "input_tokens": U64 + 1}, cumulative=_USAGE)),
+        ("reasoning_output_tokens", _activity_doc(type="usage", protocol_iteration=1, usage=_USAGE, cumulative={**_USAGE, "reasoning_output_tokens": 2**70})),
+        ("protocol_iteration", _activity_doc(type="model_request_started", protocol_iteration=U64 + 1)),
+        ("duration_ms", _activity_doc(type="tool_call_completed", call_id="c", name="t", args={}, output={}, duration_ms=U64 + 1)),
+        ("attempt", _activity_doc(type="retry_status", wait_seconds=1, attempt=U64 + 1, max_attempts=3, reason="r")),
+        ("max_attempts", _activity_doc(type="retry_status", wait_seconds=1, attempt=1, max_attempts=-1, reason="r")),
+        ("revision", {**_activity_doc(type="error", message="m"), "revision": U64 + 1}),
+        ("protocol_version", {**_activity_doc(type="error", message="m"), "protocol_version": U64 + 1}),
+    ],
+)
+def test_every_wire_integer_is_bounded_to_u64(field, doc):
+    with pytest.raises(WireFormatError, match=field):
+        SessionObservationEvent.from_dict(doc)
+
+
+def test_u64_max_itself_travels_and_building_beyond_it_is_refused():
+    doc = _activity_doc(type="usage", protocol_iteration=U64, usage={**_USAGE, "input_tokens": U64}, cumulative=_USAGE)
+    doc["activity"]["sequence"] = U64
+    event = SessionObservationEvent.from_dict(doc)
+    assert event.payload.activity.event.usage.input_tokens == U64
+    assert event.to_dict() == doc
+    with pytest.raises(WireFormatError, match="input_tokens"):
+        TokenUsage(input_tokens=U64 + 1)
+    with pytest.raises(WireFormatError, match="attempt"):
+        RetryStatus(wait_seconds=1.0, attempt=U64 + 1, max_attempts=3, reason="r")
+    with pytest.raises(WireFormatError, match="wait_seconds"):
+        RetryStatus(wait_seconds=float("nan"), attempt=1, max_attempts=3, reason="r")
+    with pytest.raises(WireFormatError, match="sequence"):
+        event.to_dict(sequence=U64 + 1)
+    with pytest.raises(WireFormatError, match="protocol_version"):
+        event.to_dict(protocol_version=U64 + 1)
+    # running totals saturate instead of leaving the range
+    assert (TokenUsage(input_tokens=U64) + TokenUsage(input_tokens=5)).input_tokens == U64
+
+
+def test_gap_and_observation_documents_bound_their_integers_too():
+    gap = {"protocol_version": 3, "session_id": "s", "requested_cursor": "lashsc1:0:1:s",
+           "latest_cursor": "lashsc1:0:2:s", "latest_revision": U64 + 1, "reason": "trimmed"}
+    with pytest.raises(WireFormatError, match="latest_revision"):
+        LiveReplayGap.from_dict(gap)
+    with pytest.raises(WireFormatError, match="protocol_version"):
+        LiveReplayGap.from_dict({**gap, "latest_revision": 1, "protocol_version": U64 + 1})
+    obs = {"protocol_version": 3, "session_id": "s", "cursor": "lashsc1:0:2:s", "turn_index": U64 + 1, "usage": _USAGE}
+    with pytest.raises(WireFormatError, match="turn_index"):
+        SessionObservation.from_dict(obs)
+    with pytest.raises(WireFormatError, match="output_tokens"):
+        SessionObservation.from_dict({**obs, "turn_index": 1, "usage": {**_USAGE, "output_tokens": U64 + 1}})
+
+
+def test_deep_or_huge_values_in_bad_documents_give_wire_errors_not_recursion():
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    for doc in (
+        {**_activity_doc(type="error", message="m"), "protocol_version": deep},
+        {**_activity_doc(type="error", message="m"), "revision": deep},
+        _activity_doc(type="error", message=deep),
+        _activity_doc(type="usage", protocol_iteration=1, usage=deep, cumulative=_USAGE),
+        {"protocol_version": 3, "session_id": "s", "revision": 1, "cursor": "lashsc1:1:1:s", "type": "queue_changed", "kind": deep, "batch_ids": []},
+        _activity_doc(type="error", message="m\ud800"),
+    ):
+        with pytest.raises(WireFormatError) as info:
+            SessionObservationEvent.from_dict(doc)
+        assert len(str(info.value)) < 300
 
 
 def test_a_writer_can_number_its_own_stream():

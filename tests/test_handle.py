@@ -589,3 +589,182 @@ async def test_try_into_runtime_respects_writers_copies_and_detaches():
         h.record_queue_changed(SessionQueueEventKind.ENQUEUED, ["b"])
     with pytest.raises(LashRuntimeError, match="gave its runtime back"):
         h.resume_session_observation(SessionCursor.new("fake", 0, 0))
+
+
+# --- hardening (issue 6) ------------------------------------------------------------------------
+
+
+class DownStore:
+    """A store that is down: every method raises a foreign error, from the start or after ``up``
+    is switched off."""
+
+    def __init__(self, up=False):
+        self.inner = InMemoryLiveReplayStore()
+        self.up = up
+        self.calls = []
+
+    def _call(self, name, *args):
+        self.calls.append(name)
+        if not self.up:
+            raise ConnectionError(f"{name}: connection refused")
+        return getattr(self.inner, name)(*args)
+
+    def append(self, session_id, revision, payload):
+        return self._call("append", session_id, revision, payload)
+
+    def replay_after_cursor(self, cursor):
+        return self._call("replay_after_cursor", cursor)
+
+    def subscribe_after_cursor(self, cursor):
+        return self._call("subscribe_after_cursor", cursor)
+
+    def current_cursor(self, session_id, revision):
+        return self._call("current_cursor", session_id, revision)
+
+    def trim_session(self, session_id):
+        return self._call("trim_session", session_id)
+
+
+@pytest.mark.parametrize("fails_from_start", [True, False])
+async def test_a_store_that_is_down_never_fails_a_commit(caplog, fails_from_start):
+    from lash_core import encode_json
+
+    store = DownStore(up=not fails_from_start)
+    model = ScriptedModel.from_replies(["first answer", "second answer"])
+    with caplog.at_level(logging.WARNING, logger="lash_core.observation"):
+        h = RuntimeHandle(await build_runtime(model=model), store)
+        if not fails_from_start:
+            outcome = await h.run_turn("one")  # appends work while the store is up
+            assert outcome.revision == 1
+            known = h.observe().cursor.parse().live_position
+            assert known > 0
+            store.up = False  # ... then it goes down after the handle was built
+        else:
+            known = 0
+            assert h.observe().cursor == SessionCursor.new("session-a", 0, 0)
+        outcome = await h.run_turn("two")
+    obs = h.observe()
+    assert outcome.text in ("first answer", "second answer") and obs.revision == outcome.revision
+    assert obs.read_view.messages[-1].content == outcome.text  # the new snapshot was published
+    # the best cursor available: this session, the new revision, the last position the handle knew
+    parsed = obs.cursor.parse()
+    assert (parsed.session_id, parsed.revision, parsed.live_position) == ("session-a", outcome.revision, known)
+    assert {"append", "current_cursor"} <= set(store.calls)
+    assert any("connection refused" in r.getMessage() for r in caplog.records)
+    # the fresh observation works, and reads that need the store fail with the typed error
+    assert h.current_session_observation().cursor == obs.cursor
+    with pytest.raises(LiveReplayStoreFailure, match="ConnectionError"):
+        h.resume_session_observation(obs.cursor)
+    with pytest.raises(LiveReplayStoreFailure, match="ConnectionError"):
+        h.subscribe_session_observation(obs.cursor)
+    # records are logged, never raised
+    h.record_queue_changed(SessionQueueEventKind.ENQUEUED, ["qwb-1"])
+    h.record_turn_activity(TurnActivity.independent(AssistantProseDelta("x")))
+    encode_json(h.observe().session_observation().to_dict())
+
+
+async def test_a_store_answering_with_garbage_is_a_typed_failure():
+    class Garbage(PanicLiveReplayStore):
+        def append(self, session_id, revision, payload):
+            return "not an event"
+
+        def current_cursor(self, session_id, revision):
+            return "lashsc1:0:0:someone-else"
+
+        def replay_after_cursor(self, cursor):
+            return ["not", "a", "result"]
+
+    h = RuntimeHandle(await build_runtime(), Garbage())
+    assert h.observe().cursor == SessionCursor.new("session-a", 0, 0)
+    h.record_turn_activity(TurnActivity.independent(AssistantProseDelta("x")))  # logged
+    with pytest.raises(LiveReplayStoreFailure, match="list"):
+        h.resume_session_observation(SessionCursor.new("session-a", 0, 0))
+
+
+async def test_record_methods_validate_their_arguments_before_the_store():
+    from lash_core import InvalidObservationError
+
+    h = RuntimeHandle(await build_runtime(), PanicLiveReplayStore())
+    cases = [
+        lambda: h.record_queue_changed("enqueued", "qwb-123"),
+        lambda: h.record_queue_changed("enqueued", b"qwb-123"),
+        lambda: h.record_queue_changed("enqueued", [1, 2]),
+        lambda: h.record_queue_changed("enqueued", ["ok", ""]),
+        lambda: h.record_queue_changed("enqueued", ["\ud800"]),
+        lambda: h.record_queue_changed("queued", ["qwb-1"]),
+        lambda: h.record_queue_changed(["deep"], ["qwb-1"]),
+        lambda: h.record_process_changed("started", "proc-1"),
+        lambda: h.record_process_changed("exploded", ["proc-1"]),
+        lambda: h.record_process_changed("started", None),
+        lambda: h.record_turn_activity({"type": "assistant_prose_delta", "text": "hi"}),
+        lambda: h.record_turn_activity(AssistantProseDelta("hi")),
+        lambda: h.record_turn_activity(None),
+    ]
+    for case in cases:
+        with pytest.raises(InvalidObservationError):
+            case()  # PanicLiveReplayStore.append would raise AssertionError if it were reached
+    h2 = RuntimeHandle(await build_runtime(), InMemoryLiveReplayStore())
+    start = h2.observe().cursor
+    h2.record_queue_changed("enqueued", ("qwb-1", "qwb-2"))
+    h2.record_process_changed(SessionProcessEventKind.STARTED, iter(["proc-1"]))
+    payloads = [e.payload for e in h2.resume_session_observation(start).events]
+    assert payloads == [
+        QueueChanged(SessionQueueEventKind.ENQUEUED, ("qwb-1", "qwb-2")),
+        ProcessChanged(SessionProcessEventKind.STARTED, ("proc-1",)),
+    ]
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "chat-\udcff", "", 7])
+async def test_session_ids_that_are_not_utf8_are_refused_when_built(bad):
+    with pytest.raises(LashRuntimeError) as info:
+        await build_runtime(session_id=bad)
+    assert info.value.code is RuntimeErrorCode.INVALID_CONFIGURATION
+    # a runtime from elsewhere with such an id is refused by the handle
+    runtime = FakeRuntime()
+    runtime.session_id = bad
+    with pytest.raises(LashRuntimeError) as info:
+        RuntimeHandle(runtime)
+    assert info.value.code is RuntimeErrorCode.INVALID_CONFIGURATION
+
+
+async def test_other_ids_that_are_not_utf8_are_refused_too():
+    from lash_core import InvalidProcessError
+
+    with pytest.raises(LashRuntimeError):
+        await LashRuntime.builder().with_owner_id("owner-\ud800").build()
+    runtime = await build_runtime()
+    with pytest.raises(LashRuntimeError, match="UTF-8"):
+        runtime.open_agent_frame("frame-\ud800")
+    with pytest.raises(InvalidProcessError):
+        ProcessScope("session-\ud800")
+    s = await Scenario.create()
+    with pytest.raises(InvalidProcessError):
+        s.handle.start_process("name-\ud800")
+
+
+async def test_a_handle_refuses_to_act_on_another_session():
+    from lash_core import ForeignSessionError, InvalidQueuedWorkError
+
+    mine = await Scenario.create(session_id="mine")
+    theirs_handle = RuntimeHandle(
+        await LashRuntime.builder().with_session_id("theirs").with_queue_store(mine.queue)
+        .with_process_registry(mine.processes).build()
+    )
+    theirs = await theirs_handle.enqueue_turn_input("x", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE)
+    mark = mine.handle.current_session_observation().cursor
+    with pytest.raises(ForeignSessionError) as info:
+        await mine.handle.cancel_queued_work_batch("theirs", theirs.batch_id)
+    assert (info.value.expected_session_id, info.value.actual_session_id) == ("mine", "theirs")
+    assert info.value.code == "invalid_input"
+    assert [b.batch_id for b in await mine.queue.list_queued_work("theirs")] == [theirs.batch_id]
+    for session_id, batch_id in ((None, theirs.batch_id), ("mine", ""), ("mine", None), ("mine", "\ud800")):
+        with pytest.raises((ForeignSessionError, InvalidQueuedWorkError)):
+            await mine.handle.cancel_queued_work_batch(session_id, batch_id)
+    # processes: another session's process cannot be cancelled, nor started in its scope, here
+    process = theirs_handle.start_process("their-job")
+    with pytest.raises(ForeignSessionError):
+        mine.handle.cancel_process(process.process_id)
+    assert not mine.processes.get_process(process.process_id).is_terminal
+    with pytest.raises(ForeignSessionError):
+        mine.handle.start_process("sneaky", scope=ProcessScope("theirs"))
+    assert mine.handle.resume_session_observation(mark).events == ()

@@ -7,13 +7,16 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from unencodable import BAD_VALUES, deep_list
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lash_core import (
     AssistantProseDelta,
     ChatRole,
+    Committed,
     DeliveryPolicy,
+    FinalValue,
     QueueChanged,
     ScriptedModel,
     SessionCursor,
@@ -21,11 +24,17 @@ from lash_core import (
     SessionQueueEventKind,
     SessionRevision,
     SlotPolicy,
+    ToolCallCompleted,
+    ToolCallStarted,
+    ToolValue,
     TurnActivity,
     TurnActivityPayload,
+    UnknownPayload,
+    UnknownTurnEvent,
 )
 from lash_core.testing import Scenario
 from lash_nb import COLUMNS, DTYPES, EventHistory, event_row, to_frame
+from lash_nb._frames import FallbackRow, is_fallback_row
 from lash_nb import _frames
 
 STAMP = pd.Timestamp("2025-01-02 03:04:05.123456789", tz="UTC")
@@ -453,18 +462,33 @@ def test_history_matches_a_model_of_the_last_n_events(max_rows, batches):
         assert counts == {k: v for k, v in frame["payload_type"].value_counts().to_dict().items()}
 
 
+def _number_text():
+    """Decimal-ish fields of a cursor, with what u64 parsing must get right: zero padding far past
+    Python's 4300-digit int limit, a ``+`` sign, values around and past 2**64-1, non-ASCII digits
+    (Arabic-Indic, fullwidth, superscript), signs and spaces."""
+    plain = st.integers(0, 2**64 + 5).map(str)
+    overflow = st.integers(2**64 - 3, 10**40).map(str)
+    padded = st.tuples(st.integers(0, 6_000), st.integers(0, 2**64 + 5)).map(
+        lambda t: "0" * t[0] + str(t[1])
+    )
+    huge = st.integers(4_290, 4_400).map(lambda n: "7" * n)
+    signed = st.tuples(st.sampled_from(["+", "-", "++", " "]), st.one_of(plain, padded)).map("".join)
+    odd = st.text("0123456789+-٣１² _", max_size=6)
+    return st.one_of(plain, overflow, padded, huge, signed, odd)
+
+
 cursor_text = st.one_of(
     st.text(max_size=30),
     st.builds(
         lambda rev, pos, sid: f"lashsc1:{rev}:{pos}:{sid}",
-        st.one_of(st.integers(0, 2**65), st.text("0123456789+-٣ ", max_size=4)),
-        st.one_of(st.integers(0, 2**65), st.text("0123456789+-٣ ", max_size=4)),
+        _number_text(),
+        _number_text(),
         st.text(max_size=6),
     ),
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(raw=cursor_text)
 def test_position_column_agrees_with_session_cursor_parse(raw):
     cursor = SessionCursor(raw)
@@ -473,3 +497,122 @@ def test_position_column_agrees_with_session_cursor_parse(raw):
     except Exception:
         expected = None
     assert _frames._position(raw, cursor) == expected
+    # and the whole row, which is what to_frame and the monitor read
+    event = SessionObservationEvent("s", SessionRevision(1), cursor, QueueChanged("enqueued", ("b",)))
+    assert event_row(event, None)[0] == expected
+
+
+def test_zero_padded_cursor_numbers_read_like_parse():
+    padded = SessionCursor("lashsc1:0:" + "0" * 4400 + "7:s")
+    assert padded.parse().live_position == 7
+    revision_padded = SessionCursor("lashsc1:" + "0" * 5000 + "3:" + "0" * 5000 + "9:s")
+    signed = SessionCursor("lashsc1:+1:+12:s")
+    too_long = SessionCursor("lashsc1:1:" + "1" * 4400 + ":s")  # overflows u64: no position
+    events = [
+        SessionObservationEvent("s", SessionRevision(1), c, QueueChanged("enqueued", ("b",)))
+        for c in (padded, revision_padded, signed, too_long)
+    ]
+    frame = to_frame(events, STAMP)
+    assert row_values(frame, "position") == [7, 9, 12, None]
+    assert frame["cursor"].tolist() == [str(c) for c in (padded, revision_padded, signed, too_long)]
+    history = EventHistory()
+    history.append(events, STAMP)
+    assert (history.statistics().oldest_position, history.statistics().newest_position) == (7, None)
+    assert history.find(7) is events[0] and history.find(9) is events[1]
+
+
+# --- values that cannot be encoded ------------------------------------------------------------------
+
+
+NB_BAD = ("deep", "nan", "huge_int", "object", "circular")
+BAD_VALUES = {name: BAD_VALUES[name] for name in NB_BAD}
+
+#: how a bad value reaches an event: every JSON-valued field there is
+CARRIERS = {
+    "tool_call_started.args": lambda v: TurnActivityPayload(
+        TurnActivity.independent(ToolCallStarted(call_id="c", name="t", args=v))
+    ),
+    "tool_call_completed.output": lambda v: TurnActivityPayload(
+        TurnActivity.independent(ToolCallCompleted(call_id="c", name="t", args={}, output=v, duration_ms=3))
+    ),
+    "final_value.value": lambda v: TurnActivityPayload(TurnActivity.independent(FinalValue(v))),
+    "tool_value.value": lambda v: TurnActivityPayload(TurnActivity.independent(ToolValue("t", v))),
+    "unknown_turn_event.fields": lambda v: TurnActivityPayload(
+        TurnActivity.independent(UnknownTurnEvent("from_the_future", {"v": v}))
+    ),
+    "unknown_payload.fields": lambda v: UnknownPayload("from_the_future", {"v": v}),
+}
+
+
+def event_at(position: int, payload, session_id: str = "s") -> SessionObservationEvent:
+    return SessionObservationEvent(
+        session_id, SessionRevision(1), SessionCursor.new(session_id, 1, position), payload
+    )
+
+
+@pytest.mark.parametrize("carrier", sorted(CARRIERS))
+@pytest.mark.parametrize("bad", sorted(BAD_VALUES))
+def test_an_unencodable_value_is_a_counted_fallback_row_and_the_batch_goes_in(bad, carrier):
+    make_value, kind = BAD_VALUES[bad]
+    good = synthetic_events(1, 2)
+    event = event_at(3, CARRIERS[carrier](make_value()))
+    batch = [good[0], event, good[1]]
+    frame = to_frame(batch, STAMP)  # never raises
+    assert frame["position"].tolist() == [1, 3, 2]
+    assert f"<value not shown: {kind}>" in frame["text"].iloc[1]
+    assert frame["text"].iloc[0] == "t1"  # its neighbours are untouched
+    row = event_row(event, STAMP)
+    assert is_fallback_row(row) and not is_fallback_row(event_row(good[0], STAMP))
+    assert row == tuple(None if v is pd.NA else v for v in frame.iloc[1].tolist())
+    history = EventHistory(max_rows=10)
+    assert history.append(batch, STAMP) == 3
+    stats = history.statistics()
+    assert (len(history), history.fallback_rows, stats.fallback_rows) == (3, 1, 1)
+    assert history.event(1) is event and history.find(3) is event  # the whole event stays reachable
+    history.append(synthetic_events(4, 20), STAMP)  # rolls the bad row out; the count is a total
+    assert history.fallback_rows == 1 and history.find(3) is None
+    with pytest.raises(KeyError):
+        history.event(1)
+
+
+def test_an_event_whose_row_cannot_be_built_keeps_what_can_be_read(monkeypatch):
+    # the core accepts any read view on a Committed; one without a turn index has no summary
+    odd = event_at(2, Committed(read_view=object()))
+    row = event_row(odd, STAMP)
+    assert isinstance(row, FallbackRow)
+    assert row[:5] == (2, 1, str(odd.cursor), "s", "committed")
+    assert row[COLUMNS.index("text")] == "<event not shown: AttributeError>"
+    assert _frames.event_text(odd) == "<event not shown: AttributeError>"
+    # a row builder that fails for one event (anything unforeseen) costs that event only
+    events = synthetic_events(1, 5)
+    real = _frames.event_row
+
+    def flaky(event, received_at):
+        if event is events[2]:
+            raise RuntimeError("unforeseen")
+        return real(event, received_at)
+
+    monkeypatch.setattr(_frames, "event_row", flaky)
+    history = EventHistory()
+    history.append(events, STAMP)
+    frame = history.frame()
+    assert frame["position"].tolist() == [1, 2, 3, 4, 5]
+    assert frame["text"].tolist() == ["t1", "t2", "<event not shown: RuntimeError>", "t4", "t5"]
+    assert frame["payload_type"].iloc[2] == "queue_changed"  # what could be read is kept
+    assert history.fallback_rows == 1 and history.event(2) is events[2]
+
+
+def test_filters_with_values_that_cannot_be_printed_fail_with_short_messages():
+    history = EventHistory()
+    with pytest.raises(TypeError, match="payload_types must be a str") as caught:
+        history.frame(payload_types=10**5000)
+    assert len(str(caught.value)) < 200
+    with pytest.raises(TypeError, match="must contain str only") as caught:
+        history.tail(2, event_types=[10**5000, 3])
+    assert len(str(caught.value)) < 300
+    with pytest.raises(TypeError, match="event_types must be a str") as caught:
+        history.tail(2, event_types=[deep_list()])  # unhashable
+    assert len(str(caught.value)) < 300
+    with pytest.raises(ValueError, match="max_rows must be an int") as caught:
+        EventHistory(deep_list())
+    assert len(str(caught.value)) < 200

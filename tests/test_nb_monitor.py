@@ -5,14 +5,19 @@ import asyncio
 import traitlets
 
 import pytest
+from unencodable import BAD_VALUES, deep_list
 
 from lash_core import (
+    AssistantProseDelta,
     DeliveryPolicy,
+    FinalValue,
     InvalidTurnInputError,
     LiveReplayGapReason,
     QueuedWorkClaimBoundary,
     ScriptedModel,
     SlotPolicy,
+    ToolCallStarted,
+    TurnActivity,
 )
 from lash_core.testing import Scenario
 from lash_nb import SessionMonitor, start_producer
@@ -100,7 +105,8 @@ async def test_cancel_pending_refused_and_unknown_are_all_visible():
     assert m.queue_panel.last_cancel == "cancelled"
     assert await m.cancel("qwb-nope") is None
     assert m.queue_panel.last_cancel == "unknown"
-    assert m.queue_panel.outcomes == [(a.batch_id, "refused"), (b.batch_id, "cancelled"), ("qwb-nope", "unknown")]
+    assert list(m.queue_panel.outcomes) == [(a.batch_id, "refused"), (b.batch_id, "cancelled"), ("qwb-nope", "unknown")]
+    assert m.queue_panel.cancel_count == 3
     log = m.queue_panel.cancel_log.value
     assert "refused" in log and "cancelled" in log and "unknown" in log
     assert m.queue_panel.batch_count == 1  # the claimed one remains
@@ -113,7 +119,7 @@ async def test_cancel_button_per_batch():
     row = m.queue_panel.rows_box.children[0]
     row.children[0].click()  # its Cancel button
     await settle(m)
-    assert m.queue_panel.outcomes == [(batch.batch_id, "cancelled")]
+    assert list(m.queue_panel.outcomes) == [(batch.batch_id, "cancelled")]
     assert m.queue_panel.batch_count == 0
 
 
@@ -262,8 +268,8 @@ def test_widgets_need_a_running_loop():
 
 async def test_a_lone_surrogate_in_an_event_is_escaped_and_the_monitor_lives_on():
     s, m = await make()
-    bad = "bad\ud800id"  # valid in JSON, not in UTF-8
-    s.handle.record_queue_changed("enqueued", [bad])
+    bad = "bad\ud800id"  # valid in JSON, not in UTF-8 (ids refuse it; a delta's text may hold it)
+    s.handle.record_turn_activity(TurnActivity.independent(AssistantProseDelta(bad)))
     await settle(m)
     assert "bad\\ud800id" in m.table.value  # shown, escaped as text, encodable
     m.table.value.encode("utf-8")  # what the frontend message needs
@@ -339,7 +345,7 @@ async def test_bad_inputs_are_typed_errors_and_change_nothing():
         await m.enqueue(123)
     with pytest.raises(InvalidQueuedWorkError):
         await m.enqueue("x", "sometime")
-    with pytest.raises(InvalidQueuedWorkError, match="batch_id"):
+    with pytest.raises(InvalidQueuedWorkError, match="batch.id"):
         await m.cancel(None)
     with pytest.raises(traitlets.TraitError):
         m.max_redraw_hz = 0
@@ -424,3 +430,218 @@ async def test_simulator_buttons_do_what_their_methods_do():
     m.queue_panel.refresh_button.click()
     await settle(m)
     assert m.queue_panel.batch_count == 0
+
+
+# -- values that cannot be encoded, strings and logs without bounds -------------------------------------
+
+
+NB_BAD = ("deep", "nan", "huge_int", "object", "circular")
+BAD_VALUES = {name: BAD_VALUES[name] for name in NB_BAD}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_VALUES))
+async def test_a_bad_event_becomes_a_counted_fallback_row_and_its_batch_still_goes_in(bad):
+    make_value, kind = BAD_VALUES[bad]
+    s, m = await make()
+    h = s.handle
+    # no await in between: the monitor reads all four as one batch
+    h.record_queue_changed("enqueued", ["before"])
+    h.record_turn_activity(TurnActivity.independent(ToolCallStarted(call_id="c", name="t", args=make_value())))
+    h.record_turn_activity(TurnActivity.independent(FinalValue(make_value())))
+    h.record_queue_changed("enqueued", ["after"])
+    await settle(m)
+    frame = m.frame()
+    assert m.event_count == len(frame) == 4 and m.last_error == ""
+    assert frame["text"].tolist()[0] == "enqueued before" and frame["text"].tolist()[-1] == "enqueued after"
+    assert m.fallback_rows == m.history.statistics().fallback_rows == 2
+    assert "2 fallback rows" in m.header.value
+    assert m.table.value.count(f"&lt;value not shown: {kind}&gt;") == 2 and "enqueued after" in m.table.value
+    position = int(frame["position"].iloc[1])
+    detail = m.detail(position)
+    assert "wire document not encodable" in detail and kind in detail and detail == m.detail_view.value
+    assert m.cursor == str(h.current_session_observation().cursor)
+    await h.run_turn("still alive?")
+    await settle(m)
+    assert m.connected and m.revision == 1
+
+
+async def test_a_row_builder_failing_for_one_event_costs_that_event_only(monkeypatch):
+    from lash_nb import _frames
+
+    s = await Scenario.create()
+    m = SessionMonitor(s.handle, controls=False)
+    real = _frames.event_row
+
+    def flaky(event, received_at):
+        if event.payload.type == "queue_changed" and event.payload.batch_ids == ("boom",):
+            raise RuntimeError("unforeseen")
+        return real(event, received_at)
+
+    monkeypatch.setattr(_frames, "event_row", flaky)
+    for name in ("a", "boom", "c"):
+        s.handle.record_queue_changed("enqueued", [name])
+    await settle(m)
+    assert m.frame()["text"].tolist() == ["enqueued a", "<event not shown: RuntimeError>", "enqueued c"]
+    assert m.fallback_rows == 1 and m.last_error == "" and "1 fallback rows" in m.header.value
+
+
+async def test_a_two_million_character_delta_keeps_the_live_table_small():
+    from lash_nb import _render
+
+    s = await Scenario.create()
+    m = SessionMonitor(s.handle, controls=False)
+    big = "<b>" + "x" * (2_000_000 - 3)
+    s.handle.record_turn_activity(TurnActivity.independent(AssistantProseDelta(big)))
+    for i in range(10):
+        s.handle.record_queue_changed("enqueued", [f"q{i}"])
+    await settle(m)
+    assert len(m.table.value) < 20_000, len(m.table.value)
+    assert "more characters" in m.table.value and "<b>" not in m.table.value
+    frame = m.frame()
+    delta_row = frame[frame["event_type"] == "assistant_prose_delta"]
+    assert delta_row["text"].iloc[0] == big  # the whole text stays in the DataFrame
+    position = int(delta_row["position"].iloc[0])
+    assert m.event(position).payload.activity.event.text == big  # and the whole event
+    detail = m.detail(position)
+    assert "more characters" in detail and len(detail) < _render.DETAIL_MAX_CHARS + 10_000
+    m.flush()
+    assert len(m.table.value) < 20_000  # every redraw stays small
+    # forty of them, the whole visible table: still some tens of KB
+    for _ in range(40):
+        s.handle.record_turn_activity(TurnActivity.independent(AssistantProseDelta(big)))
+    await settle(m)
+    assert len(m.table.value) < 60_000, len(m.table.value)
+    # the Show event button does what detail() does; an unknown position says so
+    m.detail_position.value = position
+    m.detail_button.click()
+    assert m.detail_view.value == detail
+    m.detail_position.value = 10**6
+    m.detail_button.click()
+    assert "no kept event at position 1000000" in m.detail_view.value
+    with pytest.raises(KeyError):
+        m.detail(10**6)
+
+
+async def test_error_lines_are_bounded(monkeypatch):
+    from lash_nb import _render
+
+    s, m = await make()
+    history_type = type(m.history)
+    real_append = history_type.append
+
+    def failing(self, events, received_at=None):
+        raise RuntimeError("<b>" + "x" * 1_000_000)
+
+    monkeypatch.setattr(history_type, "append", failing)
+    s.handle.record_queue_changed("enqueued", ["a"])
+    await settle(m)
+    assert len(m.last_error) < _render.ERROR_MAX_CHARS + 100
+    assert "999,003 more characters" in m.header.value and "&lt;b&gt;xxx" in m.header.value
+    assert len(m.header.value) < _render.ERROR_MAX_CHARS + 5_000
+    monkeypatch.setattr(history_type, "append", real_append)
+    sim = m.simulator
+    sim._guard(lambda: (_ for _ in ()).throw(ValueError("y" * 1_000_000)))
+    assert len(sim.status.value) < _render.ERROR_MAX_CHARS + 1_000 and "more characters" in sim.status.value
+
+
+async def test_the_monitor_keeps_only_the_newest_gaps():
+    from lash_nb._monitor import GAP_LOG_KEPT
+
+    s = await Scenario.create()
+    m = SessionMonitor(s.handle, controls=False)
+    for i in range(GAP_LOG_KEPT + 5):
+        s.handle.record_queue_changed("enqueued", [str(i)])
+        await settle(m, rounds=2)
+        s.restart_store()
+        await settle(m, rounds=2)
+    assert m.gaps == GAP_LOG_KEPT + 5 and len(m.gap_log) == GAP_LOG_KEPT
+    assert m.gap_log[-1].reason is LiveReplayGapReason.UNAVAILABLE and m.connected
+
+
+async def test_the_gap_log_costs_the_same_after_2000_gaps_as_after_30():
+    from lash_nb import ReconnectSimulator
+    from lash_nb._controls import GAP_LOG_ROWS
+
+    async def simulate(gaps: int) -> ReconnectSimulator:
+        s = await Scenario.create(max_events=1)
+        sim = ReconnectSimulator(s.handle, clock=s.clock, clients=("A", "B"))
+        for i in range(gaps):
+            name = "AB"[i % 2]
+            sim.disconnect(name)
+            s.handle.record_queue_changed("enqueued", ["x"])
+            s.handle.record_queue_changed("enqueued", ["y"])
+            assert sim.reconnect(name).kind == "gap"
+        return sim
+
+    few, many = await simulate(30), await simulate(2_000)
+    for sim, gaps in ((few, 30), (many, 2_000)):
+        clients = list(sim.clients.values())
+        assert sim.gap_count == gaps == sum(c.gap_count for c in clients)
+        assert sim.reconnect_count == sum(c.reconnects for c in clients) == gaps + 2  # + first connects
+        log = sim.gap_log.value
+        assert log.count("<tr>") == GAP_LOG_ROWS + 1  # header + the newest gaps only
+        assert f"{gaps - GAP_LOG_ROWS} earlier gaps not shown" in log
+        assert f"{gaps} gaps in {gaps + 2} reconnects" in log
+        newest_name, newest = sim.gap_entries[-1]
+        assert newest_name == "B" and newest == sim.clients["B"].gaps[-1].gap
+    # the same rows; only the numbers in them are longer
+    assert abs(len(many.gap_log.value) - len(few.gap_log.value)) < 400
+    assert len(many.gap_log.value) < 10_000
+
+
+async def test_queue_panel_logs_and_rows_are_bounded():
+    from lash_nb import _render
+    from lash_nb._controls import CANCEL_LOG_LINES, CANCEL_OUTCOMES_KEPT, ERROR_LOG_LINES, QUEUE_ROWS_MAX
+
+    s, m = await make()
+    panel = m.queue_panel
+    for i in range(CANCEL_OUTCOMES_KEPT + 30):
+        assert await panel.cancel(f"qwb-nope-{i}") is None
+    assert panel.cancel_count == CANCEL_OUTCOMES_KEPT + 30 and len(panel.outcomes) == CANCEL_OUTCOMES_KEPT
+    assert panel.outcomes[-1] == (f"qwb-nope-{CANCEL_OUTCOMES_KEPT + 29}", "unknown")
+    log = panel.cancel_log.value
+    assert log.count('class="lash-cancel-unknown"') == CANCEL_LOG_LINES
+    assert f"{CANCEL_OUTCOMES_KEPT + 30 - CANCEL_LOG_LINES} earlier cancels not shown" in log
+    for _ in range(50):
+        panel._show_error(RuntimeError("x" * 100_000))  # what a failing button task reports
+    log = panel.cancel_log.value
+    assert log.count('class="lash-error"') == ERROR_LOG_LINES
+    assert len(log) < ERROR_LOG_LINES * (_render.ERROR_MAX_CHARS + 200) + CANCEL_LOG_LINES * 200 + 1_000
+    for i in range(QUEUE_ROWS_MAX + 7):
+        await s.handle.enqueue_turn_input(f"q{i}", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE)
+    await panel.refresh()
+    assert panel.batch_count == QUEUE_ROWS_MAX + 7 and len(panel.rows_box.children) == QUEUE_ROWS_MAX
+    assert "7 more batches not listed" in panel.more_rows.value
+
+
+async def test_a_long_replay_lists_the_newest_events_and_counts_the_rest():
+    from lash_nb._controls import REPLAY_LIST_LIMIT
+
+    s, m = await make()
+    m.disconnect("A")
+    for i in range(REPLAY_LIST_LIMIT + 12):
+        s.handle.record_queue_changed("enqueued", [f"r{i}"])
+    outcome = m.reconnect("A")
+    assert len(outcome.replayed) == REPLAY_LIST_LIMIT + 12
+    view = m.simulator.replayed_view.value
+    assert "12 earlier replayed events not listed" in view
+    assert view.count('class="lash-nb lash-event"') == REPLAY_LIST_LIMIT
+
+
+async def test_bad_arguments_fail_with_short_typed_messages():
+    from lash_core import InvalidQueuedWorkError
+
+    s, m = await make()
+    deep = deep_list()
+    with pytest.raises(InvalidQueuedWorkError, match="delivery policy must be one of") as caught:
+        await m.enqueue("x", deep)
+    assert len(str(caught.value)) < 300 and "delivery policy" in m.enqueue_panel.last_error
+    with pytest.raises(ValueError, match="unknown type") as caught:
+        m.set_filter(payload_types=[deep, 10**5000])
+    assert len(str(caught.value)) < 400
+    with pytest.raises(traitlets.TraitError, match="at least 1"):
+        m.visible_rows = -(10**5000)
+    with pytest.raises(KeyError, match="no simulated client named") as caught:
+        m.reconnect(deep)
+    assert len(str(caught.value)) < 300
+    assert len(repr(m)) < 200 and len(repr(m.enqueue_panel)) < 200 and len(repr(m.simulator)) < 200

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
+from unencodable import ONE_PER_KIND, circular_list, deep_list
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -59,7 +60,7 @@ OPAQUE = "SessionCursor(<opaque>)"
 #: Every tag and attribute our markup may contain; anything else came from data.
 ALLOWED_TAGS = {
     "style", "div", "span", "code", "table", "thead", "tbody", "tr", "th", "td",
-    "dl", "dt", "dd", "details", "summary",
+    "dl", "dt", "dd", "details", "summary", "b",
 }
 ALLOWED_ATTRS = {"class", "title"}
 
@@ -495,3 +496,154 @@ def test_pure_modules_import_no_widget_or_ipython_code_and_lash_core_stays_pure(
         assert not imported & {"IPython", "ipywidgets", "anywidget"}, (name, imported)
     code = "import sys, lash_core; assert not {'pandas', 'IPython', 'ipywidgets'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- values that cannot be encoded, strings without bounds -----------------------------------------
+
+
+BAD_VALUES = ONE_PER_KIND
+
+
+def bad_events(value) -> list[SessionObservationEvent]:
+    """Every JSON-valued field an event has, holding ``value``."""
+    from lash_core import FinalValue, ToolCallCompleted, ToolValue, UnknownTurnEvent
+
+    events = [
+        ToolCallStarted(call_id="c", name="t", args=value),
+        ToolCallCompleted(call_id="c", name="t", args=value, output=value, duration_ms=1),
+        FinalValue(value),
+        ToolValue("t", value),
+        UnknownTurnEvent("from_the_future", {"v": value}),
+    ]
+    out = [make_event("s", i + 1, TurnActivityPayload(TurnActivity.independent(e))) for i, e in enumerate(events)]
+    out.append(make_event("s", len(out) + 1, UnknownPayload("from_the_future", {"v": value})))
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_VALUES))
+def test_no_renderer_raises_for_a_value_the_codec_refuses(kind):
+    events = bad_events(BAD_VALUES[kind]())
+    note = f"&lt;value not shown: {kind}&gt;"
+    for event in events:
+        card = render.event_html(event)
+        assert note in card and "not shown in full" in card
+        assert_safe(card)
+        detail = render.event_detail_html(event)
+        assert "wire document not encodable" in detail and kind in detail
+        assert_safe(detail)
+        assert render.plain_text(event).startswith(f"<SessionObservationEvent #{event.cursor.parse().live_position} ")
+        assert set(lash_nb.mimebundle(event)) == {"text/plain", "text/html"}
+    history = EventHistory()
+    history.append(events)
+    for source in (events, to_frame(events), history, [event_row(e, None) for e in events]):
+        table = render.events_table_html(source, columns=COLUMNS)
+        assert table.count(note) == len(events) + 1  # a completed tool call has two such values
+        assert_safe(table)
+    nan = make_event("s", 9, TurnActivityPayload(TurnActivity.independent(ToolCallStarted(call_id="c", name="t", args=[float("nan")]))))
+    assert "out_of_range" in render.event_html(nan)  # NaN cannot travel as JSON: flagged, not shown as NaN
+    loop = make_event("s", 10, UnknownPayload("x", {"v": circular_list()}))
+    assert "unsupported" in render.event_html(loop) and "unsupported" in render.event_detail_html(loop)
+
+
+def test_a_message_with_unencodable_tool_arguments_still_renders():
+    from types import SimpleNamespace as Obj
+
+    # the core refuses such a ToolCall; a read view is Any, so a view built elsewhere may hold one
+    call = Obj(name="deep", args=deep_list())
+    view = Obj(
+        session_id="s", turn_index=1, usage=None,
+        messages=(Obj(role="assistant", content="x", tool_calls=(call,) * 30),),
+    )
+    markup = render.observation_html(SessionObservation(view, SessionCursor("lashsc1:1:1:s")))
+    assert "→ deep(&lt;value not shown: too_deep&gt;)" in markup
+    assert markup.count("→ deep(") == render.MESSAGE_MAX_TOOL_CALLS and "10 more tool calls" in markup
+    # a read view built in code with none of the usual fields: rendered, not raised
+    odd = render.observation_html(SessionObservation(object(), SessionCursor("lashsc1:1:1:s")))
+    assert "unknown" in odd and "messages are not on the wire" in odd
+
+
+BIG = 2_000_000
+
+
+def test_a_two_million_character_delta_renders_bounded_with_notes_and_stays_whole_in_the_frame():
+    text = "<" + "x" * (BIG - 1)
+    delta = make_event("s", 1, TurnActivityPayload(TurnActivity.independent(AssistantProseDelta(text))))
+    frame = to_frame([delta])
+    assert frame["text"].iloc[0] == text  # the DataFrame keeps the whole text
+    table = render.events_table_html(frame)
+    assert len(table) < len(render.STYLE) + 5_000
+    tip = [v for name, v in Markup(table).attrs if name == "title" and v and v.startswith("<x")]
+    assert tip == [text[: render.TOOLTIP_MAX_CHARS] + f" … {BIG - render.TOOLTIP_MAX_CHARS:,} more characters"]
+    card = render.event_html(delta)
+    assert len(card) < len(render.STYLE) + render.EVENT_TEXT_MAX_CHARS + 3_000
+    assert f"{BIG - render.EVENT_TEXT_MAX_CHARS:,} more characters" in card
+    detail = render.event_detail_html(delta)
+    assert render.DETAIL_MAX_CHARS < len(detail) < len(render.STYLE) + render.DETAIL_MAX_CHARS + 10_000
+    assert "more characters" in detail and "&quot;type&quot;:&quot;" not in detail  # readable JSON
+    assert "&quot;type&quot;: &quot;turn_activity&quot;" in detail
+    small = render.event_detail_html(delta, max_chars=100)
+    assert len(small) < len(render.STYLE) + render.EVENT_TEXT_MAX_CHARS + 3_000
+    with pytest.raises(ValueError, match="max_chars"):
+        render.event_detail_html(delta, max_chars=0)
+    assert len(render.plain_text(delta)) < 200
+
+
+def test_every_renderer_bounds_ids_cursors_lists_and_numbers():
+    long_id = "i" * 100_000
+    cursor = SessionCursor("lashsc1:1:2:" + long_id)
+    ids = tuple(f"b{i}" for i in range(10_000))
+    events = [
+        SessionObservationEvent(long_id, SessionRevision(1), cursor, QueueChanged(SessionQueueEventKind.ENQUEUED, ids)),
+        SessionObservationEvent("s", SessionRevision(1), SessionCursor("lashsc1:1:3:s"), AgentFrameSwitched(long_id)),
+    ]
+    limit = 40_000  # a few KB of markup per value at most, whatever the value
+    for markup in (
+        render.event_html(events[0]),
+        render.event_html(events[1]),
+        render.events_table_html(events, columns=COLUMNS),
+        render.cursor_html(cursor),
+        render.gap_html(LiveReplayGap(long_id, cursor, cursor, SessionRevision(1), LiveReplayGapReason.TRIMMED)),
+        render.gap_log_html([("A" * 10_000, LiveReplayGap("s", cursor, cursor, SessionRevision(1), LiveReplayGapReason.TRIMMED))], total=1),
+        render.observation_html(SessionObservation(make_view(long_id, long_id), cursor)),
+        render.batch_html(make_batch(long_id, long_id, source_key=long_id)),
+        render.processes_html([type("P", (), {"process_id": long_id, "status": long_id})()] * 10_000),
+        render.error_html(RuntimeError(long_id)),
+        render.cancel_log_html([(long_id, "cancelled")] * 20, total=5_000, errors=[ValueError(long_id)] * 3, last=long_id),
+        render.clients_html([(long_id, True, cursor, 10**30, 2, 3, None)]),
+    ):
+        assert len(markup) < len(render.STYLE) + limit, len(markup)
+        assert "more characters" in markup or "more ids" in markup
+        assert_safe(markup)
+    assert f"{len(ids) - render.IDS_MAX_SHOWN:,} more ids" in render.event_html(events[0])
+    assert "4980 earlier cancels not shown" in render.cancel_log_html([("b", "cancelled")] * 20, total=5_000)
+    many = QueuedWorkBatch(
+        batch_id="b", session_id="s", enqueue_seq=1, source_key=None,
+        delivery_policy=DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, slot_policy=SlotPolicy.EXCLUSIVE,
+        merge_key=MergeKey.NEVER, available_at_ms=0, enqueued_at_ms=1_750_000_000_000,
+        items=[QueuedWorkItem(f"b:item:{i}", TurnInput.text("t")) for i in range(1_000)],
+    )
+    markup = render.batch_html(many)
+    assert markup.count("b:item:") == render.BATCH_MAX_ITEMS and "980 more items" in markup
+    assert len(render.plain_text(events[0])) < 300 and len(repr(Rich(events[1]))) < 300
+
+
+def test_text_helpers_never_raise_and_print_numbers_past_the_digit_limit():
+    class Hostile:
+        def __str__(self):
+            raise RuntimeError("no str")
+
+        def __repr__(self):
+            return "<Hostile <b>>"
+
+    assert render.escape(Hostile()) == "&lt;Hostile &lt;b&gt;&gt;"
+    assert render.escape(10**5000).startswith("&lt;int of 16610 bits")
+    assert render.clip(10**5000, 10) == "<int of 16 … 9 more characters"
+    assert render.clip_html(deep_list(), 50).startswith("[[[[")
+    assert render.error_text(RuntimeError("x" * 5_000), 10) == "RuntimeError: xxxxxxxxxx … 4,990 more characters"
+
+    class Mute(Exception):
+        def __str__(self):
+            raise ValueError("nope")
+
+    assert "Mute.__str__ failed" in render.error_text(Mute())
+    assert "Mute.__str__ failed" in render.error_html(Mute())

@@ -425,7 +425,7 @@ async def test_exclusive_head_is_claimed_alone(h):
     assert labels_of(await h.claim()) == ["a"]
 
 
-async def test_fencing_token_is_head_counter_plus_one_and_every_claimed_counter_rises(h):
+async def test_fencing_token_is_max_counter_plus_one_and_every_claimed_counter_takes_it(h):
     a = await h.add("a")
     await h.add("b")
     c1 = await h.claim(max_batches=1)
@@ -434,32 +434,83 @@ async def test_fencing_token_is_head_counter_plus_one_and_every_claimed_counter_
     assert h.view() == [("a", "pending", 1, None), ("b", "pending", 0, None)]
     c2 = await h.claim(max_batches=2)
     assert (labels_of(c2), c2.fencing_token) == (["a", "b"], 2)
-    assert h.view() == [("a", "claimed", 2, c2.claim_id), ("b", "claimed", 1, c2.claim_id)]
+    assert h.view() == [("a", "claimed", 2, c2.claim_id), ("b", "claimed", 2, c2.claim_id)]
     h.advance(100)  # c2's lease expires; re-claims always carry a larger token
     c3 = await h.claim(max_batches=2)
     assert (labels_of(c3), c3.fencing_token) == (["a", "b"], 3)
-    assert h.view() == [("a", "claimed", 3, c3.claim_id), ("b", "claimed", 2, c3.claim_id)]
+    assert h.view() == [("a", "claimed", 3, c3.claim_id), ("b", "claimed", 3, c3.claim_id)]
     h.advance(100)
     assert await h.store.cancel_queued_work_batch("s1", a.batch_id) == a
-    c4 = await h.claim()  # b is the head now: its own counter decides
-    assert (labels_of(c4), c4.fencing_token) == (["b"], 3)
-    assert h.view() == [("b", "claimed", 3, c4.claim_id)]
+    c4 = await h.claim()  # b is the head now, alone
+    assert (labels_of(c4), c4.fencing_token) == (["b"], 4)
+    assert h.view() == [("b", "claimed", 4, c4.claim_id)]
 
 
-async def test_fencing_token_follows_the_head_even_when_a_follower_counted_more(h):
-    await h.add("a")
-    await h.add("b")
+async def test_group_token_exceeds_every_token_a_follower_already_had(h):
+    """The hardening issue's case: the head's counter alone gave [A, B] token 2 after B had 5."""
+    await h.add("A")
+    await h.add("B")
     ca = await h.claim(max_batches=1)
-    cb = await h.claim(max_batches=1)  # a is leased, so b heads its own claim
-    await h.store.abandon_queued_work_claim(cb)
-    cb2 = await h.claim(max_batches=1)
-    assert (labels_of(cb2), cb2.fencing_token) == (["b"], 2)
+    assert (labels_of(ca), ca.fencing_token) == (["A"], 1)
+    for expected in range(1, 6):  # A is leased, so B heads its own claim each time
+        cb = await h.claim(max_batches=1, owner=f"b{expected}")
+        assert (labels_of(cb), cb.fencing_token) == (["B"], expected)
+        await h.store.abandon_queued_work_claim(cb)
     await h.store.abandon_queued_work_claim(ca)
-    await h.store.abandon_queued_work_claim(cb2)
-    assert h.view() == [("a", "pending", 1, None), ("b", "pending", 2, None)]
-    both = await h.claim()
-    assert (labels_of(both), both.fencing_token) == (["a", "b"], 2)
-    assert h.view() == [("a", "claimed", 2, both.claim_id), ("b", "claimed", 3, both.claim_id)]
+    assert h.view() == [("A", "pending", 1, None), ("B", "pending", 5, None)]
+    both = await h.claim(max_batches=2)
+    assert (labels_of(both), both.fencing_token) == (["A", "B"], 6)
+    assert h.view() == [("A", "claimed", 6, both.claim_id), ("B", "claimed", 6, both.claim_id)]
+    h.advance(100)  # expired: the next claim of either batch goes higher still
+    again = await h.claim(max_batches=1)
+    assert (labels_of(again), again.fencing_token) == (["A"], 7)
+    assert h.view() == [
+        ("A", "claimed", 7, again.claim_id),
+        ("B", "lease_expired", 6, both.claim_id),
+    ]
+
+
+async def test_group_token_by_batch_ids_also_exceeds_the_followers_tokens(h):
+    a, b = await h.add("a"), await h.add("b")
+    ca = await h.claim(max_batches=1)
+    for _ in range(3):
+        await h.store.abandon_queued_work_claim(await h.claim(max_batches=1))  # b: 1, 2, 3
+    await h.store.abandon_queued_work_claim(ca)
+    claim = await h.store.claim_ready_queued_work_by_batch_ids(
+        "s1", "w", IDLE, 100, [a.batch_id, b.batch_id]
+    )
+    assert claim.fencing_token == 4
+    assert h.view() == [("a", "claimed", 4, claim.claim_id), ("b", "claimed", 4, claim.claim_id)]
+
+
+def test_record_refuses_a_token_that_does_not_exceed_its_counter():
+    state = QueueState()
+    batch = state.enqueue(draft("a"), now_ms=0)
+    record = state.record("s1", batch.batch_id)
+    record.claim("c1", "l1", "w", 10, 0, fencing_token=4)
+    record.release(0)
+    for token in (4, 3, 0):
+        with pytest.raises(InvalidQueuedWorkError, match=f"fencing token {token} .* last token 4"):
+            record.claim("c2", "l2", "w", 10, 0, fencing_token=token)
+        assert (record.state(0), record.fencing_counter, record.claim_id) == (
+            BatchState.PENDING,
+            4,
+            None,
+        )
+    record.claim("c3", "l3", "w", 10, 0)  # default: one more than the counter
+    assert (record.fencing_counter, record.claim_id) == (5, "c3")
+
+
+def test_a_batch_whose_counter_is_exhausted_is_not_claimed_with_a_repeated_token():
+    state = QueueState()
+    batch = state.enqueue(draft("a"), now_ms=0)
+    state.enqueue(draft("b"), now_ms=0)
+    state.record("s1", batch.batch_id).fencing_counter = 2**64 - 1  # as loaded from a row
+    before = [r.to_dict() for r in state.records("s1")]
+    with pytest.raises(InvalidQueuedWorkError, match="every fencing token up to 2\\*\\*64-1"):
+        state.claim_ready("s1", "w", IDLE, 10, 2, now_ms=0)
+    assert [r.to_dict() for r in state.records("s1")] == before
+    assert state.cancel("s1", batch.batch_id, now_ms=0) == batch  # it can still be removed
 
 
 # --- claim by batch ids -------------------------------------------------------------------------
@@ -490,7 +541,7 @@ async def test_claim_by_batch_ids_mismatch_claims_then_abandons(h):
         "s1", "w", IDLE, 100, [b.batch_id, a.batch_id]
     )
     assert wrong_order is None
-    assert h.view() == [("a", "pending", 2, None), ("b", "pending", 1, None)]
+    assert h.view() == [("a", "pending", 2, None), ("b", "pending", 2, None)]
     assert await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, []) is None
     assert await h.labels(pending=True) == ["a", "b"]
     claim = await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, (a.batch_id,))
@@ -558,9 +609,11 @@ async def test_renew_rejects_forged_tokens_and_bad_ttl(h):
         await h.store.renew_queued_work_claim(dataclasses.replace(claim, lease_token="forged"), 10)
     with pytest.raises(QueuedWorkClaimExpired):
         await h.store.renew_queued_work_claim(dataclasses.replace(claim, session_id="s2"), 10)
-    with pytest.raises(InvalidQueuedWorkError, match="lease_ttl_ms must be an int in 1"):
-        await h.store.renew_queued_work_claim(claim, 0)
+    for ttl in (-1, 1.5, True, None, "10", 2**64):
+        with pytest.raises(InvalidQueuedWorkError, match="lease_ttl_ms must be an int in 0"):
+            await h.store.renew_queued_work_claim(claim, ttl)
     assert h.view() == [("a", "claimed", 1, claim.claim_id)]
+    assert h.store.state.record("s1", claim.batch_ids[0]).expires_at_ms == T0 + 100
 
 
 async def test_abandon_releases_only_what_the_claim_still_holds(h):
@@ -656,12 +709,25 @@ async def test_list_and_list_pending(h):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(ttl=0), "lease_ttl_ms must be an int in 1"),
-        (dict(ttl=-5), "lease_ttl_ms must be an int in 1"),
-        (dict(ttl=1.5), "lease_ttl_ms must be an int in 1"),
-        (dict(ttl=True), "lease_ttl_ms must be an int in 1"),
+        (dict(ttl=-5), "lease_ttl_ms must be an int in 0"),
+        (dict(ttl=1.5), "lease_ttl_ms must be an int in 0"),
+        (dict(ttl=True), "lease_ttl_ms must be an int in 0"),
+        (dict(ttl=False), "lease_ttl_ms must be an int in 0"),
+        (dict(ttl="100"), "lease_ttl_ms must be an int in 0"),
+        (dict(ttl=2**64), "lease_ttl_ms must be an int in 0"),
         (dict(max_batches=-1), "max_batches must be an int in 0"),
         (dict(max_batches=None), "max_batches must be an int in 0"),
+        (dict(max_batches=True), "max_batches must be an int in 0"),
+        (dict(max_batches=False), "max_batches must be an int in 0"),
+        (dict(max_batches=2.0), "max_batches must be an int in 0"),
+        (dict(max_batches="2"), "max_batches must be an int in 0"),
+        (dict(session=""), "session_id must be a non-empty str"),
+        (dict(session="s\ud800"), "session_id is not valid UTF-8"),
+        (dict(session=b"s1"), "session_id must be a non-empty str"),
+        (dict(session=None), "session_id must be a non-empty str"),
+        (dict(owner="w\udfff"), "owner_id is not valid UTF-8"),
+        (dict(owner=None), "owner_id must be a non-empty str"),
+        (dict(boundary=None), "boundary must be one of"),
         (dict(boundary="whenever"), "boundary must be one of"),
         (dict(owner=""), "owner_id must be a non-empty str"),
     ],
@@ -714,6 +780,355 @@ def test_pure_core_takes_time_and_ids_as_arguments():
     assert state.statistics(now_ms=16) == QueueStatistics(1, 1, 1, 0, 1, 2)
     state.complete(claim.completion(), now_ms=10_000)
     assert state.batches("s1") == []
+
+
+# --- a zero lease -------------------------------------------------------------------------------
+
+
+async def test_zero_ttl_claim_is_returned_and_expired_at_once(h):
+    """ttl 0 (accepted, as in Rust): expires_at == now, and "expires_at > now" is false at once."""
+    a = await h.add("a", slot=EXCL)
+    first = await h.claim(ttl=0, owner="w1")
+    assert first == QueuedWorkClaim(
+        session_id="s1",
+        claim_id=first.claim_id,
+        owner_id="w1",
+        lease_token=first.lease_token,
+        fencing_token=1,
+        claimed_at_epoch_ms=T0,
+        expires_at_epoch_ms=T0,
+        batches=(a,),
+    )
+    assert h.view() == [("a", "lease_expired", 1, first.claim_id)]  # held, never live
+    assert h.store.statistics() == QueueStatistics(1, 1, 1, 0, 1, 2)
+    assert await h.labels(pending=True) == ["a"]
+    # within the same millisecond another owner re-claims it, with a larger token
+    second = await h.claim(ttl=0, owner="w2")
+    assert second.batch_ids == (a.batch_id,) and second.fencing_token == 2
+    assert h.view() == [("a", "lease_expired", 2, second.claim_id)]
+    assert h.store.state.record("s1", a.batch_id).owner_id == "w2"
+    with pytest.raises(QueuedWorkClaimExpired, match=first.claim_id):
+        await h.store.complete_queued_work(first.completion())
+    with pytest.raises(QueuedWorkClaimExpired, match=first.claim_id):
+        await h.store.renew_queued_work_claim(first, 1_000)
+    assert h.view() == [("a", "lease_expired", 2, second.claim_id)]
+    assert await h.labels(pending=True) == ["a"]
+    assert await h.store.cancel_queued_work_batch("s1", a.batch_id) == a  # nothing protects it
+    assert h.view() == [] and await h.store.list_queued_work("s1") == []
+    with pytest.raises(QueuedWorkClaimExpired, match=second.claim_id):
+        await h.store.complete_queued_work(second.completion())
+
+
+async def test_zero_ttl_lease_is_still_held_by_its_claim_until_someone_reclaims(h):
+    await h.add("a")
+    await h.add("b")
+    claim = await h.claim(ttl=0)
+    assert (labels_of(claim), claim.expires_at_epoch_ms) == (["a", "b"], T0)
+    renewed = await h.store.renew_queued_work_claim(claim, 0)  # held, so renew succeeds ...
+    assert renewed == claim
+    assert [row[1] for row in h.view()] == ["lease_expired", "lease_expired"]  # ... still not live
+    h.advance(5)
+    renewed = await h.store.renew_queued_work_claim(claim, 1)
+    assert renewed.expires_at_epoch_ms == T0 + 6
+    assert [row[1] for row in h.view()] == ["claimed", "claimed"]  # live at T0+5: 6 > 5
+    assert await h.claim() is None and await h.labels(pending=True) == []
+    h.advance(1)  # at expires_at the lease is over
+    assert [row[1] for row in h.view()] == ["lease_expired", "lease_expired"]
+    await h.store.complete_queued_work(claim.completion())  # nobody re-claimed: still counts
+    assert h.view() == []
+
+
+async def test_zero_ttl_claim_by_batch_ids(h):
+    a, b = await h.add("a"), await h.add("b")
+    first = await h.store.claim_ready_queued_work_by_batch_ids(
+        "s1", "w1", IDLE, 0, [a.batch_id, b.batch_id]
+    )
+    assert (first.batch_ids, first.fencing_token, first.expires_at_epoch_ms) == (
+        (a.batch_id, b.batch_id),
+        1,
+        T0,
+    )
+    assert await h.labels(pending=True) == ["a", "b"]
+    second = await h.store.claim_ready_queued_work_by_batch_ids(
+        "s1", "w2", IDLE, 0, (a.batch_id, b.batch_id)
+    )
+    assert second.fencing_token == 2
+    assert h.view() == [
+        ("a", "lease_expired", 2, second.claim_id),
+        ("b", "lease_expired", 2, second.claim_id),
+    ]
+    with pytest.raises(QueuedWorkClaimExpired):
+        await h.store.complete_queued_work(first.completion())
+    await h.store.complete_queued_work(second.completion())
+    assert h.view() == []
+
+
+def test_zero_ttl_in_the_pure_core_next_to_a_one_ms_lease():
+    state = QueueState()
+    one = state.enqueue(draft("one", slot=EXCL), now_ms=5)
+    zero = state.enqueue(draft("zero", slot=EXCL), now_ms=5)
+    assert state.claim_ready("s1", "w", IDLE, 1, 1, now_ms=6).batch_ids == (one.batch_id,)
+    first = state.claim_ready("s1", "w", IDLE, 0, 1, now_ms=6)
+    assert (first.batch_ids, first.expires_at_epoch_ms) == ((zero.batch_id,), 6)
+    rows = [state.record("s1", b.batch_id) for b in (one, zero)]
+    assert [r.state(6) for r in rows] == [BatchState.CLAIMED, BatchState.LEASE_EXPIRED]
+    assert [r.state(7) for r in rows] == [BatchState.LEASE_EXPIRED, BatchState.LEASE_EXPIRED]
+    assert state.pending_batches("s1", now_ms=6) == [zero]
+    assert state.statistics(now_ms=6) == QueueStatistics(1, 2, 1, 1, 1, 3)
+    again = state.claim_ready("s1", "w2", IDLE, 0, 1, now_ms=6)  # the same instant: taken again
+    assert (again.batch_ids, again.fencing_token) == ((zero.batch_id,), 2)
+
+
+# --- id lists: never a bare string --------------------------------------------------------------
+
+
+def listing(h: Harness) -> tuple:
+    """Everything a refused call must leave alone: counters, and every row of both sessions."""
+    rows = {s: [r.to_dict() for r in h.store.state.records(s)] for s in ("s1", "s2")}
+    return h.store.statistics(), rows
+
+
+async def busy(h: Harness) -> tuple[QueuedWorkBatch, QueuedWorkClaim, QueuedWorkClaim]:
+    """A store with a live claim, an expired claim and pending work in two sessions."""
+    a = await h.add("a", slot=EXCL, source_key="ka")
+    await h.add("b", slot=EXCL)
+    await h.add("c")
+    await h.add("d")
+    await h.add("z", session="s2")
+    live = await h.claim(ttl=100)  # a
+    expired = await h.claim(ttl=5)  # b
+    h.advance(5)
+    assert [row[1] for row in h.view()] == ["claimed", "lease_expired", "pending", "pending"]
+    return a, expired, live
+
+
+BAD_ID_LISTS = [
+    (lambda head: head, "batch_ids must be a list or tuple of str, not a bare str"),
+    (lambda head: head.encode(), "batch_ids must be a list or tuple of str, not a bare bytes"),
+    (lambda head: bytearray(b"qwb"), "not a bare bytearray"),
+    (lambda head: memoryview(b"qwb"), "not a bare memoryview"),
+    (lambda head: [head.encode()], "batch_ids must be a list or tuple of str"),
+    (lambda head: [head, 7], "batch_ids must be a list or tuple of str"),
+    (lambda head: [None], "batch_ids must be a list or tuple of str"),
+    (lambda head: {head}, "batch_ids must be a list or tuple of str"),  # a set has no order
+    (lambda head: {head: 1}, "batch_ids must be a list or tuple of str"),
+    (lambda head: iter([head]), "batch_ids must be a list or tuple of str"),
+    (lambda head: None, "batch_ids must be a list or tuple of str"),
+    (lambda head: [""], "batch_ids\\[0\\] must be a non-empty str"),
+    (lambda head: [head, "qwb-\ud800"], "batch_ids\\[1\\] is not valid UTF-8"),
+    (lambda head: [head, head], "batch_ids names `qwb-.*` more than once"),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), BAD_ID_LISTS)
+async def test_claim_by_batch_ids_refuses_bad_id_lists_and_changes_nothing(h, make, message):
+    await busy(h)
+    head = (await h.store.list_pending_queued_work("s1"))[0].batch_id
+    before = listing(h)
+    with pytest.raises(InvalidQueuedWorkError, match=message):
+        await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, make(head))
+    assert listing(h) == before  # not even the claim-then-abandon of a mismatch
+    # the same id, as a one-element list, is claimed
+    claim = await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, [head])
+    assert claim is not None and claim.batch_ids == (head,)
+
+
+@pytest.mark.parametrize(("make", "message"), BAD_ID_LISTS)
+async def test_completion_refuses_bad_id_lists(h, make, message):
+    *_, live = await busy(h)
+    before = listing(h)
+    with pytest.raises(InvalidQueuedWorkError, match=message):
+        QueuedWorkCompletion("s1", live.claim_id, live.lease_token, make(live.batch_ids[0]))
+    with pytest.raises(InvalidQueuedWorkError, match=message):
+        dataclasses.replace(live.completion(), batch_ids=make(live.batch_ids[0]))
+    assert listing(h) == before
+
+
+def _batch(batch_id: str = "b", items=None) -> QueuedWorkBatch:
+    items = [QueuedWorkItem(f"{batch_id}:item:0", TurnInput.text("x"))] if items is None else items
+    return QueuedWorkBatch(batch_id, "s", 1, None, ESB, JOIN, MergeKey.NEVER, 0, 0, items)
+
+
+def test_from_dict_refuses_a_string_where_a_list_belongs():
+    batch = _batch()
+    claim = QueuedWorkClaim("s", "c", "w", "l", 1, 0, 10, [batch])
+    d, b, c, done = draft("a").to_dict(), batch.to_dict(), claim.to_dict(), claim.completion()
+    cases = [
+        (QueuedWorkBatchDraft, {**d, "payloads": "ab"}, "payloads must be a list, not str"),
+        (QueuedWorkBatchDraft, {**d, "payloads": ""}, "payloads must be a list, not str"),
+        (QueuedWorkBatchDraft, {**d, "payloads": {"type": "text"}}, "payloads must be a list"),
+        (QueuedWorkBatch, {**b, "items": ""}, "items must be a list, not str"),  # was: no items
+        (QueuedWorkBatch, {**b, "items": b["items"][0]}, "items must be a list, not dict"),
+        (QueuedWorkClaim, {**c, "batches": ""}, "batches must be a list, not str"),
+        (QueuedWorkClaim, {**c, "batches": "bb"}, "batches must be a list, not str"),
+        (QueuedWorkCompletion, {**done.to_dict(), "batch_ids": "b"}, "not a bare str"),
+        (QueuedWorkCompletion, {**done.to_dict(), "batch_ids": ["b", "b"]}, "more than once"),
+    ]
+    for cls, data, message in cases:
+        with pytest.raises(InvalidQueuedWorkError, match=message):
+            cls.from_dict(data)
+
+
+def test_values_refuse_bare_strings_for_their_lists():
+    for payloads in ("hello", b"hello", "", bytearray(b"h")):
+        with pytest.raises(InvalidQueuedWorkError, match="payloads must .* TurnInput, not a bare"):
+            QueuedWorkBatchDraft("s", ESB, JOIN, payloads)
+    with pytest.raises(InvalidQueuedWorkError, match="items must .* QueuedWorkItem, not a bare"):
+        _batch(items="b:item:0")
+    with pytest.raises(InvalidQueuedWorkError, match="batches must .* QueuedWorkBatch, not a bare"):
+        QueuedWorkClaim("s", "c", "w", "l", 1, 0, 10, "b")
+    batch = _batch()
+    with pytest.raises(InvalidQueuedWorkError, match="batch ids names `b` more than once"):
+        QueuedWorkClaim("s", "c", "w", "l", 1, 0, 10, [batch, batch])  # completion() would be bad
+
+
+# --- every store operation checks its arguments before it changes anything ----------------------
+
+
+def _bad_calls(s: InMemoryQueueStore, a, expired, live):
+    """(call, message) for every public store method; each must raise and leave the store alone."""
+    claim, by_ids = s.claim_ready_queued_work, s.claim_ready_queued_work_by_batch_ids
+    ok = [live.batch_ids[0]]
+    calls = [(lambda: s.enqueue_queued_work("s1"), "expected a QueuedWorkBatchDraft, not str")]
+    for session, msg in [
+        ("", "session_id must be a non-empty str"),
+        ("s\ud800", "session_id is not valid UTF-8"),
+        (None, "session_id must be a non-empty str"),
+        (b"s1", "session_id must be a non-empty str"),
+    ]:
+        calls += [
+            (lambda v=session: claim(v, "w", IDLE, 100, 3), msg),
+            (lambda v=session: by_ids(v, "w", IDLE, 100, ok), msg),
+            (lambda v=session: s.cancel_queued_work_batch(v, a.batch_id), msg),
+            (lambda v=session: s.list_queued_work(v), msg),
+            (lambda v=session: s.list_pending_queued_work(v), msg),
+        ]
+    for owner, msg in [
+        ("", "owner_id must be a non-empty str"),
+        ("w\udc80", "owner_id is not valid UTF-8"),
+        (7, "owner_id must be a non-empty str"),
+    ]:
+        calls += [
+            (lambda v=owner: claim("s1", v, IDLE, 100, 3), msg),
+            (lambda v=owner: by_ids("s1", v, IDLE, 100, ok), msg),
+        ]
+    for ttl in (-1, True, False, 1.0, "5", None, 2**64):
+        msg = "lease_ttl_ms must be an int in 0"
+        calls += [
+            (lambda v=ttl: claim("s1", "w", IDLE, v, 3), msg),
+            (lambda v=ttl: by_ids("s1", "w", IDLE, v, ok), msg),
+            (lambda v=ttl: s.renew_queued_work_claim(expired, v), msg),
+            (lambda v=ttl: s.renew_queued_work_claim(live, v), msg),
+        ]
+    for max_batches in (-1, True, False, 2.0, 1.5, "2", None, 2**64):
+        msg = "max_batches must be an int in 0"
+        calls.append((lambda v=max_batches: claim("s1", "w", IDLE, 100, v), msg))
+    for boundary in ("soon", None, 0):
+        calls += [
+            (lambda v=boundary: claim("s1", "w", v, 100, 3), "boundary must be"),
+            (lambda v=boundary: by_ids("s1", "w", v, 100, ok), "boundary must be"),
+        ]
+    for batch_id, msg in [
+        ("", "batch_id must be a non-empty str"),
+        ("qwb-\ud800", "batch_id is not valid UTF-8"),
+        (b"qwb", "batch_id must be a non-empty str"),
+        ([a.batch_id], "batch_id must be a non-empty str"),
+    ]:
+        calls.append((lambda v=batch_id: s.cancel_queued_work_batch("s1", v), msg))
+    calls += [
+        (lambda: s.renew_queued_work_claim(live.completion(), 9), "claim must be a QueuedWork"),
+        (lambda: s.abandon_queued_work_claim(live.to_dict()), "claim must be a QueuedWorkClaim"),
+        (lambda: s.complete_queued_work(live), "completion must be a QueuedWorkCompletion"),
+        (lambda: s.complete_queued_work(None), "completion must be a QueuedWorkCompletion"),
+    ]
+    return calls
+
+
+async def test_every_store_operation_refuses_bad_arguments_and_changes_nothing(h):
+    a, expired, live = await busy(h)
+    before = listing(h)
+    for call, message in _bad_calls(h.store, a, expired, live):
+        with pytest.raises(InvalidQueuedWorkError, match=message):
+            await call()
+        assert listing(h) == before, message
+    # and the store still works: the expired claim is renewed, the live one completed
+    await h.store.renew_queued_work_claim(expired, 0)
+    await h.store.complete_queued_work(live.completion())
+    assert listing(h) != before
+
+
+def test_every_core_operation_refuses_a_bad_now_and_changes_nothing():
+    state = QueueState()
+    a = state.enqueue(draft("a", source_key="k", slot=EXCL), now_ms=0)
+    state.enqueue(draft("b", slot=EXCL), now_ms=0)
+    state.enqueue(draft("c"), now_ms=0)
+    live = state.claim_ready("s1", "w", IDLE, 100, 1, now_ms=0)
+    expired = state.claim_ready("s1", "w", IDLE, 5, 1, now_ms=0)
+
+    def snapshot():
+        return state.statistics(6), [r.to_dict() for r in state.records("s1")]
+
+    before = snapshot()
+    assert before[0] == QueueStatistics(1, 3, 2, 1, 1, 4)
+    for now in (None, -1, 1.5, True, "6", 2**64):
+        calls = [
+            lambda: state.enqueue(draft("c"), now),
+            lambda: state.claim_ready("s1", "w", IDLE, 100, 2, now),
+            lambda: state.claim_ready_by_batch_ids("s1", "w", IDLE, 100, [a.batch_id], now),
+            lambda: state.renew(live, 100, now),
+            lambda: state.abandon(live, now),
+            lambda: state.abandon(expired, now),
+            lambda: state.complete(live.completion(), now),
+            lambda: state.cancel("s1", a.batch_id, now),
+            lambda: state.pending_batches("s1", now),
+            lambda: state.statistics(now),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidQueuedWorkError, match="now_ms must be an int in 0"):
+                call()
+            assert snapshot() == before
+    record = state.record("s1", live.batch_ids[0])
+    for move in (
+        lambda: record.renew(50, None),
+        lambda: record.release("5"),
+        lambda: record.complete(-1),
+    ):
+        with pytest.raises(InvalidQueuedWorkError, match="now_ms"):
+            move()
+        assert snapshot() == before
+
+
+def test_bad_ids_from_an_injected_id_source_change_nothing():
+    made = iter(["qwb-1", "qwb-2", "", "qwl-x", "qwc-3", "qwl-3"])
+    state = QueueState(new_id=lambda prefix: next(made))
+    state.enqueue(draft("a"), now_ms=0)
+    state.enqueue(draft("b"), now_ms=0)
+    before = [r.to_dict() for r in state.records("s1")]
+    with pytest.raises(InvalidQueuedWorkError, match="claim_id must be a non-empty str"):
+        state.claim_ready("s1", "w", IDLE, 100, 2, now_ms=0)
+    assert [r.to_dict() for r in state.records("s1")] == before  # no half-made lease
+    claim = state.claim_ready("s1", "w", IDLE, 100, 2, now_ms=0)
+    assert (claim.claim_id, claim.lease_token, claim.fencing_token) == ("qwc-3", "qwl-3", 1)
+
+
+def test_batch_record_claim_validates_before_it_changes_anything():
+    state = QueueState()
+    batch = state.enqueue(draft("a"), now_ms=0)
+    record = state.record("s1", batch.batch_id)
+    before = _record_fields(record)
+    for args, message in [
+        (("", "l", "w", 10, 0), "claim_id"),
+        (("c", None, "w", 10, 0), "lease_token"),
+        (("c", "l", "w\ud800", 10, 0), "owner_id"),
+        (("c", "l", "w", -1, 0), "expires_at_ms"),
+        (("c", "l", "w", 10, None), "now_ms"),
+    ]:
+        with pytest.raises(InvalidQueuedWorkError, match=message):
+            record.claim(*args)
+        assert _record_fields(record) == before
+    with pytest.raises(InvalidQueuedWorkError, match="fencing_token"):
+        record.claim("c", "l", "w", 10, 0, fencing_token=True)
+    assert _record_fields(record) == before
 
 
 # --- lifecycle table ----------------------------------------------------------------------------
@@ -845,7 +1260,13 @@ class ModelBatch:
 
 
 class QueueMachine(RuleBasedStateMachine):
-    """The store against a deliberately naive model: one flat list, linear scans, no state table."""
+    """The store against a deliberately naive model: one flat list, linear scans, no state table.
+
+    Besides the model, ``tokens`` keeps every fencing token handed out for each batch, returned
+    claims and the hidden ones of a mismatched by-ids claim alike, and checks on each claim that
+    the new token is larger than all of them (the token never goes backwards, whatever the mix of
+    single and group claims, zero and non-zero ttls, abandons, expiries and renewals).
+    """
 
     SESSIONS = ("s1", "s2")
 
@@ -858,6 +1279,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.claims: list[QueuedWorkClaim] = []
         self.known_ids: list[str] = []
         self.counter = 0
+        self.tokens: dict[str, list[int]] = {}  # batch id -> every fencing token it was given
 
     def session_batches(self, session: str) -> list[ModelBatch]:
         return sorted((b for b in self.model if b.session == session), key=lambda b: b.seq)
@@ -897,9 +1319,12 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(
         session=st.sampled_from(SESSIONS),
-        delivery=st.sampled_from(list(DeliveryPolicy)),
-        slot=st.sampled_from(list(SlotPolicy)),
-        merge=st.sampled_from([MergeKey.NEVER, MergeKey.PAYLOAD_DEFAULT, MergeKey.group("g")]),
+        # weighted towards batches that gather, so group claims (and their fencing) are common
+        delivery=st.sampled_from([ESB, ESB, ESB, ACTC]),
+        slot=st.sampled_from([JOIN, JOIN, JOIN, EXCL]),
+        merge=st.sampled_from(
+            [MergeKey.NEVER, MergeKey.NEVER, MergeKey.PAYLOAD_DEFAULT, MergeKey.group("g")]
+        ),
         delay=st.sampled_from([0, 0, 0, -3, 4, 12]),  # mostly available at once
         source_key=st.one_of(st.none(), st.sampled_from(["k1", "k2", "k3"])),
         count=st.integers(1, 2),
@@ -946,21 +1371,35 @@ class QueueMachine(RuleBasedStateMachine):
         )
         self.known_ids.append(batch.batch_id)
 
+    @rule(session=st.sampled_from(SESSIONS), count=st.integers(2, 3))
+    def enqueue_joinable(self, session, count):
+        """A run of batches that gather with each other (and with other default join batches)."""
+        for _ in range(count):
+            self.enqueue(session, ESB, JOIN, MergeKey.NEVER, 0, None, 1)
+
+    def issue_token(self, group: list[ModelBatch], token: int) -> None:
+        for b in group:
+            history = self.tokens.setdefault(b.batch_id, [])
+            assert all(token > earlier for earlier in history), (b.batch_id, history, token)
+            history.append(token)
+            b.fencing = token
+
     def apply_claim(self, claim: QueuedWorkClaim, group: list[ModelBatch], ttl: int) -> None:
         assert claim.batch_ids == tuple(b.batch_id for b in group)
-        assert claim.fencing_token == group[0].fencing + 1
+        expected_token = max(b.fencing for b in group) + 1
+        self.issue_token(group, claim.fencing_token)  # larger than every earlier token: checked
+        assert claim.fencing_token == expected_token  # and exactly the old maximum plus one
         assert (claim.claimed_at_epoch_ms, claim.expires_at_epoch_ms) == (self.now, self.now + ttl)
         assert all(claim.claim_id not in (c.claim_id, c.lease_token) for c in self.claims)
         for b in group:
-            b.fencing += 1
             b.holder = (claim.claim_id, claim.lease_token)
             b.expires = self.now + ttl
 
     @rule(
         session=st.sampled_from(SESSIONS),
         boundary=st.sampled_from(list(QueuedWorkClaimBoundary)),
-        ttl=st.integers(1, 20),
-        max_batches=st.integers(0, 4),
+        ttl=st.sampled_from([0, 0, 1, 5, 20, 1_000]),  # expired at once ... held for long
+        max_batches=st.sampled_from([0, 1, 1, 2, 3]),
     )
     def claim(self, session, boundary, ttl, max_batches):
         group = self.expected_group(session, boundary, max_batches)
@@ -974,7 +1413,7 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(
         session=st.sampled_from(SESSIONS),
         boundary=st.sampled_from(list(QueuedWorkClaimBoundary)),
-        ttl=st.integers(1, 20),
+        ttl=st.sampled_from([0, 0, 1, 5, 20]),
         exact=st.booleans(),
         data=st.data(),
     )
@@ -998,12 +1437,13 @@ class QueueMachine(RuleBasedStateMachine):
             self.claims.append(claim)
             return
         assert claim is None
-        for b in group:  # claimed, then abandoned
-            b.fencing += 1
+        if group:  # claimed, then abandoned: the hidden claim's token counts too
+            self.issue_token(group, max(b.fencing for b in group) + 1)
+        for b in group:
             b.holder, b.expires = None, 0
 
     @precondition(lambda self: self.claims)
-    @rule(index=st.integers(0, 1_000), ttl=st.integers(1, 20), forge=st.booleans())
+    @rule(index=st.integers(0, 1_000), ttl=st.sampled_from([0, 1, 5, 20]), forge=st.booleans())
     def renew(self, index, ttl, forge):
         claim = self.claims[index % len(self.claims)]
         if forge:
@@ -1019,7 +1459,7 @@ class QueueMachine(RuleBasedStateMachine):
                 run(self.store.renew_queued_work_claim(claim, ttl))
 
     @precondition(lambda self: self.claims)
-    @rule(index=st.integers(0, 1_000))
+    @rule(index=st.one_of(st.just(-1), st.integers(0, 1_000)))  # -1: the latest claim
     def abandon(self, index):
         claim = self.claims[index % len(self.claims)]
         run(self.store.abandon_queued_work_claim(claim))
@@ -1070,6 +1510,8 @@ class QueueMachine(RuleBasedStateMachine):
             assert [(r.fencing_counter, r.claim_id) for r in records] == [
                 (b.fencing, b.holder and b.holder[0]) for b in expected
             ]
+            for b in expected:  # the counter is the last token issued for the batch
+                assert b.fencing == self.tokens.get(b.batch_id, [0])[-1]
         live = sum(b.live(self.now) for b in self.model)
         expired = sum(b.holder is not None and not b.live(self.now) for b in self.model)
         assert self.store.statistics() == QueueStatistics(

@@ -1,7 +1,10 @@
 """Scenarios for every rule of the live replay store (spec section 3), plus a stateful model."""
 
 import asyncio
+import collections
 import datetime
+import gc
+import inspect
 
 import pytest
 from hypothesis import settings, strategies as st
@@ -9,6 +12,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from lash_core._cursor import SessionCursor
 from lash_core._errors import (
+    InvalidObservationError,
+    LiveReplayStoreError,
     LiveReplayStoreFailure,
     MalformedCursorError,
     ReplayClosed,
@@ -17,12 +22,14 @@ from lash_core._errors import (
 from lash_core._events import AssistantProseDelta, TurnActivity, TurnActivityPayload
 from lash_core._gap import LiveReplayGapReason
 from lash_core._replay import (
+    MAX_FORGOTTEN_SESSIONS,
     Gap,
     InMemoryLiveReplayStore,
     InMemoryLiveReplayStoreConfig,
     LiveReplayStore,
     Replayed,
     Subscribed,
+    _COMPACT_SLACK,
 )
 
 TRIMMED = LiveReplayGapReason.TRIMMED
@@ -175,13 +182,14 @@ def test_malformed_cursor_raises_typed_error():
 
 def test_append_validates_arguments():
     s, _ = store()
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidObservationError, match="non-empty"):
         s.append("", 0, delta("a"))
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidObservationError, match="payload must be an EventPayload, not str"):
         s.append("s", 0, "not a payload")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidObservationError, match="revision out of range"):
         s.append("s", -1, delta("a"))
     assert s.statistics("s").tail_position == 0  # nothing half-appended
+    assert s.statistics().sessions == 0  # and no log opened for the refused calls
 
 
 def test_large_buffers_compact_without_losing_positions():
@@ -380,8 +388,13 @@ async def test_32_concurrent_producers_and_subscribers_lose_nothing_silently():
 
 
 class ReplayModel(RuleBasedStateMachine):
-    """The store against a naive model: every event kept forever with its time; retention and
-    gaps recomputed from scratch by filtering."""
+    """The store against a naive model: every event ever appended kept with its time; retention,
+    forgetting and gaps recomputed from scratch. The tombstone map is made tiny so that the
+    store-wide floor rises within a run.
+
+    Beyond matching the model exactly, every replay checks the property the rules exist for: a
+    ``Replayed`` answer holds exactly the session's events after the cursor, over its whole
+    history (a cursor from before a forgetting never silently replays other events)."""
 
     SESSIONS = ("a", "b:c", "ü")
 
@@ -389,76 +402,141 @@ class ReplayModel(RuleBasedStateMachine):
         n=st.integers(min_value=0, max_value=6),
         age=st.sampled_from([0.0, 1.0, 2.5, 10.0]),
         backlog=st.integers(min_value=1, max_value=6),
+        max_forgotten=st.integers(min_value=1, max_value=3),
     )
-    def setup(self, n, age, backlog):
+    def setup(self, n, age, backlog, max_forgotten):
         self.clock = Clock()
         self.store = InMemoryLiveReplayStore.with_bounds(
             n, age, clock=self.clock, subscriber_backlog=backlog
         )
-        self.n, self.age, self.backlog = n, age, backlog
-        self.log = {s: [] for s in self.SESSIONS}  # (position, time, text)
-        self.first = {s: 1 for s in self.SESSIONS}  # model's first retained position
-        self.known = set()
-        self.subs = []  # (session, store subscription, expected replay list, next live position)
+        self.store._max_forgotten = max_forgotten
+        self.n, self.age, self.backlog, self.max_forgotten = n, age, backlog, max_forgotten
+        self.history = {s: [] for s in self.SESSIONS}  # (position, time, text), never dropped
+        self.logs = {}  # live sessions: {"tail", "first", "evicted"}
+        self.tombs = collections.OrderedDict()  # forgotten: session -> (tail, evicted)
+        self.floor = 0
+        self.seen = {s: {0} for s in self.SESSIONS}  # positions of cursors handed out
+        self.subs = []  # [session, subscription, expected replay list, next live position]
         self.counter = 0
 
+    # -- the reference ---------------------------------------------------------------------------
+
+    def _tail(self, sid):
+        if sid in self.logs:
+            return self.logs[sid]["tail"]
+        if sid in self.tombs:
+            return self.tombs[sid][0]
+        return self.floor
+
+    def _open(self, sid):
+        tail, evicted = self.tombs.pop(sid) if sid in self.tombs else (self.floor, 0)
+        self.logs[sid] = {"tail": tail, "first": tail + 1, "evicted": evicted}
+
     def _trim(self, sid):
-        log = self.log[sid]
-        tail = len(log)
-        first = max(self.first[sid], tail - self.n + 1)
-        while first <= tail and self.clock.now - log[first - 1][1] > self.age:
+        log = self.logs[sid]
+        tail = log["tail"]
+        first = max(log["first"], tail - self.n + 1)
+        stamp = {pos: t for (pos, t, _) in self.history[sid]}
+        while first <= tail and self.clock.now - stamp[first] > self.age:
             first += 1
-        self.first[sid] = first
+        log["evicted"] += first - log["first"]
+        log["first"] = first
+
+    def _subscribed(self, sid):
+        return any(entry[0] == sid for entry in self.subs)
+
+    def _settle(self, sid):
+        log = self.logs.get(sid)
+        if log is not None and log["first"] > log["tail"] and not self._subscribed(sid):
+            del self.logs[sid]
+            if log["tail"] > self.floor:
+                self.tombs[sid] = (log["tail"], log["evicted"])
+                while len(self.tombs) > self.max_forgotten:
+                    _, (tail, _) = self.tombs.popitem(last=False)
+                    self.floor = max(self.floor, tail)
 
     def _expected(self, sid, p):
-        if sid not in self.known:
-            return Gap(UNAVAILABLE) if p > 0 else []
-        self._trim(sid)
-        tail, first = len(self.log[sid]), self.first[sid]
+        """What a replay or subscribe answers (applying retention, as the store does)."""
+        if sid in self.logs:
+            self._trim(sid)
+            tail, first = self.logs[sid]["tail"], self.logs[sid]["first"]
+        else:
+            tail = self._tail(sid)
+            first = tail + 1
         if p > tail:
             return Gap(UNAVAILABLE)
-        if first > tail:
-            return Gap(TRIMMED) if p < tail else []
         if p + 1 < first:
             return Gap(TRIMMED)
-        return [t for (pos, _, t) in self.log[sid] if pos > p and pos >= first]
+        return [t for (pos, _, t) in self.history[sid] if pos > p]
+
+    def _cursor_position(self, sid, back, pick):
+        if pick is None:
+            return max(0, self._tail(sid) - back)
+        seen = sorted(self.seen[sid])
+        return seen[pick % len(seen)]
+
+    # -- rules -----------------------------------------------------------------------------------
 
     @rule(sid=st.sampled_from(SESSIONS))
     def append(self, sid):
         self.counter += 1
         text = f"e{self.counter}"
+        expected = self._tail(sid) + 1
         event = self.store.append(sid, 0, delta(text))
-        self.known.add(sid)
-        self.log[sid].append((len(self.log[sid]) + 1, self.clock.now, text))
+        position = event.cursor.parse().live_position
+        assert position == expected
+        assert all(pos < position for (pos, _, _) in self.history[sid])  # never reused
+        if sid not in self.logs:
+            self._open(sid)
+        self.history[sid].append((position, self.clock.now, text))
+        self.logs[sid]["tail"] = position
         self._trim(sid)
-        assert event.cursor.parse().live_position == len(self.log[sid])
+        self._settle(sid)
+        self.seen[sid].add(position)
+        if sid in self.logs and not self._subscribed(sid):
+            # without subscribers the list holds retention's window and a bounded dead head
+            stats = self.store.statistics(sid)
+            assert stats.held_events <= 2 * stats.retained_events + _COMPACT_SLACK
 
     @rule(dt=st.sampled_from([0.5, 1.0, 3.0]))
     def advance(self, dt):
         self.clock.now += dt
 
-    @rule(sid=st.sampled_from(SESSIONS), back=st.integers(min_value=-2, max_value=8))
-    def replay(self, sid, back):
-        p = max(0, len(self.log[sid]) - back)
+    @rule(
+        sid=st.sampled_from(SESSIONS),
+        back=st.integers(min_value=-2, max_value=8),
+        pick=st.none() | st.integers(min_value=0, max_value=50),
+    )
+    def replay(self, sid, back, pick):
+        p = self._cursor_position(sid, back, pick)
         result = self.store.replay_after_cursor(SessionCursor.new(sid, 0, p))
         expected = self._expected(sid, p)
+        self._settle(sid)
         if isinstance(expected, Gap):
             assert result == expected
         else:
             assert isinstance(result, Replayed)
             assert texts(result.events) == expected
+            # the property: exactly the session's whole history after the cursor
+            assert texts(result.events) == [t for (pos, _, t) in self.history[sid] if pos > p]
 
-    @rule(sid=st.sampled_from(SESSIONS), back=st.integers(min_value=-1, max_value=6))
-    def subscribe(self, sid, back):
-        p = max(0, len(self.log[sid]) - back)
+    @rule(
+        sid=st.sampled_from(SESSIONS),
+        back=st.integers(min_value=-1, max_value=6),
+        pick=st.none() | st.integers(min_value=0, max_value=50),
+    )
+    def subscribe(self, sid, back, pick):
+        p = self._cursor_position(sid, back, pick)
         expected = self._expected(sid, p)
         result = self.store.subscribe_after_cursor(SessionCursor.new(sid, 0, p))
         if isinstance(expected, Gap):
             assert result == expected
+            self._settle(sid)
             return
         assert isinstance(result, Subscribed)
-        self.known.add(sid)
-        self.subs.append([sid, result.subscription, list(expected), len(self.log[sid]) + 1])
+        if sid not in self.logs:
+            self._open(sid)
+        self.subs.append([sid, result.subscription, list(expected), self._tail(sid) + 1])
 
     @precondition(lambda self: self.subs)
     @rule(i=st.integers(min_value=0, max_value=50))
@@ -476,40 +554,80 @@ class ReplayModel(RuleBasedStateMachine):
                 break
             got.append(event.payload.activity.event.text)
         expected = list(replay)
-        tail = len(self.log[sid])
+        tail = self._tail(sid)  # a subscribed session is live: never forgotten under a reader
         if nxt <= tail:
             oldest = max(tail - self.backlog + 1, 1)
             if nxt < oldest:
                 expected.append(f"lag{oldest - nxt}")
                 nxt = oldest
-            expected += [t for (pos, _, t) in self.log[sid] if pos >= nxt]
+            expected += [t for (pos, _, t) in self.history[sid] if pos >= nxt]
         assert got == expected
         entry[2], entry[3] = [], tail + 1
 
     @precondition(lambda self: self.subs)
     @rule(i=st.integers(min_value=0, max_value=50))
     def close_subscription(self, i):
-        _, sub, _, _ = self.subs.pop(i % len(self.subs))
+        sid, sub, _, _ = self.subs.pop(i % len(self.subs))
         sub.close()
         with pytest.raises(ReplayClosed):
             sub.next_nowait()
+        self._settle(sid)  # closing the last subscription forgets an empty session
+
+    @precondition(lambda self: self.subs)
+    @rule(i=st.integers(min_value=0, max_value=50))
+    def drop_subscription(self, i):
+        # dropped without close(): the store stops counting it, and forgets the session the next
+        # time retention runs on it (not now)
+        self.subs.pop(i % len(self.subs))
 
     @rule(sid=st.sampled_from(SESSIONS))
     def trim(self, sid):
         self.store.trim_session(sid)
-        if sid in self.known:
+        if sid in self.logs:
             self._trim(sid)
+            self._settle(sid)
+
+    @rule()
+    def expire_everything(self):
+        """Every event expires and retention runs everywhere: unobserved sessions are forgotten.
+        Then every interesting cursor gets the model's answer (checked by ``replay``)."""
+        self.clock.now += self.age + 1
+        for sid in self.SESSIONS:
+            self.trim(sid)
+        for sid in self.SESSIONS:
+            tail = self._tail(sid)
+            for p in sorted({0, max(0, tail - 1), tail, tail + 1} | self.seen[sid]):
+                result = self.store.replay_after_cursor(SessionCursor.new(sid, 0, p))
+                expected = self._expected(sid, p)
+                self._settle(sid)
+                if isinstance(expected, Gap):
+                    assert result == expected, (sid, p)
+                else:
+                    assert result == Replayed(()), (sid, p)  # nothing is retained any more
 
     @invariant()
     def cursors_and_statistics_agree(self):
         for sid in self.SESSIONS:
-            tail = len(self.log[sid])
-            assert self.store.current_cursor(sid, 5) == SessionCursor.new(sid, 5, tail)
-            if sid in self.known:
-                stats = self.store.statistics(sid)
-                assert stats.tail_position == tail
-                assert stats.retained_events == tail - self.first[sid] + 1
-                assert stats.evicted_total == self.first[sid] - 1
+            tail = self._tail(sid)
+            cursor = self.store.current_cursor(sid, 5)
+            assert cursor == SessionCursor.new(sid, 5, tail)
+            self.seen[sid].add(tail)
+            stats = self.store.statistics(sid)
+            assert stats.tail_position == tail
+            assert stats.forgotten_floor == self.floor
+            if sid in self.logs:
+                log = self.logs[sid]
+                assert (stats.sessions, stats.forgotten_sessions) == (1, 0)
+                assert stats.retained_events == tail - log["first"] + 1
+                assert stats.evicted_total == log["evicted"]
+            else:
+                assert (stats.sessions, stats.retained_events, stats.held_events) == (0, 0, 0)
+                assert stats.forgotten_sessions == int(sid in self.tombs)
+                assert stats.evicted_total == (self.tombs[sid][1] if sid in self.tombs else 0)
+        total = self.store.statistics()
+        assert total.sessions == len(self.logs)
+        assert total.forgotten_sessions == len(self.tombs)
+        assert total.subscribers == len(self.subs)
 
 
 TestReplayModel = ReplayModel.TestCase
@@ -622,3 +740,371 @@ def test_config_is_read_only_and_refuses_nan():
         InMemoryLiveReplayStoreConfig(max_age=float("nan"))
     with pytest.raises(ValueError, match="max_age"):
         s.reconfigure(max_age=float("nan"))
+
+
+# -- refused arguments: a typed error, and nothing changes -----------------------------------------
+
+BAD_SESSION_IDS = [5, None, b"s", "", "\ud800", "a\udfffb"]
+BAD_REVISIONS = [-1, 2**64, 1.5, True, "1", None]
+BAD_READ_SIZES = [2.5, True, False, 0, -1, "3", None, 1.0]
+
+
+def _refusals():
+    """(label, call(store, subscription), error, match) for every argument of every public
+    method of the store and the subscription."""
+    cases = []
+    for size in BAD_READ_SIZES:
+        cases.append((f"next_batch_nowait({size!r})", lambda s, sub, v=size: sub.next_batch_nowait(v),
+                      InvalidObservationError, "max_events"))
+        cases.append((f"next_batch({size!r})", lambda s, sub, v=size: sub.next_batch(v),
+                      InvalidObservationError, "max_events"))
+    for sid in BAD_SESSION_IDS:
+        for name, call in (
+            ("append", lambda s, sub, v=sid: s.append(v, 0, delta("x"))),
+            ("current_cursor", lambda s, sub, v=sid: s.current_cursor(v, 0)),
+            ("trim_session", lambda s, sub, v=sid: s.trim_session(v)),
+            ("statistics", lambda s, sub, v=sid: s.statistics(v)),
+        ):
+            if name == "statistics" and sid is None:
+                continue  # statistics(None) is the store-wide snapshot
+            cases.append((f"{name}({sid!r})", call, InvalidObservationError, "session id"))
+    for revision in BAD_REVISIONS:
+        cases.append((f"append(revision={revision!r})",
+                      lambda s, sub, v=revision: s.append("s", v, delta("x")),
+                      InvalidObservationError, "revision"))
+        cases.append((f"current_cursor(revision={revision!r})",
+                      lambda s, sub, v=revision: s.current_cursor("s", v),
+                      InvalidObservationError, "revision"))
+    for payload in ("x", None, delta("x").activity):
+        cases.append((f"append(payload={type(payload).__name__})",
+                      lambda s, sub, v=payload: s.append("s", 0, v),
+                      InvalidObservationError, "payload"))
+    for cursor, match in (
+        (42, "SessionCursor or str, not int"),
+        (None, "SessionCursor or str, not NoneType"),
+        ("nope", "missing cursor prefix"),
+        ("lashsc1:0:-1:s", "invalid live replay position"),
+        ("lashsc1:0:1:", "missing session id"),
+        ("lashsc1:0:3:\ud800", "not valid UTF-8"),
+        (SessionCursor("lashsc1:0:0:x\udcff"), "not valid UTF-8"),
+    ):
+        for name in ("replay_after_cursor", "subscribe_after_cursor"):
+            cases.append((f"{name}({cursor!r})",
+                          lambda s, sub, v=cursor, n=name: getattr(s, n)(v),
+                          MalformedCursorError, match))
+    for kwargs, match in (
+        ({"max_events_per_session": -1}, "max_events_per_session"),
+        ({"max_events_per_session": 2.5}, "max_events_per_session"),
+        ({"max_events_per_session": True}, "max_events_per_session"),
+        ({"max_events_per_session": "3"}, "max_events_per_session"),
+        ({"max_events_per_session": 2**64}, "max_events_per_session"),
+        ({"max_age": -1}, "max_age"),
+        ({"max_age": float("nan")}, "max_age"),
+        ({"max_age": "1"}, "max_age"),
+        ({"max_age": True}, "max_age"),
+        ({"max_age": 10**400}, "max_age"),
+        ({"max_age": datetime.timedelta(seconds=-1)}, "max_age"),
+        ({"max_events_per_session": 1, "max_age": -1}, "max_age"),  # one bad value: no change
+    ):
+        cases.append((f"reconfigure({kwargs})", lambda s, sub, k=kwargs: s.reconfigure(**k),
+                      InvalidObservationError, match))
+    for args, kwargs, match in (
+        ((-1, 1), {}, "max_events_per_session"),
+        ((2.5, 1), {}, "max_events_per_session"),
+        ((True, 1), {}, "max_events_per_session"),
+        ((10**30, 1), {}, "max_events_per_session"),
+        ((1, "x"), {}, "max_age"),
+        ((1, -1), {}, "max_age"),
+        ((1, float("nan")), {}, "max_age"),
+        ((1, 1), {"subscriber_backlog": 0}, "subscriber_backlog"),
+        ((1, 1), {"subscriber_backlog": 1.5}, "subscriber_backlog"),
+        ((1, 1), {"clock": "not callable"}, "clock"),
+    ):
+        cases.append((f"with_bounds{args}{kwargs}",
+                      lambda s, sub, a=args, k=kwargs: InMemoryLiveReplayStore.with_bounds(*a, **k),
+                      InvalidObservationError, match))
+    cases.append(("InMemoryLiveReplayStore(config=dict)",
+                  lambda s, sub: InMemoryLiveReplayStore({"max_age": 1}),  # type: ignore[arg-type]
+                  InvalidObservationError, "config"))
+    return cases
+
+
+REFUSALS = _refusals()
+
+
+@pytest.mark.parametrize(
+    "call,error,match", [c[1:] for c in REFUSALS], ids=[c[0] for c in REFUSALS]
+)
+async def test_a_refused_call_changes_nothing(call, error, match):
+    s, _ = store(n=8, backlog=4)
+    start = s.current_cursor("s", 0)
+    for i in range(3):
+        s.append("s", 0, delta(str(i)))
+    sub = s.subscribe_after_cursor(start).subscription
+    assert texts(sub.next_batch_nowait(2)) == ["0", "1"]  # mid-way through the replay part
+    s.append("s", 0, delta("3"))
+    before = (s.statistics(), s.statistics("s"), s.config, repr(sub))
+
+    with pytest.raises(error, match=match) as info:
+        result = call(s, sub)
+        if inspect.isawaitable(result):
+            await result
+    assert isinstance(info.value, LiveReplayStoreError)  # one family for the observation stream
+    if error is InvalidObservationError:
+        assert isinstance(info.value, ValueError)
+
+    assert (s.statistics(), s.statistics("s"), s.config, repr(sub)) == before
+    # the subscriber continues exactly where it was: the rest of the replay, then live events
+    assert texts(sub.next_batch_nowait(10)) == ["2"]
+    assert texts(sub.next_batch_nowait(10)) == ["3"]
+    s.append("s", 0, delta("4"))
+    assert positions(sub.next_batch_nowait(10)) == [5]
+
+
+async def test_a_bad_read_size_does_not_move_the_subscription():
+    # the issue's example: next_batch_nowait(2.5) used to leave the position at 3.5
+    s, _ = store()
+    sub = s.subscribe_after_cursor(s.current_cursor("s", 0)).subscription
+    for i in range(3):
+        s.append("s", 0, delta(str(i)))
+    with pytest.raises(InvalidObservationError, match="max_events must be an int, not float"):
+        sub.next_batch_nowait(2.5)
+    assert sub._next == 1
+    assert positions(sub.next_batch_nowait(2)) == [1, 2]
+    with pytest.raises(InvalidObservationError, match="at least 1"):
+        await sub.next_batch(0)
+    assert positions(await sub.next_batch(10**30)) == [3]  # any positive size reads what is ready
+    s.append("s", 0, delta("3"))
+    assert positions([sub.next_nowait()]) == [4]
+
+
+def test_str_subclass_session_ids_are_stored_as_plain_str():
+    class Sid(str):
+        pass
+
+    s, _ = store()
+    event = s.append(Sid("s"), 0, delta("a"))
+    assert type(event.session_id) is str and list(s._sessions) == ["s"]
+    assert type(s._sessions["s"].session_id) is str
+    assert s.current_cursor(Sid("s"), 0) == SessionCursor.new("s", 0, 1)
+
+
+# -- bounded memory ------------------------------------------------------------------------------
+
+
+def test_expired_sessions_are_forgotten_but_keep_their_tail():
+    s, clock = store(age=1.0)
+    for sid, count in (("a", 1), ("b", 3), ("c", 2)):
+        for i in range(count):
+            s.append(sid, 0, delta(f"{sid}{i}"))
+    clock.now += 2
+    for sid in "abc":
+        s.trim_session(sid)
+    total = s.statistics()
+    assert (total.sessions, total.forgotten_sessions, total.retained_events) == (0, 3, 0)
+    assert (total.held_events, total.evicted_total, total.forgotten_floor) == (0, 6, 0)
+    assert s._sessions == {}
+    stats = s.statistics("b")
+    assert (stats.sessions, stats.forgotten_sessions, stats.tail_position) == (0, 1, 3)
+    assert (stats.retained_events, stats.evicted_total, stats.oldest_position) == (0, 3, None)
+    # a tombstone answers like an empty log with its tail
+    assert s.current_cursor("b", 7) == SessionCursor.new("b", 7, 3)
+    assert s.replay_after_cursor(SessionCursor.new("b", 0, 3)) == Replayed(())
+    assert s.replay_after_cursor(SessionCursor.new("b", 0, 2)) == Gap(TRIMMED)
+    assert s.replay_after_cursor(SessionCursor.new("b", 0, 0)) == Gap(TRIMMED)
+    assert s.replay_after_cursor(SessionCursor.new("b", 0, 4)) == Gap(UNAVAILABLE)
+    assert s.subscribe_after_cursor(SessionCursor.new("b", 0, 2)) == Gap(TRIMMED)
+    assert s.statistics().sessions == 0  # answering from a tombstone opens nothing
+    # positions continue from the tail
+    assert s.append("b", 0, delta("b3")).cursor == SessionCursor.new("b", 0, 4)
+    stats = s.statistics("b")
+    assert (stats.sessions, stats.forgotten_sessions, stats.evicted_total) == (1, 0, 3)
+    assert s.statistics().forgotten_sessions == 2
+    # a subscriber at a tombstone's tail opens the log again and sees what comes next
+    sub = s.subscribe_after_cursor(SessionCursor.new("c", 0, 2)).subscription
+    s.append("c", 0, delta("c2"))
+    assert positions(sub.next_batch_nowait()) == [3]
+
+
+def test_forgetting_waits_for_subscribers_and_closing_the_last_one_forgets():
+    s, clock = store(age=1.0)
+    s.append("s", 0, delta("a"))
+    first = s.subscribe_after_cursor(SessionCursor.new("s", 0, 1)).subscription
+    second = s.subscribe_after_cursor(SessionCursor.new("s", 0, 1)).subscription
+    clock.now += 2
+    s.trim_session("s")
+    assert s.statistics("s").sessions == 1  # observed: kept, though nothing is retained
+    first.close()
+    assert s.statistics("s").sessions == 1
+    second.close()
+    stats = s.statistics("s")
+    assert (stats.sessions, stats.forgotten_sessions, stats.tail_position) == (0, 1, 1)
+
+
+def test_a_dropped_subscription_lets_the_session_be_forgotten():
+    s, clock = store(age=1.0)
+    s.append("s", 0, delta("a"))
+    sub = s.subscribe_after_cursor(SessionCursor.new("s", 0, 0)).subscription
+    assert s.statistics("s").subscribers == 1
+    del sub  # never closed
+    gc.collect()
+    assert s.statistics("s").subscribers == 0
+    clock.now += 2
+    assert s.replay_after_cursor(SessionCursor.new("s", 0, 0)) == Gap(TRIMMED)  # retention ran
+    assert s.statistics("s").forgotten_sessions == 1
+
+
+def test_pushed_out_tombstones_raise_a_floor_that_rules_out_reused_positions():
+    s, clock = store(age=1.0)
+    s._max_forgotten = 2
+    old = {}
+    for sid, count in (("a", 2), ("b", 5), ("c", 3), ("d", 4)):
+        for i in range(count):
+            old[sid] = s.append(sid, 0, delta(f"{sid}{i}")).cursor
+    early = SessionCursor.new("b", 0, 0)  # taken before b's first event
+    clock.now += 2
+    for sid in "abcd":
+        s.trim_session(sid)  # c pushes a out (floor 2), d pushes b out (floor 5)
+    total = s.statistics()
+    assert (total.forgotten_sessions, total.forgotten_floor, total.evicted_total) == (2, 5, 14)
+    assert list(s._tombstones) == ["c", "d"]
+    # a session without log or tombstone reads like an empty log whose tail is the floor
+    for sid in ("a", "b", "never-seen"):
+        assert s.current_cursor(sid, 0) == SessionCursor.new(sid, 0, 5)
+        assert s.statistics(sid).tail_position == 5
+        assert s.replay_after_cursor(SessionCursor.new(sid, 0, 5)) == Replayed(())
+        assert s.replay_after_cursor(SessionCursor.new(sid, 0, 6)) == Gap(UNAVAILABLE)
+    # a cursor from a forgotten history replays nothing only when nothing can have been missed
+    assert s.replay_after_cursor(old["b"]) == Replayed(())  # b's tail is the floor
+    assert s.replay_after_cursor(old["a"]) == Gap(TRIMMED)  # 2 < floor: a may have missed some
+    assert s.replay_after_cursor(early) == Gap(TRIMMED)  # 0 < floor: b's five events are gone
+    assert s.subscribe_after_cursor(early) == Gap(TRIMMED)
+    # positions continue above the floor, so no session ever hands out a position twice
+    assert s.append("b", 0, delta("b5")).cursor.parse().live_position == 6
+    assert s.append("a", 0, delta("a2")).cursor.parse().live_position == 6
+    assert s.append("fresh", 0, delta("f")).cursor.parse().live_position == 6
+    assert s.replay_after_cursor(old["a"]) == Gap(TRIMMED)
+    assert s.replay_after_cursor(early) == Gap(TRIMMED)
+    assert texts(s.replay_after_cursor(old["b"]).events) == ["b5"]
+    # tombstones still held keep their exact tails, below the floor or not
+    assert s.replay_after_cursor(old["c"]) == Replayed(())
+    assert s.append("d", 0, delta("d4")).cursor.parse().live_position == 5
+
+
+def test_a_session_at_the_floor_needs_no_tombstone():
+    s, clock = store(age=1.0)
+    s._max_forgotten = 1
+    sub = s.subscribe_after_cursor(s.current_cursor("z", 0)).subscription  # opens z at tail 0
+    assert s.statistics().sessions == 1
+    sub.close()
+    total = s.statistics()
+    assert (total.sessions, total.forgotten_sessions) == (0, 0)  # tail 0 is what the floor says
+    s.append("a", 0, delta("a"))
+    clock.now += 2
+    s.trim_session("a")
+    assert list(s._tombstones) == ["a"] and s.statistics().forgotten_floor == 0
+    assert s.append("z", 0, delta("z")).cursor.parse().live_position == 1
+    assert MAX_FORGOTTEN_SESSIONS == 65_536
+
+
+def test_without_subscribers_only_the_retained_window_is_held():
+    s, _ = store(n=1)
+    for i in range(3000):
+        s.append("s", 0, delta(str(i)))
+    stats = s.statistics("s")
+    assert (stats.retained_events, stats.tail_position) == (1, 3000)
+    assert stats.held_events <= 2 + _COMPACT_SLACK  # was 3000 (then ~1024 once compacted)
+    assert texts(s.replay_after_cursor(SessionCursor.new("s", 0, 2999)).events) == ["2999"]
+
+
+async def test_subscribers_keep_only_what_they_can_still_read():
+    s, _ = store(n=1, backlog=8)
+    sub = s.subscribe_after_cursor(s.current_cursor("s", 0)).subscription
+    for i in range(6):
+        s.append("s", 0, delta(str(i)))
+    assert texts(sub.next_batch_nowait()) == list("012345")  # within the backlog: nothing lost
+    for i in range(6, 40):
+        s.append("s", 0, delta(str(i)))
+    with pytest.raises(SubscriberLagged) as info:  # lag semantics unchanged
+        sub.next_nowait()
+    assert info.value.count == 40 - 8 - 6
+    assert texts(sub.next_batch_nowait()) == [str(i) for i in range(32, 40)]
+    # caught up: the window it can no longer read is cut as appends go on
+    for i in range(40, 100):
+        s.append("s", 0, delta(str(i)))
+        assert positions([sub.next_nowait()]) == [i + 1]
+    assert s.statistics("s").held_events <= 2 + _COMPACT_SLACK + 1
+    # a second, idle subscriber holds the backlog window again, no more
+    idle = s.subscribe_after_cursor(s.current_cursor("s", 0)).subscription
+    for i in range(100, 200):
+        s.append("s", 0, delta(str(i)))
+    assert s.statistics("s").held_events <= 2 * 8 + _COMPACT_SLACK + 2
+    with pytest.raises(SubscriberLagged):
+        idle.next_nowait()
+    assert positions(idle.next_batch_nowait()) == list(range(193, 201))
+    with pytest.raises(SubscriberLagged):
+        sub.next_nowait()
+    assert positions(sub.next_batch_nowait()) == list(range(193, 201))
+
+
+async def test_closing_the_subscribers_lets_the_window_go():
+    s, _ = store(n=1, backlog=64)
+    sub = s.subscribe_after_cursor(s.current_cursor("s", 0)).subscription
+    for i in range(200):
+        s.append("s", 0, delta(str(i)))
+    assert s.statistics("s").held_events >= 64  # unread by the subscriber
+    sub.close()
+    s.append("s", 0, delta("x"))
+    assert s.statistics("s").held_events <= 2 + _COMPACT_SLACK
+
+
+def test_narrowing_retention_frees_the_list_at_the_next_append():
+    s, _ = store(n=10_000)
+    for i in range(5000):
+        s.append("s", 0, delta(str(i)))
+    s.reconfigure(max_events_per_session=2)
+    s.append("s", 0, delta("x"))
+    stats = s.statistics("s")
+    assert (stats.retained_events, stats.evicted_total) == (2, 4999)
+    assert stats.held_events <= 2 * 2 + _COMPACT_SLACK
+
+
+async def test_the_replay_part_is_released_once_read():
+    s, _ = store()
+    start = s.current_cursor("s", 0)
+    for i in range(5):
+        s.append("s", 0, delta(str(i)))
+    sub = s.subscribe_after_cursor(start).subscription
+    assert texts([sub.next_nowait(), await sub.next_event()]) == ["0", "1"]
+    assert len(sub._replay) == 5
+    assert texts(sub.next_batch_nowait(3)) == ["2", "3", "4"]
+    assert sub._replay == ()  # the snapshot is not pinned for the subscription's lifetime
+
+
+def test_dropped_subscriptions_on_closed_loops_leave_no_waiters():
+    s, _ = store()
+    s.append("s", 0, delta("kept"))  # retained, so the session stays live
+
+    async def wait_then_drop() -> None:
+        sub = s.subscribe_after_cursor(SessionCursor.new("s", 0, 1)).subscription
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(sub.next_event(), 0.01)
+        # dropped without close(); its loop closes when asyncio.run returns
+
+    for _ in range(5):
+        asyncio.run(wait_then_drop())
+        gc.collect()
+        waiters = s._sessions["s"].waiters or {}
+        assert len(waiters) <= 1  # was one per closed loop, kept forever
+        assert s.statistics("s").subscribers == 0
+    s.trim_session("s")
+    assert not s._sessions["s"].waiters
+    # a live loop's waiter still works after all that
+    async def live() -> list[str]:
+        sub = s.subscribe_after_cursor(SessionCursor.new("s", 0, 1)).subscription
+        reader = asyncio.create_task(sub.next_event())
+        await asyncio.sleep(0.01)
+        s.append("s", 0, delta("late"))
+        return texts([await asyncio.wait_for(reader, 1)])
+
+    assert asyncio.run(live()) == ["late"]

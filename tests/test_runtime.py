@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from unencodable import BAD_VALUES
 
 from lash_core._errors import LashRuntimeError, RuntimeErrorCode
 from lash_core._events import (
@@ -42,6 +43,7 @@ from lash_core._runtime import (
     QueuedWorkPoke,
     RuntimeSessionState,
     ScriptedModel,
+    ScriptedReply,
     SessionPolicy,
     SessionUsageReport,
     ToolCall,
@@ -618,3 +620,80 @@ async def test_queue_worker_drains_on_poke_until_stopped():
     assert await asyncio.wait_for(worker, 1) == 2
     assert [m.content for m in rt.read_view().messages] == ["first", "one", "second", "two"]
     assert sink.kinds.count("publish") == 2
+
+
+# --- values too deep or too large to encode (issue 6, fault 1) -----------------------------------
+
+
+UNENCODABLE = {name: make for name, (make, _) in BAD_VALUES.items()}
+
+
+@pytest.mark.parametrize("kind", sorted(UNENCODABLE))
+async def test_a_tool_returning_an_unencodable_value_fails_that_call_and_the_turn_commits(kind):
+    from lash_core import RuntimeHandle, SessionCursor, encode_json
+
+    model = ScriptedModel.from_replies([ScriptedModel.tool_call("bad", {}, call_id="c1"), "Carried on."])
+    rt = await build(model, tools={"bad": lambda: UNENCODABLE[kind]()})
+    handle = RuntimeHandle(rt)
+    outcome = await handle.run_turn("go")
+    assert outcome.ok and outcome.text == "Carried on." and outcome.revision == 1
+    events = handle.resume_session_observation(SessionCursor.new(SID, 0, 0)).events
+    types = [e.payload.activity.event.type if e.type == "turn_activity" else e.type for e in events]
+    assert types.index("tool_call_started") + 1 == types.index("tool_call_completed")
+    assert types[-1] == "committed"
+    completed = next(e.payload.activity.event for e in events if types[events.index(e)] == "tool_call_completed")
+    assert completed.output["outcome"]["status"] == "failure"
+    assert completed.output["outcome"]["payload"]["code"] == "invalid_output"
+    for event in events:  # everything the turn recorded travels on the wire
+        encode_json(event.to_dict())
+    tool_message = next(m for m in rt.read_view().messages if m.role is ChatRole.TOOL)
+    assert tool_message.content.startswith("error: tool `bad` returned a value that is not JSON")
+
+
+@pytest.mark.parametrize("kind", sorted(UNENCODABLE))
+async def test_tool_arguments_that_are_not_json_fail_that_call_without_running_it(kind):
+    from lash_core import RuntimeHandle, SessionCursor, encode_json
+
+    ran = []
+    model = ScriptedModel.from_replies(
+        [
+            # two calls in one response: the bad one fails, the good one runs
+            ScriptedReply(tool_calls=(ModelToolCall("c1", "t", UNENCODABLE[kind]()), ModelToolCall("c2", "t", {"n": 2}))),
+            "Both handled.",
+        ]
+    )
+    rt = await build(model, tools={"t": lambda **kw: ran.append(kw) or "ok"})
+    handle = RuntimeHandle(rt)
+    outcome = await handle.run_turn("go")
+    assert outcome.ok and outcome.text == "Both handled."
+    assert ran == [{"n": 2}]
+    events = handle.resume_session_observation(SessionCursor.new(SID, 0, 0)).events
+    tool_events = [
+        e.payload.activity.event
+        for e in events
+        if e.type == "turn_activity" and e.payload.activity.event.type.startswith("tool_call")
+    ]
+    assert [(e.type, e.call_id) for e in tool_events] == [
+        ("tool_call_started", "c1"), ("tool_call_completed", "c1"),
+        ("tool_call_started", "c2"), ("tool_call_completed", "c2"),
+    ]
+    assert tool_events[0].args is None and tool_events[1].args is None
+    failure = tool_events[1].output["outcome"]
+    assert failure["status"] == "failure" and failure["payload"]["code"] == "invalid_output"
+    assert "arguments that are not JSON" in failure["payload"]["message"]
+    assert tool_events[3].output == tool_success("ok")
+    for event in events:
+        encode_json(event.to_dict())
+
+
+async def test_a_tool_error_with_an_enormous_message_is_cut():
+    def shout():
+        raise ValueError("x" * 1_000_000)
+
+    model = ScriptedModel.from_replies([ScriptedModel.tool_call("shout", {}, call_id="c1"), "ok"])
+    rt = await build(model, tools={"shout": shout})
+    sink = RecordingSink()
+    await rt.run_turn("go", sink=sink)
+    completed = next(e for e in sink.events if isinstance(e, ToolCallCompleted))
+    message = completed.output["outcome"]["payload"]["message"]
+    assert message.startswith("ValueError: xxx") and len(message) <= 4000

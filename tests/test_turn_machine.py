@@ -485,14 +485,16 @@ def test_inputs_validate_when_built():
         StartTurn([])
     with pytest.raises(TypeError, match="TurnInput"):
         StartTurn(["raw string"])
-    with pytest.raises(ValueError, match="JSON"):
-        ModelToolCall("c1", "t", {"x": object()})
+    # arguments are the model's data: not JSON fails that call inside the turn, not the stream
+    assert ModelToolCall("c1", "t", {"x": object()}).name == "t"
     with pytest.raises(ValueError, match="must not be empty"):
         ModelToolCall("", "t", {})
     with pytest.raises(ValueError, match="wait_seconds"):
         ModelRetry(-1, 1, 2, "r")
     with pytest.raises(ValueError, match="duration_ms"):
         ToolResult("c1", {}, -5)
+    with pytest.raises(ValueError, match="duration_ms"):
+        ToolResult("c1", {}, 2**64)
 
 
 # --- property: any input sequence either advances or raises without a trace ------------------------
@@ -540,3 +542,44 @@ def test_random_input_sequences_keep_the_machine_consistent(inputs, cap):
         assert snap.requests <= cap
         assert snap.protocol_iteration == max(0, snap.requests - 1)
     assert finals == (1 if m.state in (TurnState.FINISHED, TurnState.ABORTED) else 0)
+
+
+def test_a_driver_result_that_is_not_json_completes_the_call_as_invalid_output():
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    m = machine()
+    m.send(StartTurn([HELLO]))
+    m.send(ModelToolCall("c1", "deep", {}))
+    m.send(ModelResponseEnded())
+    out = m.send(ToolResult("c1", tool_success(deep), 3))
+    completed = emitted(out)[0][0]
+    assert isinstance(completed, ToolCallCompleted) and completed.duration_ms == 3
+    assert completed.output["outcome"]["payload"]["code"] == "invalid_output"
+    assert "too_deep" in completed.output["outcome"]["payload"]["message"]
+    assert m.snapshot().tool_calls[0].ok is False
+    assert m.state is TurnState.AWAITING_CHECKPOINT
+
+
+def test_tool_arguments_that_are_not_json_complete_at_once_without_a_call_tool_request():
+    m = machine()
+    m.send(StartTurn([HELLO]))
+    m.send(ModelToolCall("c1", "t", {"x": float("nan")}))
+    out = m.send(ModelResponseEnded())
+    assert [type(e).__name__ for e, _ in emitted(out)] == ["ToolCallStarted", "ToolCallCompleted"]
+    assert not any(isinstance(r, CallTool) for r in requests(out))
+    assert requests(out) == [Checkpoint(CheckpointKind.AFTER_WORK, 0)]
+    started, completed = (e for e, _ in emitted(out))
+    assert started.args is None and completed.output["outcome"]["payload"]["code"] == "invalid_output"
+
+
+def test_id_lists_refuse_a_bare_string():
+    from lash_core._runtime import RuntimeSessionState
+
+    with pytest.raises(ValueError, match="queued_batch_ids"):
+        StartTurn([HELLO], "qwb-1")
+    with pytest.raises(ValueError, match="batch_ids"):
+        CheckpointResolved([HELLO], "qwb-1")
+    with pytest.raises(ValueError, match="agent_frames"):
+        RuntimeSessionState("s", None, 0, "frame", "frame")
+    assert StartTurn([HELLO], iter(["qwb-1"])).queued_batch_ids == ("qwb-1",)

@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from .._errors import LashError, RuntimeErrorCode
+from .._errors import JsonValueError, LashError, RuntimeErrorCode
 from .._events import (
     AssistantProseDelta,
     ModelRequestStarted,
@@ -62,7 +62,9 @@ from .._events import (
 )
 from .._input import TurnInput
 from ._state import ChatMessage, ChatRole, ToolCall, ToolCallRecord, TurnStatus
-from ._tools import render_tool_output
+from .._json import short_repr, to_plain_json
+from .._validate import id_tuple, is_uint
+from ._tools import render_tool_output, tool_failure
 
 __all__ = [
     "MAX_PROTOCOL_ITERATIONS",
@@ -145,8 +147,8 @@ def _text(name: str, value: Any, *, allow_empty: bool = True) -> None:
 
 
 def _uint(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if not is_uint(value):
+        raise ValueError(f"{name} must be an int in 0..2**64-1, got {short_repr(value)}")
 
 
 def _inputs(value: Any) -> tuple[TurnInput, ...]:
@@ -170,7 +172,9 @@ class StartTurn:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", _inputs(self.inputs))
-        object.__setattr__(self, "queued_batch_ids", tuple(self.queued_batch_ids))
+        object.__setattr__(
+            self, "queued_batch_ids", id_tuple(self.queued_batch_ids, "queued_batch_ids", ValueError)
+        )
         if not self.inputs:
             raise ValueError("a turn needs at least one input")
 
@@ -200,7 +204,10 @@ class ModelToolCall:
     args: Any = dataclasses.field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        ToolCall(self.call_id, self.name, self.args)  # same validation
+        # ids are checked here; ``args`` are the model's data, checked when the machine takes the
+        # call (arguments that are not JSON fail that one call, never the model stream)
+        _text("call_id", self.call_id, allow_empty=False)
+        _text("tool name", self.name, allow_empty=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -267,7 +274,7 @@ class CheckpointResolved:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", _inputs(self.inputs))
-        object.__setattr__(self, "batch_ids", tuple(self.batch_ids))
+        object.__setattr__(self, "batch_ids", id_tuple(self.batch_ids, "batch_ids", ValueError))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -464,6 +471,8 @@ class TurnMachine:
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._calls: list[ToolCall] = []
+        #: failure outputs for calls of this response whose arguments were not JSON, by call id
+        self._invalid_args: dict[str, dict[str, Any]] = {}
         self._prose_correlation: str | None = None
         self._reasoning_correlation: str | None = None
         # tool calls of the last response
@@ -523,6 +532,7 @@ class TurnMachine:
         self._text.clear()
         self._reasoning.clear()
         self._calls.clear()
+        self._invalid_args.clear()
         self._prose_correlation = None
         self._reasoning_correlation = None
 
@@ -562,6 +572,10 @@ class TurnMachine:
         self._current_call = call
         self._state = TurnState.AWAITING_TOOL
         self._emit(out, ToolCallStarted(call.call_id, call.name, call.args), f"tool:{call.call_id}")
+        refused = self._invalid_args.pop(call.call_id, None)
+        if refused is not None:  # never run: the call completes at once as a failed output
+            self._on_tool_result(ToolResult(call.call_id, refused, 0), out)
+            return
         out.append(CallTool(call.call_id, call.name, call.args))
 
     def _open_checkpoint(self, out: list[TurnOutput], kind: CheckpointKind) -> None:
@@ -595,7 +609,19 @@ class TurnMachine:
         self._emit(out, ReasoningDelta(event.text), self._reasoning_correlation)
 
     def _on_tool_call(self, event: ModelToolCall, out: list[TurnOutput]) -> None:
-        self._calls.append(ToolCall(event.call_id, event.name, event.args))
+        try:
+            args = to_plain_json(event.args)
+        except JsonValueError as err:
+            # the call is kept (the model made it, the transcript shows it) with null arguments
+            # and completes as a failed output without running the tool
+            args = None
+            self._invalid_args[event.call_id] = tool_failure(
+                f"tool `{event.name}` was called with arguments that are not JSON "
+                f"({err.kind}: {err.reason}); the tool was not run",
+                code="invalid_output",
+                source="runtime",
+            )
+        self._calls.append(ToolCall(event.call_id, event.name, args))
 
     def _on_usage(self, event: ModelUsage, out: list[TurnOutput]) -> None:
         self._usage = self._usage + event.usage
@@ -645,16 +671,24 @@ class TurnMachine:
             raise IllegalTurnInput(
                 self._state, "ToolResult", f"waiting on call `{call.call_id}`, got `{event.call_id}`"
             )
-        record = ToolCallRecord(call.call_id, call.name, call.args, event.output, event.duration_ms)
+        try:
+            output = to_plain_json(event.output)  # what a driver hands back must travel too
+        except JsonValueError as err:
+            output = tool_failure(
+                f"tool `{call.name}` returned a value that is not JSON ({err.kind}: {err.reason})",
+                code="invalid_output",
+                source="runtime",
+            )
+        record = ToolCallRecord(call.call_id, call.name, call.args, output, event.duration_ms)
         self._current_call = None
         self._tool_records.append(record)
         self._emit(
             out,
-            ToolCallCompleted(call.call_id, call.name, call.args, event.output, event.duration_ms),
+            ToolCallCompleted(call.call_id, call.name, call.args, output, event.duration_ms),
             f"tool:{call.call_id}",
         )
         self._messages.append(
-            ChatMessage.tool(render_tool_output(event.output), tool_call_id=call.call_id, tool_name=call.name)
+            ChatMessage.tool(render_tool_output(output), tool_call_id=call.call_id, tool_name=call.name)
         )
         if self._call_queue:
             self._start_next_call(out)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol, Union, runtime_checkable
 
+from .._errors import JsonValueError
 from .._events import TokenUsage
+from .._json import encode_json, short_repr
 from ._machine import (
     MODEL_CHUNK_TYPES,
     ModelChunk,
@@ -84,7 +85,7 @@ class ScriptedReply:
             if not isinstance(call, ModelToolCall) and not (
                 isinstance(call, tuple) and len(call) == 2 and isinstance(call[0], str)
             ):
-                raise TypeError(f"a scripted tool call is a ModelToolCall or a (name, args) pair, not {call!r}")
+                raise TypeError(f"a scripted tool call is a ModelToolCall or a (name, args) pair, not {short_repr(call)}")
 
 
 ScriptItem = Union[str, ScriptedReply, Sequence[ModelChunk]]
@@ -188,7 +189,7 @@ class ScriptedModel:
         chunks = list(item)
         for chunk in chunks:
             if not isinstance(chunk, MODEL_CHUNK_TYPES):
-                raise TypeError(f"not a model chunk: {chunk!r}")
+                raise TypeError(f"not a model chunk: {short_repr(chunk)}")
         return tuple(chunks)
 
     # -- reading -----------------------------------------------------------------------------------
@@ -233,7 +234,10 @@ class ScriptedModel:
             elif isinstance(chunk, ModelReasoningDelta):
                 reasoning += len(chunk.text)
             elif isinstance(chunk, ModelToolCall):
-                output += len(chunk.name) + len(json.dumps(chunk.args))
+                try:
+                    output += len(chunk.name) + len(encode_json(chunk.args))
+                except JsonValueError:  # the machine fails that call; it costs its name here
+                    output += len(chunk.name)
         return TokenUsage(
             input_tokens=_tokens(prompt),
             output_tokens=_tokens(output + reasoning),

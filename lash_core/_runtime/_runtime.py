@@ -35,6 +35,8 @@ from .._cursor import SessionRevision
 from .._errors import LashRuntimeError, RuntimeErrorCode, store_commit_failed
 from .._events import TokenUsage, TurnActivity
 from .._input import TurnInput
+from .._json import short_repr
+from .._validate import is_utf8_str
 from ._machine import (
     MAX_PROTOCOL_ITERATIONS,
     MODEL_CHUNK_TYPES,
@@ -172,15 +174,17 @@ class LashRuntimeBuilder:
             return LashRuntimeError(RuntimeErrorCode.INVALID_CONFIGURATION, message)
 
         session_id = self._session_id if self._session_id is not None else f"session-{uuid.uuid4().hex[:12]}"
-        if not isinstance(session_id, str) or not session_id:
-            raise invalid("session id must be a non-empty string")
+        if not is_utf8_str(session_id) or not session_id:
+            raise invalid(
+                f"session id must be a non-empty UTF-8 string, not {short_repr(session_id)}"
+            )
         if not isinstance(self._policy, SessionPolicy):
             raise invalid(f"policy must be a SessionPolicy, not {type(self._policy).__name__}")
         if self._model is not None and not callable(getattr(self._model, "stream", None)):
             raise invalid("a model provider needs a `stream(request)` method")
         owner_id = self._owner_id if self._owner_id is not None else f"lash-runtime-{uuid.uuid4().hex[:12]}"
-        if not isinstance(owner_id, str) or not owner_id:
-            raise invalid("owner id must be a non-empty string")
+        if not is_utf8_str(owner_id) or not owner_id:
+            raise invalid(f"owner id must be a non-empty UTF-8 string, not {short_repr(owner_id)}")
         registry = ToolRegistry()
         for name, fn, description, schema in self._tools:
             registry.register(name, fn, description=description, schema=schema)
@@ -326,6 +330,10 @@ class LashRuntime:
         A blank id or the current one changes nothing (``opened=False``)."""
         if not isinstance(frame_id, str):
             raise TypeError(f"frame id must be a str, not {type(frame_id).__name__}")
+        if not is_utf8_str(frame_id):
+            raise LashRuntimeError(
+                RuntimeErrorCode.INVALID_INPUT, f"frame id is not valid UTF-8: {short_repr(frame_id)}"
+            )
         if not frame_id.strip() or frame_id == self._current_agent_frame_id:
             return OpenAgentFrameResult(self._current_agent_frame_id, False)
         if frame_id not in self._agent_frames:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from .._cursor import SessionRevision
-from .._errors import LashRuntimeError, RuntimeErrorCode
+from .._errors import JsonValueError, LashRuntimeError, RuntimeErrorCode
 from .._events import TokenUsage
+from .._json import encode_json, short_repr
+from .._validate import id_tuple, is_utf8_str
 
 __all__ = [
     "ModelSpec",
@@ -55,15 +56,18 @@ def _positive_limit(name: str, value: Any) -> int:
 
 
 def _check_json(name: str, value: Any) -> None:
+    """Raises ``JsonValueError`` (a ``ValueError``) naming ``name`` when ``value`` is not JSON."""
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be JSON-serialisable: {err}") from None
+        encode_json(value)
+    except JsonValueError as err:
+        raise JsonValueError(err.kind, f"{name} must be JSON-serialisable: {err.reason}") from None
 
 
 def _text(name: str, value: Any, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not is_utf8_str(value):
+        raise ValueError(f"{name} is not valid UTF-8 text: {short_repr(value)}")
     if not allow_empty and value == "":
         raise ValueError(f"{name} must not be empty")
     return value
@@ -301,7 +305,7 @@ class RuntimeSessionState:
 
     def __post_init__(self) -> None:
         _text("session_id", self.session_id)
-        object.__setattr__(self, "agent_frames", tuple(self.agent_frames))
+        object.__setattr__(self, "agent_frames", id_tuple(self.agent_frames, "agent_frames", ValueError))
 
     @property
     def revision(self) -> SessionRevision:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._errors import LashRuntimeError, RuntimeErrorCode
+from .._errors import JsonValueError, LashRuntimeError, RuntimeErrorCode
+from .._json import encode_json, short_repr, summary_fallback, to_plain_json, truncate
 from ._state import ToolSpec, ToolState
 
 __all__ = [
@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 ToolFunction = Callable[..., Any]
+
+#: A tool exception's message is cut to this many characters in its failure output: enough for any
+#: real message, small enough that a tool raising with a megabyte of text cannot flood the stream.
+MAX_TOOL_ERROR_CHARS = 4000
 
 #: The schema of a tool registered without one: any JSON object.
 DEFAULT_INPUT_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
@@ -73,10 +77,25 @@ def render_tool_output(output: Any) -> str:
     if isinstance(outcome, Mapping):
         payload = outcome.get("payload")
         if outcome.get("status") == "success":
-            return payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+            return payload if isinstance(payload, str) else _encoded(payload)
         if isinstance(payload, Mapping) and isinstance(payload.get("message"), str):
             return f"error: {payload['message']}"
-    return json.dumps(output, ensure_ascii=False, default=str)
+    return _encoded(output, default=str)
+
+
+def _encoded(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """JSON text for the model; a value the codec refuses reads as its fallback, never raises."""
+    try:
+        return encode_json(value, allow_nan=True, default=default, separators=(", ", ": "))
+    except JsonValueError as err:
+        return summary_fallback(err)
+
+
+def _str(err: BaseException) -> str:
+    try:
+        return str(err)
+    except Exception:  # an exception whose __str__ fails
+        return "<message unavailable>"
 
 
 def _config_error(message: str) -> LashRuntimeError:
@@ -87,11 +106,11 @@ def _schema_problem(schema: Any) -> str | None:
     if not isinstance(schema, Mapping):
         return f"expected a JSON object, got {type(schema).__name__}"
     try:
-        json.dumps(schema, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        return f"not JSON-serialisable ({err})"
+        encode_json(schema)
+    except JsonValueError as err:
+        return f"not JSON-serialisable ({err.kind}: {err.reason})"
     if schema.get("type", "object") != "object":
-        return f"top-level `type` must be \"object\", got {schema.get('type')!r}"
+        return f"top-level `type` must be \"object\", got {short_repr(schema.get('type'))}"
     properties = schema.get("properties", {})
     if not isinstance(properties, Mapping):
         return "`properties` must be an object"
@@ -130,7 +149,7 @@ class ToolRegistry:
         """Add a tool. ``description`` defaults to the first line of ``fn``'s docstring; an existing
         name raises unless ``replace``."""
         if not isinstance(name, str) or not name.strip() or name != name.strip():
-            raise _config_error(f"tool name must be a non-empty string without surrounding spaces: {name!r}")
+            raise _config_error(f"tool name must be a non-empty string without surrounding spaces: {short_repr(name)}")
         if not callable(fn):
             raise _config_error(f"tool `{name}` must be callable, not {type(fn).__name__}")
         if name in self._tools and not replace:
@@ -198,12 +217,12 @@ class ToolRegistry:
             if inspect.isawaitable(result):
                 result = await result
         except Exception as err:  # a tool's failure is data for the model, never a crash
-            return tool_failure(f"{type(err).__name__}: {err}")
+            return tool_failure(truncate(f"{type(err).__name__}: {_str(err)}", MAX_TOOL_ERROR_CHARS))
         try:
-            result = json.loads(json.dumps(result, allow_nan=False))  # plain JSON from here on
-        except (TypeError, ValueError) as err:
+            result = to_plain_json(result)  # plain JSON from here on
+        except JsonValueError as err:  # too deep, not JSON, NaN, an int past the digit limit
             return tool_failure(
-                f"tool `{name}` returned a value that is not JSON ({err})",
+                f"tool `{name}` returned a value that is not JSON ({err.kind}: {err.reason})",
                 code="invalid_output",
                 source="runtime",
             )
