@@ -74,6 +74,14 @@ from ._json import (
     summary_fallback,
     to_plain_json,
 )
+from ._follower import (
+    MAX_CONSECUTIVE_GAPS,
+    MAX_FOLLOWER_GAPS,
+    FollowItem,
+    Lagged,
+    ObservationSource,
+    SessionFollower,
+)
 from ._gap import LiveReplayGap, LiveReplayGapReason, ObservationSummary, SessionObservation
 from ._handle import GapResume, RuntimeHandle, RuntimeObservation
 from ._input import MAX_TURN_INPUT_BYTES, TurnInput
@@ -191,6 +199,13 @@ __all__ = [
     "LiveReplayGapReason",
     "SessionObservation",
     "ObservationSummary",
+    # following a session
+    "SessionFollower",
+    "ObservationSource",
+    "Lagged",
+    "FollowItem",
+    "MAX_FOLLOWER_GAPS",
+    "MAX_CONSECUTIVE_GAPS",
     # runtime and handle
     "RuntimeHandle",
     "RuntimeObservation",

@@ -10,7 +10,10 @@ Where one class ends and the next begins:
   (``QueuedWorkClaimExpired``), input that the store will not accept (``InvalidQueuedWorkError``),
   a lifecycle move the state table forbids (``IllegalBatchTransition``).
 * ``ProcessRegistryError`` covers the process registry.
-* ``LashRuntimeError`` is what runtime-level operations raise, with a wire ``code``.
+* ``LashRuntimeError`` is what runtime-level operations raise, with a wire ``code``;
+  ``IllegalTurnInput`` is a driver feeding the sans-IO turn machine an input its state forbids.
+* ``JsonValueError`` is a value the JSON codec cannot carry; ``WireFormatError`` a decoded document
+  that breaks a wire rule.
 
 All of them derive from ``LashError`` so a notebook can catch the family in one clause.
 """
@@ -39,6 +42,7 @@ __all__ = [
     "RuntimeErrorCode",
     "LashRuntimeError",
     "InvalidTurnInputError",
+    "IllegalTurnInput",
     "ForeignSessionError",
     "WireFormatError",
     "JsonValueError",
@@ -234,6 +238,24 @@ class ForeignSessionError(LashRuntimeError, ValueError):
             RuntimeErrorCode.INVALID_INPUT,
             f"this handle acts on session `{expected_session_id}`, not `{actual_session_id}`",
         )
+
+
+class IllegalTurnInput(LashError):
+    """An input the turn machine cannot take in its current state (a ``TurnState`` wire string);
+    the machine is unchanged.
+
+    This is a driver bug (a contract violation), not a model or tool failure: those are inputs.
+    """
+
+    def __init__(self, state: str, input_type: str, reason: str | None = None) -> None:
+        self.state = state
+        self.input_type = input_type
+        self.reason = reason
+        super().__init__(state, input_type, reason)
+
+    def __str__(self) -> str:
+        text = f"turn machine in state `{self.state}` cannot take `{self.input_type}`"
+        return f"{text}: {self.reason}" if self.reason else text
 
 
 class InvalidTurnInputError(LashRuntimeError, ValueError):

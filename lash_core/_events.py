@@ -1,24 +1,29 @@
-"""Observation events: turn events, turn activities, payloads and their JSON wire shape.
+"""Observation events as values: turn events, turn activities, payloads, the event itself.
 
-Every value is a frozen, slotted dataclass. Each concrete turn event and payload carries its wire
-``type`` tag as the class variable ``TYPE``; ``to_dict``/``from_dict`` give the exact JSON shape of
-``shared/spec/wire.md``. Unknown tags load as ``UnknownTurnEvent`` / ``UnknownPayload`` with the
-raw fields kept, so a log from a newer runtime still loads (and writes back unchanged).
+Every value is a frozen, slotted dataclass, validated when built. Each concrete turn event and
+payload carries its wire ``type`` tag as the class variable ``TYPE``, and each record field names
+how it travels (``codec`` metadata). The JSON codec lives apart, in ``_wire.py`` (the project spec's
+``wire.md``); ``to_dict``/``from_dict`` here call it. Unknown tags load as ``UnknownTurnEvent`` /
+``UnknownPayload`` with the raw fields kept, so a log from a newer runtime still loads (and writes
+back unchanged).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import math
-import uuid
-from typing import Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Type
 
 from ._cursor import U64_MAX, SessionCursor, SessionRevision
-from ._errors import InvalidObservationError, SessionCursorError, WireFormatError
+from ._errors import InvalidObservationError, WireFormatError
+from ._ids import new_id
 from ._input import TurnInput
 from ._json import short_repr
-from ._validate import enum_member, id_tuple, is_uint, is_utf8_str
+from ._validate import enum_member, expect_field, id_tuple, is_utf8_str
+from ._wire import DEFAULT_PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from ._gap import ReadView
 
 __all__ = [
     "DEFAULT_PROTOCOL_VERSION",
@@ -53,54 +58,9 @@ __all__ = [
     "SessionObservationEvent",
 ]
 
-#: Protocol version written when the caller names none (lash-core alpha.39 speaks 3).
-DEFAULT_PROTOCOL_VERSION = 3
-
-
-# --- field codecs ---------------------------------------------------------------------------------
-# A field's metadata names how it travels; ``_decode`` validates on the way in so a bad log line
-# becomes one WireFormatError naming the field, not a TypeError deep inside later code.
-
-
-def _is_number(value: Any) -> bool:
-    """A JSON number Rust reads as a finite ``f64``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-_is_uint = is_uint
-_is_utf8_str = is_utf8_str
-
-
-_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "str": (_is_utf8_str, "a UTF-8 string"),
-    "uint": (_is_uint, "an unsigned 64-bit integer"),
-    "number": (_is_number, "a finite number"),
-    "bool": (lambda v: isinstance(v, bool), "a boolean"),
-    "str_list": (
-        lambda v: isinstance(v, (list, tuple)) and all(_is_utf8_str(x) for x in v),
-        "a list of UTF-8 strings",
-    ),
-}
-
-
-def _expect(kind: str, name: str, value: Any) -> Any:
-    """``value`` when it is a valid ``kind``; else ``WireFormatError`` naming the field."""
-    check, what = _CHECKS[kind]
-    if not check(value):
-        raise WireFormatError(f"field `{name}` must be {what}, got {short_repr(value)}")
-    return value
-
-
-def check_protocol_version(value: Any, name: str = "protocol_version") -> int:
-    """A protocol version: a positive unsigned 64-bit integer, else ``WireFormatError``."""
-    if not _is_uint(value) or value < 1:
-        raise WireFormatError(f"`{name}` must be a positive integer, got {short_repr(value)}")
-    return value
+# --- field schema ---------------------------------------------------------------------------------
+# A field's metadata names how it travels (the codec in ``_wire.py`` reads it); numbers are also
+# checked when a record is built.
 
 
 def _f(codec: str, default: Any = dataclasses.MISSING) -> Any:
@@ -109,41 +69,8 @@ def _f(codec: str, default: Any = dataclasses.MISSING) -> Any:
     return dataclasses.field(default=default, metadata={"codec": codec})
 
 
-def _encode(codec: str, value: Any) -> Any:
-    if codec == "usage":
-        return value.to_dict()
-    if codec == "inputs":
-        return [item.to_dict() for item in value]
-    if codec == "str_list":
-        return list(value)
-    return value
-
-
-def _decode(codec: str, name: str, value: Any) -> Any:
-    optional = codec.startswith("opt_")
-    base = codec[4:] if optional else codec
-    if value is None:
-        if optional or base == "json":
-            return None
-        raise WireFormatError(f"field `{name}` must not be null")
-    if base == "json":
-        return value
-    if base == "usage":
-        return TokenUsage.from_dict(value)
-    if base == "inputs":
-        if not isinstance(value, list):
-            raise WireFormatError(f"field `{name}` must be a list of turn inputs")
-        try:
-            return tuple(TurnInput.from_dict(item) for item in value)
-        except ValueError as err:
-            raise WireFormatError(f"field `{name}`: {err}") from None
-    if base == "str_list":
-        return tuple(_expect(base, name, value))
-    return _expect(base, name, value)
-
-
 class _WireRecord:
-    """Shared to/from dict for the flat records below (fields listed with codec metadata)."""
+    """Base of the flat records below: fields listed with codec metadata (see ``_wire.py``)."""
 
     __slots__ = ()
     TYPE: ClassVar[str]
@@ -152,39 +79,7 @@ class _WireRecord:
         """Numbers are checked when a record is built, so one that could never travel (a count
         above 2**64-1, a NaN wait) is refused where it is made, naming the field."""
         for name, kind in _numeric_fields(type(self)):
-            _expect(kind, name, getattr(self, name))
-
-    def _fields_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            codec = field.metadata.get("codec")
-            if codec is None:
-                continue
-            value = getattr(self, field.name)
-            if value is None and codec.startswith("opt_"):
-                continue  # optional fields are absent on the wire, never null
-            out[field.name] = _encode(codec.removeprefix("opt_"), value)
-        return out
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any]) -> Any:
-        kwargs: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-            codec = field.metadata.get("codec")
-            if codec is None:
-                continue
-            if field.name not in data:
-                if field.default is not dataclasses.MISSING:
-                    continue
-                if codec.startswith("opt_") or codec == "json":
-                    kwargs[field.name] = None  # "?" fields may be absent on the wire
-                    continue
-                raise WireFormatError(f"`{cls.TYPE}` is missing field `{field.name}`")
-            kwargs[field.name] = _decode(codec, field.name, data[field.name])
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as err:
-            raise WireFormatError(f"`{cls.TYPE}`: {err}") from None
+            expect_field(kind, name, getattr(self, name), WireFormatError)
 
 
 _NUMERIC: dict[type, tuple[tuple[str, str], ...]] = {}
@@ -236,9 +131,9 @@ class TokenUsage(_WireRecord):
 
     @classmethod
     def from_dict(cls, data: Any) -> TokenUsage:
-        if not isinstance(data, Mapping):
-            raise WireFormatError(f"usage must be an object, got {short_repr(data)}")
-        return cls._from_fields(data)
+        from ._wire import usage_from_dict
+
+        return usage_from_dict(data)
 
 
 # --- turn events ----------------------------------------------------------------------------------
@@ -265,20 +160,22 @@ class TurnEvent(_WireRecord):
         """Wire tags of every turn event this version knows, sorted."""
         return tuple(sorted(TurnEvent._registry))
 
+    @staticmethod
+    def registered(tag: str) -> Type[TurnEvent] | None:
+        """The class of a known wire tag, else ``None``."""
+        return TurnEvent._registry.get(tag)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, **self._fields_dict()}
+        from ._wire import turn_event_to_dict
+
+        return turn_event_to_dict(self)
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> TurnEvent:
-        if not isinstance(data, Mapping):
-            raise WireFormatError("turn event must be an object")
-        tag = data.get("type")
-        if not isinstance(tag, str) or not tag:
-            raise WireFormatError("turn event has no `type`")
-        cls = TurnEvent._registry.get(tag)
-        if cls is None:
-            return UnknownTurnEvent(tag, {k: v for k, v in data.items() if k != "type"})
-        return cls._from_fields(data)
+        """Raises ``WireFormatError``; an unknown tag gives an ``UnknownTurnEvent``."""
+        from ._wire import turn_event_from_dict
+
+        return turn_event_from_dict(data)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -399,7 +296,15 @@ class QueuedInputAccepted(TurnEvent):
     inputs: tuple[TurnInput, ...] = _f("inputs")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", tuple(self.inputs))
+        _WireRecord.__post_init__(self)
+        inputs = self.inputs
+        if isinstance(inputs, (str, bytes, TurnInput)) or not isinstance(inputs, (list, tuple)):
+            raise InvalidObservationError(
+                f"inputs must be a list of TurnInput values, not {short_repr(inputs)}"
+            )
+        if not all(isinstance(item, TurnInput) for item in inputs):
+            raise InvalidObservationError("inputs must hold TurnInput values only")
+        object.__setattr__(self, "inputs", tuple(inputs))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -415,19 +320,33 @@ class UnknownTurnEvent(TurnEvent):
     event_type: str
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _unknown_parts(self.event_type, self.fields, _ACTIVITY_KEYS)
+
     @property
     def type(self) -> str:
         return self.event_type
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.event_type, **self.fields}
+
+#: Keys an unknown kind's raw fields may not hold: they belong to the document around them, and a
+#: field of that name would overwrite it when the document is written.
+_ACTIVITY_KEYS = frozenset({"type", "protocol_version", "sequence", "id", "correlation_id"})
+_EVENT_KEYS = frozenset({"type", "protocol_version", "session_id", "revision", "cursor"})
+
+
+def _unknown_parts(tag: Any, fields: Any, reserved: frozenset[str]) -> None:
+    if not is_utf8_str(tag) or not tag:
+        raise InvalidObservationError(f"an unknown kind's type must be a non-empty UTF-8 string, not {short_repr(tag)}")
+    if not isinstance(fields, dict) or not all(isinstance(key, str) for key in fields):
+        raise InvalidObservationError(f"an unknown kind's fields must be a dict with str keys, not {short_repr(fields)}")
+    clash = reserved.intersection(fields)
+    if clash:
+        raise InvalidObservationError(
+            f"an unknown kind's fields may not hold {sorted(clash)}: they belong to the document"
+        )
 
 
 # --- activities -----------------------------------------------------------------------------------
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -451,56 +370,28 @@ class TurnActivity:
 
     @classmethod
     def independent(cls, event: TurnEvent) -> TurnActivity:
-        return cls(id=_new_id(), correlation_id=_new_id(), event=event)
+        return cls(id=new_id(), correlation_id=new_id(), event=event)
 
     @classmethod
     def correlated(cls, correlation_id: str, event: TurnEvent) -> TurnActivity:
-        return cls(id=_new_id(), correlation_id=correlation_id, event=event)
+        return cls(id=new_id(), correlation_id=correlation_id, event=event)
 
     def to_dict(
         self, protocol_version: int = DEFAULT_PROTOCOL_VERSION, *, sequence: int | None = None
     ) -> dict[str, Any]:
-        seq = sequence if sequence is not None else self.sequence
-        if seq is not None:
-            _expect("uint", "sequence", seq)
-        out: dict[str, Any] = {"protocol_version": check_protocol_version(protocol_version)}
-        if seq is not None:
-            out["sequence"] = seq
-        out["id"] = self.id
-        out["correlation_id"] = self.correlation_id
-        out.update(self.event.to_dict())
-        return out
+        """The activity document; ``sequence`` overrides the one it was read with."""
+        from ._wire import activity_to_dict
+
+        return activity_to_dict(self, protocol_version, sequence)
 
     @classmethod
     def from_dict(
         cls, data: Mapping[str, Any], *, parent_protocol_version: int | None = None
     ) -> TurnActivity:
-        if not isinstance(data, Mapping):
-            raise WireFormatError("turn activity must be an object")
-        version = data.get("protocol_version")
-        if parent_protocol_version is not None and version != parent_protocol_version:
-            raise WireFormatError(
-                f"activity protocol_version {short_repr(version)} differs from its parent's "
-                f"{parent_protocol_version}"
-            )
-        sequence = data.get("sequence")
-        if sequence is not None:
-            _expect("uint", "sequence", sequence)
-        for key in ("id", "correlation_id"):
-            value = data.get(key)
-            if not is_utf8_str(value) or not value:
-                raise WireFormatError(f"turn activity `{key}` must be a non-empty UTF-8 string")
-        body = {
-            k: v
-            for k, v in data.items()
-            if k not in ("protocol_version", "sequence", "id", "correlation_id")
-        }
-        return cls(
-            id=data["id"],
-            correlation_id=data["correlation_id"],
-            event=TurnEvent.from_dict(body),
-            sequence=sequence,
-        )
+        """Raises ``WireFormatError`` (a version unlike its parent's, empty ids, ...)."""
+        from ._wire import activity_from_dict
+
+        return activity_from_dict(data, parent_protocol_version)
 
 
 # --- payloads -------------------------------------------------------------------------------------
@@ -543,18 +434,16 @@ class EventPayload:
         return tuple(sorted(EventPayload._registry))
 
     def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
-        raise NotImplementedError
+        """This payload's fields of an event document (without ``type``)."""
+        from ._wire import payload_fields
+
+        return payload_fields(self, protocol_version, sequence)
 
     @staticmethod
     def from_wire(data: Mapping[str, Any], protocol_version: int) -> EventPayload:
-        tag = data.get("type")
-        if not isinstance(tag, str) or not tag:
-            raise WireFormatError("event has no `type`")
-        cls = EventPayload._registry.get(tag)
-        if cls is None:
-            skip = {"protocol_version", "session_id", "revision", "cursor", "type"}
-            return UnknownPayload(tag, {k: v for k, v in data.items() if k not in skip})
-        return cls._from_wire(data, protocol_version)  # type: ignore[attr-defined]
+        from ._wire import payload_from_wire
+
+        return payload_from_wire(data, protocol_version)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -566,17 +455,6 @@ class TurnActivityPayload(EventPayload):
     def event_type(self) -> str:
         return self.activity.event.type
 
-    def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
-        return {"activity": self.activity.to_dict(protocol_version, sequence=sequence)}
-
-    @classmethod
-    def _from_wire(cls, data: Mapping[str, Any], protocol_version: int) -> TurnActivityPayload:
-        if "activity" not in data:
-            raise WireFormatError("`turn_activity` is missing field `activity`")
-        return cls(
-            TurnActivity.from_dict(data["activity"], parent_protocol_version=protocol_version)
-        )
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Committed(EventPayload):
@@ -584,14 +462,7 @@ class Committed(EventPayload):
     read from the wire, which never carries a full read view."""
 
     TYPE: ClassVar[str] = "committed"
-    read_view: Any = None
-
-    def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def _from_wire(cls, data: Mapping[str, Any], protocol_version: int) -> Committed:
-        return cls(None)
+    read_view: ReadView | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -599,12 +470,11 @@ class AgentFrameSwitched(EventPayload):
     TYPE: ClassVar[str] = "agent_frame_switched"
     frame_id: str
 
-    def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
-        return {"frame_id": self.frame_id}
-
-    @classmethod
-    def _from_wire(cls, data: Mapping[str, Any], protocol_version: int) -> AgentFrameSwitched:
-        return cls(_expect("str", "frame_id", data.get("frame_id")))
+    def __post_init__(self) -> None:
+        if not is_utf8_str(self.frame_id) or not self.frame_id:
+            raise InvalidObservationError(
+                f"frame_id must be a non-empty UTF-8 string, not {short_repr(self.frame_id)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -619,14 +489,6 @@ class QueueChanged(EventPayload):
         )
         object.__setattr__(self, "batch_ids", _id_tuple(self.batch_ids, "batch_ids"))
 
-    def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
-        return {"kind": str(self.kind), "batch_ids": list(self.batch_ids)}
-
-    @classmethod
-    def _from_wire(cls, data: Mapping[str, Any], protocol_version: int) -> QueueChanged:
-        kind = enum_member(SessionQueueEventKind, data.get("kind"), "queue event `kind`", WireFormatError)
-        return cls(kind, _expect("str_list", "batch_ids", data.get("batch_ids")))
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProcessChanged(EventPayload):
@@ -640,14 +502,6 @@ class ProcessChanged(EventPayload):
         )
         object.__setattr__(self, "process_ids", _id_tuple(self.process_ids, "process_ids"))
 
-    def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
-        return {"kind": str(self.kind), "process_ids": list(self.process_ids)}
-
-    @classmethod
-    def _from_wire(cls, data: Mapping[str, Any], protocol_version: int) -> ProcessChanged:
-        kind = enum_member(SessionProcessEventKind, data.get("kind"), "process event `kind`", WireFormatError)
-        return cls(kind, _expect("str_list", "process_ids", data.get("process_ids")))
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class UnknownPayload(EventPayload):
@@ -656,12 +510,12 @@ class UnknownPayload(EventPayload):
     payload_type: str
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _unknown_parts(self.payload_type, self.fields, _EVENT_KEYS)
+
     @property
     def type(self) -> str:
         return self.payload_type
-
-    def wire_fields(self, protocol_version: int, sequence: int | None) -> dict[str, Any]:
-        return dict(self.fields)
 
 
 # --- the event ------------------------------------------------------------------------------------
@@ -669,14 +523,32 @@ class UnknownPayload(EventPayload):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SessionObservationEvent:
+    """One change of a session, at one live position. ``position`` is that live position when the
+    store that assigned it says so (stores pass it; it never takes part in equality); read
+    ``live_position``, which falls back to the cursor for events built elsewhere."""
+
     session_id: str
     revision: SessionRevision
     cursor: SessionCursor
     payload: EventPayload
+    position: int | None = dataclasses.field(default=None, kw_only=True, compare=False, repr=False)
 
     @property
     def type(self) -> str:
         return self.payload.type
+
+    @property
+    def live_position(self) -> int | None:
+        """The event's live replay position: the store's, else the cursor's (as
+        ``cursor.parse()`` reads it); ``None`` when the cursor does not parse (a foreign log)."""
+        position = self.position
+        if position is None:
+            try:
+                position = self.cursor.parse().live_position
+            except Exception:  # a malformed or foreign cursor, or no SessionCursor at all
+                return None
+            object.__setattr__(self, "position", position)  # a cache: parse once per event
+        return position
 
     def to_dict(
         self, protocol_version: int = DEFAULT_PROTOCOL_VERSION, *, sequence: int | None = None
@@ -684,42 +556,14 @@ class SessionObservationEvent:
         """The wire document. A turn activity's ``sequence`` is, in order of preference: the one
         given here (a writer numbering its own stream, as Rust's ``from_core(sequence, ..)``), the
         one it was read with, or the event's live position (monotonic within the session's
-        stream, which is all the field promises)."""
-        check_protocol_version(protocol_version)
-        if sequence is not None:
-            _expect("uint", "sequence", sequence)
-        elif isinstance(self.payload, TurnActivityPayload) and self.payload.activity.sequence is None:
-            try:
-                sequence = self.cursor.parse().live_position
-            except SessionCursorError:
-                sequence = None  # a foreign cursor: the activity is written without a sequence
-        return {
-            "protocol_version": protocol_version,
-            "session_id": self.session_id,
-            "revision": int(self.revision),
-            "cursor": str(self.cursor),
-            "type": self.payload.type,
-            **self.payload.wire_fields(protocol_version, sequence),
-        }
+        stream, which is all the field promises). Raises ``WireFormatError``."""
+        from ._wire import event_to_dict
+
+        return event_to_dict(self, protocol_version, sequence)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionObservationEvent:
         """Parse and validate one wire document; raises ``WireFormatError`` naming the rule."""
-        if not isinstance(data, Mapping):
-            raise WireFormatError("document must be a JSON object")
-        version = check_protocol_version(data.get("protocol_version"))
-        session_id = data.get("session_id")
-        if not is_utf8_str(session_id) or not session_id:
-            raise WireFormatError("`session_id` must be a non-empty UTF-8 string")
-        cursor = data.get("cursor")
-        if not is_utf8_str(cursor) or not cursor:
-            raise WireFormatError("`cursor` must be a non-empty UTF-8 string")
-        revision = data.get("revision")
-        try:
-            revision = SessionRevision(revision)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise WireFormatError(
-                f"`revision` must be an unsigned 64-bit integer, got {short_repr(revision)}"
-            ) from None
-        payload = EventPayload.from_wire(data, version)
-        return cls(session_id, revision, SessionCursor(cursor), payload)
+        from ._wire import event_from_dict
+
+        return event_from_dict(data)

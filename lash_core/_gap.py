@@ -4,31 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 
-from ._cursor import U64_MAX, SessionCursor, SessionRevision
-from ._errors import SessionCursorError, WireFormatError
-from ._events import DEFAULT_PROTOCOL_VERSION, TokenUsage, check_protocol_version
-from ._validate import enum_member, is_utf8_str
+from ._cursor import SessionCursor, SessionRevision
+from ._errors import SessionCursorError
+from ._events import TokenUsage
+from ._wire import DEFAULT_PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from ._runtime._state import ChatMessage
 
 __all__ = [
     "LiveReplayGapReason",
     "LiveReplayGap",
     "SessionObservation",
     "ObservationSummary",
+    "ReadView",
 ]
 
 
 class LiveReplayGapReason(enum.StrEnum):
     TRIMMED = "trimmed"  # retention dropped events the cursor still needed
     UNAVAILABLE = "unavailable"  # the store never had the cursor's position (restart, future)
-
-
-def _non_empty(data: Mapping[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not is_utf8_str(value) or not value:
-        raise WireFormatError(f"`{key}` must be a non-empty UTF-8 string")
-    return value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,74 +50,67 @@ class LiveReplayGap:
         return latest - requested if latest >= requested else None
 
     def to_dict(self, protocol_version: int = DEFAULT_PROTOCOL_VERSION) -> dict[str, Any]:
-        return {
-            "protocol_version": check_protocol_version(protocol_version),
-            "session_id": self.session_id,
-            "requested_cursor": str(self.requested_cursor),
-            "latest_cursor": str(self.latest_cursor),
-            "latest_revision": int(self.latest_revision),
-            "reason": str(self.reason),
-        }
+        from ._wire import gap_to_dict
+
+        return gap_to_dict(self, protocol_version)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LiveReplayGap:
-        if not isinstance(data, Mapping):
-            raise WireFormatError("gap must be a JSON object")
-        check_protocol_version(data.get("protocol_version"))
-        reason = enum_member(LiveReplayGapReason, data.get("reason"), "gap `reason`", WireFormatError)
-        try:
-            revision = SessionRevision(data.get("latest_revision"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise WireFormatError("`latest_revision` must be an unsigned 64-bit integer") from None
-        return cls(
-            session_id=_non_empty(data, "session_id"),
-            requested_cursor=SessionCursor(_non_empty(data, "requested_cursor")),
-            latest_cursor=SessionCursor(_non_empty(data, "latest_cursor")),
-            latest_revision=revision,
-            reason=reason,
-        )
+        """Raises ``WireFormatError`` naming the rule."""
+        from ._wire import gap_from_dict
+
+        return gap_from_dict(data)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ObservationSummary:
-    """The part of a read view that travels on the wire (the full view never does)."""
+    """The part of a read view that travels on the wire (the full view never does): a
+    ``ReadView`` with no messages and no known agent frame."""
 
     session_id: str
     turn_index: int
     usage: TokenUsage = TokenUsage()
+    messages: tuple[ChatMessage, ...] = ()
+    current_agent_frame_id: str | None = None
+
+
+@runtime_checkable
+class ReadView(Protocol):
+    """What a client renders of a session. The runtime's committed ``SessionReadView`` is one; an
+    ``ObservationSummary`` read from the wire is one too (no messages, no agent frame)."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def turn_index(self) -> int: ...
+
+    @property
+    def usage(self) -> TokenUsage: ...
+
+    @property
+    def messages(self) -> tuple[ChatMessage, ...]: ...
+
+    @property
+    def current_agent_frame_id(self) -> str | None: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SessionObservation:
     """What a client renders, plus the cursor to resume from."""
 
-    read_view: Any
+    read_view: ReadView
     cursor: SessionCursor
 
     def to_dict(self, protocol_version: int = DEFAULT_PROTOCOL_VERSION) -> dict[str, Any]:
-        view = self.read_view
-        usage = getattr(view, "usage", None) or TokenUsage()
-        return {
-            "protocol_version": check_protocol_version(protocol_version),
-            "session_id": view.session_id,
-            "cursor": str(self.cursor),
-            "turn_index": int(view.turn_index),
-            "usage": usage.to_dict(),
-        }
+        """The observation document: the read view's summary (session, turn index, usage)."""
+        from ._wire import observation_to_dict
+
+        return observation_to_dict(self, protocol_version)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionObservation:
-        if not isinstance(data, Mapping):
-            raise WireFormatError("observation must be a JSON object")
-        check_protocol_version(data.get("protocol_version"))
-        turn_index = data.get("turn_index")
-        if isinstance(turn_index, bool) or not isinstance(turn_index, int) or not (
-            0 <= turn_index <= U64_MAX
-        ):
-            raise WireFormatError("`turn_index` must be an unsigned 64-bit integer")
-        summary = ObservationSummary(
-            session_id=_non_empty(data, "session_id"),
-            turn_index=turn_index,
-            usage=TokenUsage.from_dict(data.get("usage", {})),
-        )
-        return cls(summary, SessionCursor(_non_empty(data, "cursor")))
+        """Raises ``WireFormatError``; the read view is an ``ObservationSummary``."""
+        from ._wire import observation_from_dict
+
+        return observation_from_dict(data)

@@ -13,13 +13,13 @@ import asyncio
 import dataclasses
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
-from ._aio import maybe_await
 from ._cursor import SessionCursor, SessionRevision, as_cursor
 from ._errors import (
     ForeignSessionError,
     InvalidObservationError,
+    InvalidProcessError,
     InvalidQueuedWorkError,
     LashError,
     LashRuntimeError,
@@ -42,23 +42,34 @@ from ._events import (
 )
 from ._gap import LiveReplayGap, LiveReplayGapReason, SessionObservation
 from ._input import TurnInput
-from ._json import short_repr
+from ._json import error_message, short_repr
 from ._processes import ProcessScope, ProcessScopeId, list_session_process_handles
 from ._replay import Gap, InMemoryLiveReplayStore, LiveReplayStore, Replayed, Subscribed
 from ._validate import is_utf8_str
 
 if TYPE_CHECKING:
-    from ._processes import ProcessHandleSummary
-    from ._queue import DeliveryPolicy, QueuedWorkBatch, SlotPolicy
+    from ._processes import ProcessHandleSummary, ProcessRecord, ProcessRegistry
+    from ._queue import DeliveryPolicy, QueuedWorkBatch, QueuedWorkStore, SlotPolicy
+    from ._runtime import (
+        LashRuntime,
+        OpenAgentFrameResult,
+        QueuedWorkPoke,
+        RuntimeSessionState,
+        SessionPolicy,
+        SessionReadView,
+        SessionUsageReport,
+        ToolState,
+        TurnOutcome,
+    )
 
-__all__ = ["RuntimeObservation", "RuntimeHandle", "GapResume", "revision_of"]
+__all__ = ["RuntimeObservation", "RuntimeHandle", "GapResume", "ObservedRuntime", "revision_of"]
 
 logger = logging.getLogger("lash_core.observation")
 
 _QUEUE_STORE_REQUIRED = "queued turn input requires a persistent runtime store"
 
 
-def revision_of(state: Any) -> SessionRevision:
+def revision_of(state: RuntimeSessionState) -> SessionRevision:
     """A session's revision: its ``head_revision`` when persisted, else its ``turn_index``."""
     head = getattr(state, "head_revision", None)
     return SessionRevision(head if head is not None else state.turn_index)
@@ -72,6 +83,31 @@ class GapResume:
     observation: SessionObservation
 
 
+@runtime_checkable
+class ObservedRuntime(Protocol):
+    """What a ``RuntimeHandle`` needs of a runtime (``LashRuntime`` is one): its session, the
+    committed state to snapshot, and the operations the handle drives under its writer lock.
+    ``process_registry``, ``queue_store`` and ``queued_work_poke`` may be absent (read as ``None``)."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def policy(self) -> SessionPolicy: ...
+
+    def export_persisted_state(self) -> RuntimeSessionState: ...
+
+    def read_view(self) -> SessionReadView: ...
+
+    def usage_report(self) -> SessionUsageReport: ...
+
+    def tool_registry_generation(self) -> int | None: ...
+
+    def tool_state(self) -> ToolState: ...
+
+    def active_tool_catalog(self) -> tuple[dict[str, Any], ...]: ...
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RuntimeObservation:
     """An immutable snapshot of the runtime, published after each commit."""
@@ -79,20 +115,21 @@ class RuntimeObservation:
     session_id: str
     revision: SessionRevision
     cursor: SessionCursor
-    policy: Any
-    read_view: Any
-    persisted_state: Any
-    usage_report: Any
-    tool_state: Any
-    tool_catalog: tuple[Any, ...]
+    policy: SessionPolicy
+    read_view: SessionReadView
+    persisted_state: RuntimeSessionState
+    usage_report: SessionUsageReport
+    tool_state: ToolState | None
+    #: what the model is offered: ``{"name", "description", "input_schema"}`` JSON objects
+    tool_catalog: tuple[dict[str, Any], ...]
     tool_catalog_error: str | None
-    process_registry: Any
-    queue_store: Any
-    queued_work_poke: Any
+    process_registry: ProcessRegistry | None
+    queue_store: QueuedWorkStore | None
+    queued_work_poke: QueuedWorkPoke | None
 
     @classmethod
     def from_runtime(
-        cls, runtime: Any, cursor: SessionCursor, previous: RuntimeObservation | None
+        cls, runtime: ObservedRuntime, cursor: SessionCursor, previous: RuntimeObservation | None
     ) -> RuntimeObservation:
         try:
             tool_catalog, tool_catalog_error = tuple(runtime.active_tool_catalog()), None
@@ -181,15 +218,18 @@ def _store_cursor(
     return cursor
 
 
-def _store_call(method: Callable[[SessionCursor], Any], cursor: SessionCursor, expected: tuple[type, ...]) -> Any:
+def _store_call(
+    store: LiveReplayStore, method: str, cursor: SessionCursor, expected: tuple[type, ...]
+) -> Any:
     """Call a store's read method; its own lash errors pass through, anything else (a driver
-    error, a wrong return type) becomes ``LiveReplayStoreFailure`` with the cause chained."""
+    error, a failing attribute, a wrong return type) becomes ``LiveReplayStoreFailure`` with the
+    cause chained."""
     try:
-        result = method(cursor)
+        result = getattr(store, method)(cursor)
     except LashError:
         raise
     except Exception as err:
-        raise LiveReplayStoreFailure(f"{type(err).__name__}: {short_repr(str(err), 200)}") from err
+        raise LiveReplayStoreFailure(error_message(err, 300)) from err
     if not isinstance(result, expected):
         raise LiveReplayStoreFailure(
             f"the store answered {type(result).__name__}, not one of "
@@ -205,7 +245,7 @@ class _Shared:
         "runtime", "lock", "observation", "store", "handles", "writers", "detached", "last_cursor"
     )
 
-    def __init__(self, runtime: Any, store: LiveReplayStore, observation: RuntimeObservation):
+    def __init__(self, runtime: LashRuntime, store: LiveReplayStore, observation: RuntimeObservation):
         self.runtime = runtime
         #: the cursor of the last event this handle appended, or the store's tail when last asked:
         #: the best cursor available when the store cannot answer
@@ -227,7 +267,9 @@ class RuntimeHandle:
 
     __slots__ = ("_shared", "_finalizer", "__weakref__")
 
-    def __init__(self, runtime: Any, live_replay_store: LiveReplayStore | None = None) -> None:
+    def __init__(
+        self, runtime: LashRuntime, live_replay_store: LiveReplayStore | None = None
+    ) -> None:
         """Raises ``LashRuntimeError`` (``invalid_configuration``) when the runtime's session id is
         not a non-empty UTF-8 string: every store and frontend would refuse it later, on each turn.
         A replay store that fails here is logged; the snapshot starts at position 0."""
@@ -292,7 +334,7 @@ class RuntimeHandle:
     def observe(self) -> RuntimeObservation:
         return self._shared.observation
 
-    def try_into_runtime(self) -> Any:
+    def try_into_runtime(self) -> LashRuntime | RuntimeHandle:
         """The runtime back when this is its only handle and nobody is writing; else ``self``."""
         shared = self._shared
         if shared.detached or shared.handles != 1 or shared.writers or shared.lock.locked():
@@ -304,7 +346,7 @@ class RuntimeHandle:
 
     # -- publishing --------------------------------------------------------------------------------
 
-    def publish_from(self, runtime: Any) -> None:
+    def publish_from(self, runtime: ObservedRuntime) -> None:
         shared = self._live()
         store = shared.store
         state = runtime.export_persisted_state()
@@ -345,7 +387,7 @@ class RuntimeHandle:
         """Append ``queue_changed``. Raises ``InvalidObservationError`` for an unknown kind or a
         ``batch_ids`` that is not a list of id strings (a bare ``str`` included)."""
         self._record(
-            QueueChanged(kind, batch_ids),  # validates both
+            QueueChanged(kind, batch_ids),  # type: ignore[arg-type]  # validated and made a tuple
             "failed to append queue observation event; reconnect may require gap recovery",
         )
 
@@ -354,7 +396,7 @@ class RuntimeHandle:
     ) -> None:
         """Append ``process_changed``; validates like ``record_queue_changed``."""
         self._record(
-            ProcessChanged(kind, process_ids),  # validates both
+            ProcessChanged(kind, process_ids),  # type: ignore[arg-type]  # validated, made a tuple
             "failed to append process observation event; reconnect may require gap recovery",
         )
 
@@ -368,9 +410,12 @@ class RuntimeHandle:
         shared = self._shared
         try:
             event = shared.store.append(session_id, revision, payload)
-            if not isinstance(event, SessionObservationEvent):
+            if not isinstance(event, SessionObservationEvent) or not isinstance(
+                event.cursor, SessionCursor
+            ):
                 raise LiveReplayStoreFailure(
-                    f"append returned {type(event).__name__}, not a SessionObservationEvent"
+                    f"append returned {type(event).__name__} without a SessionCursor, "
+                    "not a SessionObservationEvent"
                 )
         except LiveReplayStoreError as err:
             logger.warning("%s (session_id=%s, error=%s)", warning, session_id, err)
@@ -408,19 +453,23 @@ class RuntimeHandle:
         cursor = as_cursor(cursor)
         observation = self._live().observation
         cursor.parse_for_session(observation.session_id)
-        result = _store_call(self._shared.store.replay_after_cursor, cursor, (Replayed, Gap))
+        result = _store_call(self._shared.store, "replay_after_cursor", cursor, (Replayed, Gap))
         if isinstance(result, Gap):
             return self._gap_resume(cursor, result.reason, observation)
-        return result
+        replayed: Replayed = result
+        return replayed
 
     def subscribe_session_observation(self, cursor: SessionCursor | str) -> Subscribed | GapResume:
         cursor = as_cursor(cursor)
         observation = self._live().observation
         cursor.parse_for_session(observation.session_id)
-        result = _store_call(self._shared.store.subscribe_after_cursor, cursor, (Subscribed, Gap))
+        result = _store_call(
+            self._shared.store, "subscribe_after_cursor", cursor, (Subscribed, Gap)
+        )
         if isinstance(result, Gap):
             return self._gap_resume(cursor, result.reason, observation)
-        return result
+        subscribed: Subscribed = result
+        return subscribed
 
     def _fresh_observation(self, observation: RuntimeObservation) -> SessionObservation:
         cursor = self._best_cursor(observation.session_id, observation.revision)
@@ -441,12 +490,12 @@ class RuntimeHandle:
 
     # -- driving the runtime (each under the writer lock, publishing through this handle) ------------
 
-    async def run_turn(self, inputs: Any) -> Any:
+    async def run_turn(self, inputs: Sequence[TurnInput | str] | TurnInput | str) -> TurnOutcome:
         """Run one turn on the runtime; its activities and commit are observed through this handle."""
         async with self.writer() as runtime:
             return await runtime.run_turn(inputs, sink=self)
 
-    async def open_agent_frame(self, frame_id: str) -> Any:
+    async def open_agent_frame(self, frame_id: str) -> OpenAgentFrameResult:
         """Switch the current agent frame and publish (``agent_frame_switched`` then ``committed``)."""
         async with self.writer() as runtime:
             result = runtime.open_agent_frame(frame_id)
@@ -475,16 +524,19 @@ class RuntimeHandle:
 
     # -- processes ---------------------------------------------------------------------------------
 
-    def _check_own_session(self, session_id: Any) -> None:
+    def _check_own_session(self, session_id: Any) -> str:
+        """``session_id`` as a plain ``str`` when it is this handle's own; else
+        ``ForeignSessionError`` (``InvalidQueuedWorkError`` for a non-string). A ``str`` subclass is
+        compared by its characters, never by its own ``__eq__``."""
         own = self._shared.observation.session_id
-        if session_id != own:
-            if not isinstance(session_id, str):
-                raise InvalidQueuedWorkError(
-                    f"session id must be a str, not {type(session_id).__name__}"
-                )
-            raise ForeignSessionError(own, session_id)
+        if not isinstance(session_id, str):
+            raise InvalidQueuedWorkError(f"session id must be a str, not {type(session_id).__name__}")
+        plain = str.__str__(session_id)
+        if plain != own:
+            raise ForeignSessionError(own, plain)
+        return plain
 
-    def _process_registry(self) -> Any:
+    def _process_registry(self) -> ProcessRegistry:
         registry = self._shared.observation.process_registry
         if registry is None:
             raise LashRuntimeError(
@@ -492,9 +544,16 @@ class RuntimeHandle:
             )
         return registry
 
-    def start_process(self, name: str, *, scope: ProcessScope | None = None) -> Any:
+    def start_process(
+        self, name: str, *, scope: ProcessScope | None = None
+    ) -> ProcessHandleSummary:
         """Start a process in ``scope`` (default: the current agent frame's, else the session's)
-        and record ``process_changed/started``."""
+        and record ``process_changed/started``. Raises ``InvalidProcessError`` for a name that is
+        not a non-empty UTF-8 string or a scope that is not a ``ProcessScope``, and
+        ``ForeignSessionError`` for another session's scope."""
+        name = _process_text(name, "process name")
+        if scope is not None and not isinstance(scope, ProcessScope):
+            raise InvalidProcessError(f"scope must be a ProcessScope, not {type(scope).__name__}")
         observation = self._shared.observation
         if scope is None:
             frame_id = observation.persisted_state.current_agent_frame_id
@@ -509,10 +568,13 @@ class RuntimeHandle:
         self.record_process_changed(SessionProcessEventKind.STARTED, [summary.process_id])
         return summary
 
-    def cancel_process(self, process_id: str) -> Any:
+    def cancel_process(self, process_id: str) -> ProcessRecord:
         """Cancel a process; ``process_changed/cancelled`` is recorded only when it was running.
 
-        Raises ``ForeignSessionError`` for a process owned by another session (nothing changes)."""
+        Raises ``InvalidProcessError`` for an id that is not a non-empty UTF-8 string,
+        ``UnknownProcessError`` for an unknown one, ``ForeignSessionError`` for a process owned by
+        another session (nothing changes in any case)."""
+        process_id = _process_text(process_id, "process id")
         registry = self._process_registry()
         before = registry.get_process(process_id)
         if before is not None:
@@ -543,7 +605,7 @@ class RuntimeHandle:
             observation.session_id, delivery_policy, slot_policy, [input], source_key=source_key
         )
         try:
-            batch = await maybe_await(store.enqueue_queued_work(draft))
+            batch = await store.enqueue_queued_work(draft)
         except InvalidQueuedWorkError:
             raise  # the caller's input, not the store, is at fault: keep the precise error
         except Exception as err:
@@ -563,7 +625,7 @@ class RuntimeHandle:
         ``InvalidQueuedWorkError`` for a ``batch_id`` that is not a non-empty UTF-8 string: in both
         cases before the store is touched, so nothing is cancelled and nothing recorded."""
         observation = self._shared.observation
-        self._check_own_session(session_id)
+        session_id = self._check_own_session(session_id)
         if not is_utf8_str(batch_id) or not batch_id:
             raise InvalidQueuedWorkError(
                 f"batch id must be a non-empty UTF-8 string, not {short_repr(batch_id)}"
@@ -572,7 +634,7 @@ class RuntimeHandle:
         if store is None:
             raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, _QUEUE_STORE_REQUIRED)
         try:
-            batch = await maybe_await(store.cancel_queued_work_batch(session_id, batch_id))
+            batch = await store.cancel_queued_work_batch(session_id, batch_id)
         except InvalidQueuedWorkError:
             raise
         except Exception as err:
@@ -580,6 +642,12 @@ class RuntimeHandle:
         if batch is not None:
             self.record_queue_changed(SessionQueueEventKind.CANCELLED, [batch_id])
         return batch
+
+
+def _process_text(value: Any, what: str) -> str:
+    if not is_utf8_str(value) or not value:
+        raise InvalidProcessError(f"{what} must be a non-empty UTF-8 string, not {short_repr(value)}")
+    return str.__str__(value)
 
 
 def _writer_gone(shared: _Shared) -> None:
@@ -594,7 +662,7 @@ class _Writer:
         shared.writers += 1
         weakref.finalize(self, _writer_gone, shared)
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> LashRuntime:
         if self._shared.detached:
             raise LashRuntimeError(
                 RuntimeErrorCode.INVALID_CONFIGURATION,

@@ -12,7 +12,9 @@ Rules:
   ``RecursionError`` is caught here because a value is *data*: a tool may return a list nested
   100,000 levels deep, and that must become a failed tool output, never a crashed turn.
 * ``decode_json`` is ``json.loads`` with the same treatment plus ``malformed`` (not JSON) and
-  ``not_utf8`` (bytes that are not strict UTF-8).
+  ``not_utf8`` (bytes that are not strict UTF-8, or an escape that decodes to a lone surrogate).
+* Both refuse lone surrogates (``not_utf8``): JSON travels as UTF-8, and Rust's serde_json refuses
+  them, so text the codec writes can always be sent and read back.
 * ``to_plain_json`` round-trips a value through the codec: the result holds only ``dict``, ``list``,
   ``str``, ``int``, ``float``, ``bool`` and ``None``, and is safe to keep, compare and encode again.
 * ``json_summary`` never raises: a bounded one-line summary for tables and tooltips, or, for a
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import reprlib
 from typing import Any, Callable
 
@@ -40,6 +43,7 @@ __all__ = [
     "summary_fallback",
     "short_repr",
     "truncate",
+    "error_message",
 ]
 
 
@@ -80,7 +84,7 @@ def encode_json(
     if indent is not None and separators == (",", ":"):
         separators = (",", ": ")
     try:
-        return json.dumps(
+        text = json.dumps(
             value,
             allow_nan=allow_nan,
             default=default,
@@ -91,6 +95,24 @@ def encode_json(
         )
     except (RecursionError, TypeError, ValueError, OverflowError) as err:
         raise _classify(err) from None
+    except Exception as err:  # a container whose own methods fail (a dict subclass's items())
+        raise JsonValueError(
+            JsonValueKind.UNSUPPORTED, f"value could not be read: {type(err).__name__}"
+        ) from None
+    if not text.isascii():
+        _check_utf8(text)
+    return text
+
+
+def _check_utf8(text: str) -> None:
+    """JSON travels as UTF-8: a lone surrogate (a non-UTF-8 file name from ``os.listdir``, a
+    ``\\udXXX`` escape) has no encoding there, and Rust's serde_json refuses it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise JsonValueError(
+            JsonValueKind.NOT_UTF8, f"a string holds a lone surrogate at character {err.start}"
+        ) from None
 
 
 def decode_json(data: str | bytes | bytearray) -> Any:
@@ -109,7 +131,7 @@ def decode_json(data: str | bytes | bytearray) -> Any:
             JsonValueKind.UNSUPPORTED, f"JSON text must be str or bytes, not {type(data).__name__}"
         )
     try:
-        return json.loads(data)
+        value = json.loads(data)
     except json.JSONDecodeError as err:
         raise JsonValueError(
             JsonValueKind.MALFORMED, f"{err.msg} (line {err.lineno}, column {err.colno})"
@@ -120,6 +142,15 @@ def decode_json(data: str | bytes | bytearray) -> Any:
         ) from None
     except (ValueError, OverflowError) as err:
         raise JsonValueError(JsonValueKind.OUT_OF_RANGE, str(err)) from None
+    if not data.isascii() and _SURROGATE_ESCAPE.search(data) is None:
+        _check_utf8(data)  # raw lone surrogates in the text itself
+    elif _SURROGATE_ESCAPE.search(data) is not None:
+        encode_json(value, allow_nan=True)  # an escape that decoded to a lone surrogate
+    return value
+
+
+#: ``\udXXX``: an escaped surrogate, which decodes to a lone surrogate unless it is half of a pair
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def to_plain_json(value: Any) -> Any:
@@ -132,6 +163,21 @@ def truncate(text: str, limit: int) -> str:
     if limit < 1:
         raise ValueError("limit must be at least 1")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_message(err: BaseException, limit: int = 4000, *, with_type: bool = True) -> str:
+    """``"{ErrorType}: {message}"`` (``with_type=False``: the message alone), the type's name when
+    there is no message; at most ``limit`` characters, lone surrogates repaired. Never raises,
+    even for an exception whose ``__str__`` fails."""
+    try:
+        message = str(err)
+    except Exception:
+        message = "<message unavailable>"
+    name = type(err).__name__
+    text = (f"{name}: {message}" if with_type else message) if message else name
+    if not text.isascii():
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return truncate(text, limit)
 
 
 def summary_fallback(err: JsonValueError) -> str:

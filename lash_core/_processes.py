@@ -31,10 +31,10 @@ import functools
 import enum
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from ._clock import wall_clock_ms
 from ._errors import InvalidProcessError, ProcessRegistryError, UnknownProcessError
 from ._json import short_repr
 from ._validate import is_utf8_str
@@ -50,6 +50,8 @@ __all__ = [
     "ProcessHandleGrantEntry",
     "ProcessHandleSummary",
     "ProcessRegistry",
+    "PROCESS_REGISTRY_ASYNC_METHODS",
+    "PROCESS_REGISTRY_SYNC_METHODS",
     "InMemoryProcessRegistry",
     "merge_process_handles",
     "list_session_process_handles",
@@ -71,6 +73,10 @@ class ProcessScopeId(str):
 
     def __repr__(self) -> str:
         return f"ProcessScopeId({str.__repr__(self)})"
+
+
+#: What joins a session and a frame in a scope id (``session:{session_id}/frame:{frame_id}``).
+_FRAME_SEPARATOR = "/frame:"
 
 
 def _utf8(name: str, value: str | None) -> None:
@@ -95,6 +101,14 @@ class ProcessScope:
             )
         _utf8("session id", self.session_id)
         _utf8("agent frame id", self.agent_frame_id)
+        if _FRAME_SEPARATOR in self.session_id:  # else `session:{a}/frame:{f}` has two readings
+            raise InvalidProcessError(
+                f"a process scope's session id may not contain {_FRAME_SEPARATOR!r}: "
+                f"{short_repr(self.session_id)}"
+            )
+        object.__setattr__(self, "session_id", str.__str__(self.session_id))
+        if self.agent_frame_id is not None:
+            object.__setattr__(self, "agent_frame_id", str.__str__(self.agent_frame_id))
 
     @classmethod
     def for_agent_frame(cls, session_id: str, frame_id: str) -> ProcessScope:
@@ -251,17 +265,75 @@ class ProcessHandleSummary:
 # --- the registry protocol ------------------------------------------------------------------------
 
 
+@runtime_checkable
 class ProcessRegistry(Protocol):
-    """A process registry. The runtime's observation reads only the two async list methods;
-    mutations are synchronous and raise ``UnknownProcessError`` for an id they do not know."""
+    """Where processes and their handle grants live (in-memory here; durable backends later).
+    This docstring and the rules block of ``lash_core._processes`` are the whole contract: a
+    registry written from them passes ``tests/conformance``.
 
-    async def list_handle_grants(self, scope: ProcessScope) -> list[ProcessHandleGrantEntry]: ...
+    Sync and async. The mutations (``start_process``, ``grant_handle``, ``revoke_handle``,
+    ``cancel_process``, ``complete_process``) and ``get_process`` are plain synchronous methods
+    that return quickly: the handle calls them on the event loop (a notebook button, a tool) and
+    records the change right after. The two listings are coroutine functions (``async def``): the
+    observation awaits them, so a durable registry may do its I/O there.
+    ``LashRuntime.builder().with_process_registry(registry)`` refuses, when it builds, a registry
+    that lacks a method or gets one of these kinds wrong (``LashRuntimeError``, code
+    ``invalid_configuration``).
+
+    Threads. Every method may be called from any thread (background workers and the notebook's
+    loop share a registry); each call is atomic.
+
+    Time. ``created_at_ms``, ``updated_at_ms`` and ``granted_at_ms`` are epoch milliseconds from
+    the registry's own clock (``clock_ms``).
+
+    Operations (see the rules at the top of ``lash_core._processes`` for the lifecycle):
+
+    * ``start_process(scope, name, *, process_id=None, kind=None)``: registers a ``running``
+      process owned by ``scope`` (``created_at_ms == updated_at_ms == now``) and grants ``scope``
+      a handle on it; returns that grant's ``ProcessHandleSummary``. Without ``process_id`` the
+      registry makes a new one, unique for the registry's lifetime (never one taken explicitly).
+      An explicit id that exists already is a replay when name, kind and owner scope id match
+      (the process is granted to ``scope`` again and returned as it is), else
+      ``ProcessRegistryError``, changing nothing. An empty ``process_id`` is a ``ValueError``.
+    * ``grant_handle(process_id, scope, *, descriptor=None)``: gives ``scope`` a handle on an
+      existing process, terminal or not (``granted_at_ms = now``). Without a descriptor the grant
+      shows the process's ``kind`` and ``name`` (as ``label``). Granting again to the same scope
+      id replaces the descriptor and keeps the first ``granted_at_ms``.
+    * ``revoke_handle(process_id, scope)``: removes that grant if there is one; a missing grant or
+      an unknown process is a no-op. The process itself is untouched.
+    * ``cancel_process(process_id)``: a running process becomes ``cancelled``
+      (``updated_at_ms = now``); a terminal one is returned unchanged.
+    * ``complete_process(process_id, *, status=COMPLETED)``: ``status`` must be terminal
+      (``completed``, ``failed``, ``cancelled``; its wire string is accepted), else
+      ``ValueError``. A running process takes it; the same terminal status again is a no-op
+      returning the record; a different one raises ``ProcessRegistryError`` and changes nothing.
+    * ``get_process(process_id)``: the ``ProcessRecord``, or ``None``.
+    * ``await list_handle_grants(scope)``: every grant held by the scope's *id* (so a scope with
+      an empty frame id lists the root's), as ``ProcessHandleGrantEntry(grant, record)`` with the
+      record as it is now, sorted by process id (plain string order).
+      ``await list_live_handle_grants(scope)``: the same, without terminal processes.
+
+    Errors. ``UnknownProcessError(process_id)`` (a ``ProcessRegistryError`` and ``KeyError``) from
+    ``grant_handle``, ``cancel_process`` and ``complete_process`` for an id the registry does not
+    know; ``ProcessRegistryError`` for the conflicts above; ``TypeError`` for arguments of the
+    wrong type and ``InvalidProcessError`` for text that is not valid UTF-8. A refused call
+    changes nothing. A backend translates its driver's errors into ``ProcessRegistryError`` at its
+    own boundary.
+    """
+
+    async def list_handle_grants(self, scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        """Every grant of the scope's id, sorted by process id."""
+        ...
 
     async def list_live_handle_grants(
         self, scope: ProcessScope
-    ) -> list[ProcessHandleGrantEntry]: ...
+    ) -> list[ProcessHandleGrantEntry]:
+        """The grants of the scope's id whose process is still running, sorted by process id."""
+        ...
 
-    def get_process(self, process_id: str) -> ProcessRecord | None: ...
+    def get_process(self, process_id: str) -> ProcessRecord | None:
+        """The record, or ``None`` for an unknown id."""
+        ...
 
     def start_process(
         self,
@@ -270,7 +342,9 @@ class ProcessRegistry(Protocol):
         *,
         process_id: str | None = None,
         kind: str | None = None,
-    ) -> ProcessHandleSummary: ...
+    ) -> ProcessHandleSummary:
+        """Register a running process owned by ``scope`` and grant ``scope`` a handle on it."""
+        ...
 
     def grant_handle(
         self,
@@ -278,22 +352,44 @@ class ProcessRegistry(Protocol):
         scope: ProcessScope,
         *,
         descriptor: ProcessHandleDescriptor | None = None,
-    ) -> ProcessHandleSummary: ...
+    ) -> ProcessHandleSummary:
+        """Give ``scope`` a handle on an existing process."""
+        ...
 
-    def revoke_handle(self, process_id: str, scope: ProcessScope) -> None: ...
+    def revoke_handle(self, process_id: str, scope: ProcessScope) -> None:
+        """Remove ``scope``'s handle on the process, if it has one."""
+        ...
 
-    def cancel_process(self, process_id: str) -> ProcessRecord: ...
+    def cancel_process(self, process_id: str) -> ProcessRecord:
+        """Cancel a running process; a terminal one is returned unchanged."""
+        ...
 
     def complete_process(
         self, process_id: str, *, status: ProcessStatus = ProcessStatus.COMPLETED
-    ) -> ProcessRecord: ...
+    ) -> ProcessRecord:
+        """End a running process with a terminal ``status``."""
+        ...
+
+
+#: ``ProcessRegistry`` methods that are coroutine functions; the others must be plain methods.
+PROCESS_REGISTRY_ASYNC_METHODS: tuple[str, ...] = ("list_handle_grants", "list_live_handle_grants")
+#: ``ProcessRegistry`` methods that are plain, synchronous methods.
+PROCESS_REGISTRY_SYNC_METHODS: tuple[str, ...] = (
+    "get_process",
+    "start_process",
+    "grant_handle",
+    "revoke_handle",
+    "cancel_process",
+    "complete_process",
+)
 
 
 # --- in-memory registry ---------------------------------------------------------------------------
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _check_scope(scope: Any) -> None:
+    if not isinstance(scope, ProcessScope):
+        raise TypeError(f"scope must be a ProcessScope, not {type(scope).__name__}")
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -317,7 +413,7 @@ class InMemoryProcessRegistry:
     """
 
     def __init__(self, *, clock_ms: Callable[[], int] | None = None) -> None:
-        self._clock_ms = clock_ms if clock_ms is not None else _wall_clock_ms
+        self._clock_ms = clock_ms if clock_ms is not None else wall_clock_ms
         self._records: dict[str, ProcessRecord] = {}
         self._grants: dict[ProcessScopeId, dict[str, ProcessHandleGrant]] = {}
         self._next_number = 1
@@ -338,6 +434,7 @@ class InMemoryProcessRegistry:
 
     @_locked
     def _entries(self, scope: ProcessScope, *, live: bool) -> list[ProcessHandleGrantEntry]:
+        _check_scope(scope)
         grants = self._grants.get(scope.id(), {})
         entries = [
             ProcessHandleGrantEntry(grant, self._records[process_id])
@@ -359,8 +456,7 @@ class InMemoryProcessRegistry:
         kind: str | None = None,
     ) -> ProcessHandleSummary:
         """Register a running process owned by ``scope`` and grant ``scope`` a handle on it."""
-        if not isinstance(scope, ProcessScope):
-            raise TypeError(f"scope must be a ProcessScope, not {type(scope).__name__}")
+        _check_scope(scope)
         if not isinstance(name, str):
             raise TypeError(f"process name must be a str, not {type(name).__name__}")
         if kind is not None and not isinstance(kind, str):
@@ -404,6 +500,11 @@ class InMemoryProcessRegistry:
 
         Without a descriptor the grant shows the process's own kind and name.
         """
+        _check_scope(scope)
+        if descriptor is not None and not isinstance(descriptor, ProcessHandleDescriptor):
+            raise TypeError(
+                f"descriptor must be a ProcessHandleDescriptor, not {type(descriptor).__name__}"
+            )
         record = self._require(process_id)
         if descriptor is None:
             descriptor = ProcessHandleDescriptor(kind=record.kind, label=record.name)
@@ -423,6 +524,7 @@ class InMemoryProcessRegistry:
     @_locked
     def revoke_handle(self, process_id: str, scope: ProcessScope) -> None:
         """Remove ``scope``'s handle on the process, if it has one. The process itself is untouched."""
+        _check_scope(scope)
         scope_grants = self._grants.get(scope.id())
         if scope_grants is not None:
             scope_grants.pop(process_id, None)

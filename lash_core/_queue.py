@@ -39,14 +39,17 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+from ._clock import wall_clock_ms
+from ._cursor import U64_MAX
 from ._errors import IllegalBatchTransition, InvalidQueuedWorkError, QueuedWorkClaimExpired
+from ._ids import new_prefixed_id
 from ._input import TurnInput
+from ._json import error_message, short_repr
+from ._validate import enum_member, is_uint, is_utf8_str
 
 __all__ = [
     "DeliveryPolicy",
@@ -66,12 +69,12 @@ __all__ = [
     "QueueState",
     "QueueStatistics",
     "QueuedWorkStore",
+    "QUEUED_WORK_STORE_METHODS",
     "InMemoryQueueStore",
 ]
 
 #: Times, sequence numbers and tokens are unsigned 64-bit on the wire (the Rust store and the
 #: SQL backends); the expiry saturates here instead of overflowing, as Rust's does.
-_U64_MAX = (1 << 64) - 1
 
 
 # --- wire enums ---------------------------------------------------------------------------------
@@ -95,35 +98,27 @@ class QueuedWorkClaimBoundary(enum.StrEnum):
 # --- validation helpers -------------------------------------------------------------------------
 
 
-def _enum(cls: type[enum.StrEnum], value: Any, field: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        raise InvalidQueuedWorkError(
-            f"{field} must be one of {[m.value for m in cls]}, not {value!r}"
-        ) from None
+def _enum(cls: type[E], value: Any, field: str) -> E:
+    member: E = enum_member(cls, value, field, InvalidQueuedWorkError)
+    return member
 
 
 def _uint(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U64_MAX:
-        raise InvalidQueuedWorkError(f"{field} must be an int in 0..2**64-1, not {value!r:.80}")
+    if not is_uint(value):
+        raise InvalidQueuedWorkError(f"{field} must be an int in 0..2**64-1, not {short_repr(value)}")
     return value
 
 
 def _utf8(value: str, field: str) -> str:
     """Identifiers are stored by backends as UTF-8: a lone surrogate would fail there, later."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InvalidQueuedWorkError(
-            f"{field} is not valid UTF-8 text (position {err.start}: {err.reason})"
-        ) from None
-    return value
+    if not is_utf8_str(value):
+        raise InvalidQueuedWorkError(f"{field} is not valid UTF-8 text: {short_repr(value)}")
+    return str.__str__(value)  # a str subclass's own __eq__/__hash__ never reach the store
 
 
 def _text(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidQueuedWorkError(f"{field} must be a non-empty str, not {value!r:.80}")
+        raise InvalidQueuedWorkError(f"{field} must be a non-empty str, not {short_repr(value)}")
     return _utf8(value, field)
 
 
@@ -131,7 +126,7 @@ def _optional_text(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidQueuedWorkError(f"{field} must be a str or None, not {value!r:.80}")
+        raise InvalidQueuedWorkError(f"{field} must be a str or None, not {short_repr(value)}")
     return _utf8(value, field)
 
 
@@ -149,7 +144,7 @@ def _tuple_of(value: Any, cls: type, field: str) -> tuple[Any, ...]:
     if isinstance(value, _BARE):
         raise InvalidQueuedWorkError(
             f"{field} must be a list or tuple of {cls.__name__}, not a bare"
-            f" {type(value).__name__} ({value!r:.60})"
+            f" {type(value).__name__} ({short_repr(value)})"
         )
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, cls) for v in value):
         raise InvalidQueuedWorkError(f"{field} must be a list or tuple of {cls.__name__}")
@@ -180,6 +175,7 @@ def _set(obj: Any, name: str, value: Any) -> None:
 
 
 _T = TypeVar("_T")
+E = TypeVar("E", bound=enum.Enum)
 
 
 def _from_dict(cls: type[_T], data: Any, build: Callable[[Mapping[str, Any]], _T]) -> _T:
@@ -192,8 +188,9 @@ def _from_dict(cls: type[_T], data: Any, build: Callable[[Mapping[str, Any]], _T
         return build(data)
     except InvalidQueuedWorkError:
         raise
-    except (KeyError, TypeError, ValueError) as err:  # ValueError covers InvalidTurnInputError
-        raise InvalidQueuedWorkError(f"bad {cls.__name__} data: {err!r:.200}") from err
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, OverflowError) as err:
+        # ValueError covers InvalidTurnInputError; RecursionError a document nested too deeply
+        raise InvalidQueuedWorkError(f"bad {cls.__name__} data: {error_message(err, 200)}") from None
 
 
 # --- values -------------------------------------------------------------------------------------
@@ -220,7 +217,7 @@ class MergeKey:
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or self.kind not in self._KINDS:
             raise InvalidQueuedWorkError(
-                f"merge key kind must be one of {sorted(self._KINDS)}, not {self.kind!r}"
+                f"merge key kind must be one of {sorted(self._KINDS)}, not {short_repr(self.kind)}"
             )
         if self.kind == "group":
             _text(self.name, "merge key group name")
@@ -233,7 +230,7 @@ class MergeKey:
 
     def __repr__(self) -> str:
         return (
-            f"MergeKey.group({self.name!r})"
+            f"MergeKey.group({short_repr(self.name)})"
             if self.kind == "group"
             else f"MergeKey.{self.kind.upper()}"
         )
@@ -254,7 +251,7 @@ MergeKey.PAYLOAD_DEFAULT = MergeKey("payload_default")
 
 def _merge_key(value: Any) -> MergeKey:
     if not isinstance(value, MergeKey):
-        raise InvalidQueuedWorkError(f"merge_key must be a MergeKey, not {value!r}")
+        raise InvalidQueuedWorkError(f"merge_key must be a MergeKey, not {short_repr(value)}")
     return value
 
 
@@ -320,7 +317,7 @@ class QueuedWorkItem:
     def __post_init__(self) -> None:
         _text(self.item_id, "item_id")
         if not isinstance(self.payload, TurnInput):
-            raise InvalidQueuedWorkError(f"payload must be a TurnInput, not {self.payload!r:.100}")
+            raise InvalidQueuedWorkError(f"payload must be a TurnInput, not {short_repr(self.payload)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"item_id": self.item_id, "payload": self.payload.to_dict()}
@@ -673,10 +670,6 @@ class QueueStatistics:
     next_enqueue_seq: int
 
 
-def _new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
 class QueueState:
     """All sessions' batches and leases. Pure: time arrives as ``now_ms``, results leave as values.
 
@@ -684,7 +677,7 @@ class QueueState:
     the default is a uuid4, so ids never repeat across claims or restarts.
     """
 
-    def __init__(self, *, new_id: Callable[[str], str] = _new_id) -> None:
+    def __init__(self, *, new_id: Callable[[str], str] = new_prefixed_id) -> None:
         self._new_id = new_id
         # session id -> batch id -> record; insertion order is enqueue_seq order
         self._sessions: dict[str, dict[str, BatchRecord]] = {}
@@ -790,7 +783,7 @@ class QueueState:
             return None
         # Larger than every token any of these batches was ever given (rules: Fencing).
         fencing_token = max(r.fencing_counter for r in group) + 1
-        if fencing_token > _U64_MAX:
+        if fencing_token > U64_MAX:
             raise InvalidQueuedWorkError(
                 f"a batch of session `{session_id}` has used every fencing token up to 2**64-1"
             )
@@ -802,7 +795,7 @@ class QueueState:
             lease_token=self._new_id("qwl"),
             fencing_token=fencing_token,
             claimed_at_epoch_ms=now_ms,
-            expires_at_epoch_ms=min(now_ms + lease_ttl_ms, _U64_MAX),
+            expires_at_epoch_ms=min(now_ms + lease_ttl_ms, U64_MAX),
             batches=tuple(r.batch for r in group),
         )
         for record in group:
@@ -843,7 +836,7 @@ class QueueState:
         _uint(lease_ttl_ms, "lease_ttl_ms")
         _uint(now_ms, "now_ms")
         records = self._held(claim.session_id, claim.claim_id, claim.lease_token, claim.batch_ids)
-        expires_at = min(now_ms + lease_ttl_ms, _U64_MAX)
+        expires_at = min(now_ms + lease_ttl_ms, U64_MAX)
         for record in records:
             record.renew(expires_at, now_ms)
         return dataclasses.replace(claim, expires_at_epoch_ms=expires_at)
@@ -902,10 +895,10 @@ def _claim_args(
     """Check what both claim operations take; the boundary comes back as the enum."""
     _text(session_id, "session_id")
     _text(owner_id, "owner_id")
-    boundary = _enum(QueuedWorkClaimBoundary, boundary, "boundary")
+    checked = _enum(QueuedWorkClaimBoundary, boundary, "boundary")
     _uint(lease_ttl_ms, "lease_ttl_ms")  # 0 is allowed: a lease that is expired at once
     _uint(now_ms, "now_ms")
-    return boundary
+    return checked
 
 
 def _ready_group(
@@ -947,14 +940,90 @@ def _ready_group(
 
 @runtime_checkable
 class QueuedWorkStore(Protocol):
-    """What every queued-work backend offers (in-memory, SQLite, Redis, PostgreSQL): spec §5.
+    """What every queued-work backend offers (in-memory, SQLite, Redis, PostgreSQL): spec section 5.
+    This docstring and the rules block of ``lash_core._queue`` are the whole contract: a store
+    written from them passes ``tests/conformance``.
 
-    Two rules go beyond the spec's text (see the rules block at the top of this module):
-    ``lease_ttl_ms`` may be 0 (a lease expired at once), and a claim's ``fencing_token`` is one
-    more than the largest counter among *all* its batches, each of which then takes that token.
+    Async. Every method is a coroutine function (``async def``), and the runtime and the handle
+    await it directly. ``LashRuntime.builder().with_queue_store(store)`` refuses, when it builds,
+    a store whose methods are not coroutine functions (``LashRuntimeError``, code
+    ``invalid_configuration``, naming the method). A method must not block the event loop: a
+    backend with a blocking driver runs it in a thread.
+
+    Time. Times are epoch milliseconds from the store's own clock (``clock_ms``), read once per
+    call; a lease is *live* while ``expires_at > now``.
+
+    Atomicity. Each call is atomic with respect to every other call on the same data (the same
+    object, or another object over the same durable backend): two claims never both hold a batch
+    under a live lease, and a refused call changes nothing. (``InMemoryQueueStore`` is atomic on
+    its event loop; it is not thread-safe.)
+
+    Identifiers. ``batch_id``, ``claim_id`` and ``lease_token`` are non-empty strings that are
+    never reused (not across claims, sessions, or a reopen); the item ids of a batch are
+    ``f"{batch_id}:item:{index}"``. ``enqueue_seq`` comes from one store-wide counter that only
+    grows; a session's batches are always listed and scanned in ``enqueue_seq`` order.
+
+    Operations:
+
+    * ``enqueue_queued_work(draft)``: if the session still holds a batch with the draft's
+      ``source_key`` (pending or claimed), that batch is returned unchanged (same ids and
+      payloads, whatever the new draft says) and nothing is added, not even a sequence number.
+      Otherwise a new batch takes the next ``enqueue_seq``, ``enqueued_at_ms = now`` and the
+      draft's fields. Completed and cancelled batches are gone, so their key makes a new batch.
+    * ``claim_ready_queued_work(session_id, owner_id, boundary, lease_ttl_ms, max_batches)``:
+      ``None`` when ``max_batches == 0``. The *head* is the session's first batch (enqueue order)
+      that is available (``available_at_ms <= now``) and not under a live lease; batches before
+      it are skipped, not blocking. No head: ``None``. At ``active_turn_checkpoint`` a head whose
+      delivery policy is not ``earliest_safe_boundary`` blocks: ``None``. An ``exclusive`` head
+      is claimed alone; a ``join`` head gathers the session's batches directly behind it while
+      each is available, not under a live lease, ``join``, of the head's delivery policy and of an
+      equal merge key (``MergeKey`` compares by value: ``NEVER == NEVER``), up to ``max_batches``
+      in all; the first that differs ends the group (other sessions' batches are not in between).
+      Each batch keeps the last fencing token issued for it (0 at first); the claim's
+      ``fencing_token`` is one more than the largest of its batches' counters, and each claimed
+      batch's counter becomes that token, so a batch is never claimed twice with the same or a
+      smaller token. (A batch whose counter is 2**64-1 is refused: ``InvalidQueuedWorkError``.)
+      The claim has a new ``claim_id`` and ``lease_token``, ``owner_id``,
+      ``claimed_at_epoch_ms = now``, ``expires_at_epoch_ms = min(now + lease_ttl_ms, 2**64-1)``
+      and the claimed batches as stored, in order. ``lease_ttl_ms == 0`` is allowed: the lease is
+      never live, so the batches are pending and re-claimable at once, yet still held.
+    * ``claim_ready_queued_work_by_batch_ids(..., batch_ids)``: claims as above with
+      ``max_batches = len(batch_ids)``; returns the claim if its batch ids are exactly
+      ``batch_ids`` in order, otherwise abandons it and returns ``None`` (the head cannot be
+      skipped). That abandoned claim still raised the fencing counters and replaced any expired
+      lease on its batches. An empty list gives ``None`` and changes nothing.
+    * ``renew_queued_work_claim(claim, lease_ttl_ms)``: every batch of the claim must still be held
+      under its claim id and lease token (an expired lease nobody re-claimed still counts), else
+      ``QueuedWorkClaimExpired(session_id, claim_id)`` and nothing changes. Sets
+      ``expires_at = min(now + lease_ttl_ms, 2**64-1)`` on them (shorter than before is allowed)
+      and returns the claim with only ``expires_at_epoch_ms`` changed.
+    * ``abandon_queued_work_claim(claim)``: releases the claim's session's batches still held
+      under its claim id and lease token (pending again, fencing counters kept); anything else is
+      left alone, and nothing raises.
+    * ``complete_queued_work(completion)``: removes the completion's batches only if every one is
+      still held under its claim id and lease token (expired or not); otherwise
+      ``QueuedWorkClaimExpired`` and nothing is removed.
+    * ``cancel_queued_work_batch(session_id, batch_id)``: removes and returns a batch of that
+      session that is not under a live lease (an expired lease does not protect it); ``None`` for
+      an unknown id, another session's batch, or a batch under a live lease.
+    * ``list_queued_work(session_id)``: every batch of the session, held or not, available or
+      not; ``list_pending_queued_work(session_id)``: those not under a live lease. Both return a
+      new list, in ``enqueue_seq`` order.
+
+    Errors. Arguments are checked before anything changes, with ``InvalidQueuedWorkError`` (a
+    ``ValueError``) naming the argument: session, owner and batch ids are non-empty ``str``
+    encodable as UTF-8; ``boundary`` is a ``QueuedWorkClaimBoundary`` or its wire string;
+    ``lease_ttl_ms`` and ``max_batches`` are ``int`` (``bool`` refused) in ``0..2**64-1``;
+    ``batch_ids`` is a list or tuple of distinct ids, never a bare ``str``; ``draft``, ``claim``
+    and ``completion`` are instances of their classes. ``QueuedWorkClaimExpired`` is only for a
+    lease that is no longer held. A backend raises a ``QueuedWorkError`` when it cannot serve, with
+    its driver's errors translated at its own boundary; the runtime reports any failure of a store
+    call as ``LashRuntimeError`` with code ``store_commit_failed``.
     """
 
-    async def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch: ...
+    async def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch:
+        """Store the draft as a new batch, or return the session's batch with its source key."""
+        ...
 
     async def claim_ready_queued_work(
         self,
@@ -963,7 +1032,9 @@ class QueuedWorkStore(Protocol):
         boundary: QueuedWorkClaimBoundary,
         lease_ttl_ms: int,
         max_batches: int,
-    ) -> QueuedWorkClaim | None: ...
+    ) -> QueuedWorkClaim | None:
+        """Lease the head and the batches that join it, or ``None`` when nothing is claimable."""
+        ...
 
     async def claim_ready_queued_work_by_batch_ids(
         self,
@@ -972,27 +1043,53 @@ class QueuedWorkStore(Protocol):
         boundary: QueuedWorkClaimBoundary,
         lease_ttl_ms: int,
         batch_ids: Sequence[str],
-    ) -> QueuedWorkClaim | None: ...
+    ) -> QueuedWorkClaim | None:
+        """Claim the next ready group only if it is exactly ``batch_ids``, in order."""
+        ...
 
     async def renew_queued_work_claim(
         self, claim: QueuedWorkClaim, lease_ttl_ms: int
-    ) -> QueuedWorkClaim: ...
+    ) -> QueuedWorkClaim:
+        """Extend a lease that is still held; ``QueuedWorkClaimExpired`` otherwise."""
+        ...
 
-    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> None: ...
+    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> None:
+        """Release what the claim still holds; never raises for a lost lease."""
+        ...
 
-    async def complete_queued_work(self, completion: QueuedWorkCompletion) -> None: ...
+    async def complete_queued_work(self, completion: QueuedWorkCompletion) -> None:
+        """Remove the batches if all are still held; ``QueuedWorkClaimExpired`` otherwise."""
+        ...
 
     async def cancel_queued_work_batch(
         self, session_id: str, batch_id: str
-    ) -> QueuedWorkBatch | None: ...
+    ) -> QueuedWorkBatch | None:
+        """Remove and return a batch no live lease protects; ``None`` otherwise."""
+        ...
 
-    async def list_queued_work(self, session_id: str) -> list[QueuedWorkBatch]: ...
+    async def list_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
+        """Every batch of the session, in enqueue order."""
+        ...
 
-    async def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]: ...
+    async def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
+        """The session's batches not under a live lease, in enqueue order."""
+        ...
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+#: The method names of ``QueuedWorkStore``; each must be a coroutine function.
+QUEUED_WORK_STORE_METHODS: tuple[str, ...] = (
+    "enqueue_queued_work",
+    "claim_ready_queued_work",
+    "claim_ready_queued_work_by_batch_ids",
+    "renew_queued_work_claim",
+    "abandon_queued_work_claim",
+    "complete_queued_work",
+    "cancel_queued_work_batch",
+    "list_queued_work",
+    "list_pending_queued_work",
+)
+
+
 
 
 class InMemoryQueueStore:
@@ -1003,7 +1100,7 @@ class InMemoryQueueStore:
     """
 
     def __init__(self, *, clock_ms: Callable[[], int] | None = None) -> None:
-        self._clock_ms = clock_ms if clock_ms is not None else _wall_clock_ms
+        self._clock_ms = clock_ms if clock_ms is not None else wall_clock_ms
         self._state = QueueState()
 
     @property

@@ -1,5 +1,9 @@
 """The bounded, best-effort live replay store and its subscriptions.
 
+``LiveReplayStore`` and ``LiveReplaySubscription`` below are the contract every backend implements
+(their docstrings are complete; ``tests/conformance`` checks them). ``InMemoryLiveReplayStore`` is
+the default backend; the rules here are how it keeps that contract in bounded memory.
+
 Rules (read these before the code):
 
 * Every ``append`` gives the session's next live position, ``tail + 1``: 1, 2, 3, ... on a fresh
@@ -60,8 +64,8 @@ from ._errors import (
 )
 from ._events import EventPayload, SessionObservationEvent
 from ._gap import LiveReplayGapReason
-from ._json import short_repr
-from ._validate import is_utf8_str
+from ._json import error_message, short_repr
+from ._validate import is_number, is_utf8_str
 
 __all__ = [
     "DEFAULT_LIVE_REPLAY_CAPACITY",
@@ -146,21 +150,197 @@ class LiveReplayStatistics:
 
 
 @runtime_checkable
+class LiveReplaySubscription(Protocol):
+    """What ``subscribe_after_cursor`` hands out: the replay part, then live events, in position
+    order, as an async consumer (``async for``, ``async with``, ``await next_event()``).
+
+    Order. The reads yield the *replay part* first (the events after the cursor that the store
+    retained at subscribe time), then every event appended to the session after the subscribe,
+    each exactly once and by increasing position. Nothing is lost or repeated at the seam.
+
+    One reader. A subscription is read by one task at a time, on one event loop; the store may
+    be appended to from any thread meanwhile, and such an append wakes a waiting read.
+
+    Reads (each raises the errors below instead of returning):
+
+    * ``await next_event()``: the next event, waiting until there is one.
+    * ``next_nowait()``: the next event if one is ready, else ``None``; never waits.
+    * ``await next_batch(max_events=256)``: waits for at least one event, then returns every
+      ready one, up to ``max_events``: a non-empty list.
+    * ``next_batch_nowait(max_events=256)``: up to ``max_events`` ready events, possibly ``[]``.
+    * ``async for event in subscription``: ``next_event()`` in a loop; it raises
+      ``SubscriberLagged`` like ``next_event`` (iterate again to go on) and *stops* (no
+      exception) once the subscription or its store is closed.
+    * ``async with subscription as s``: gives the subscription and closes it on exit.
+
+    A batch read that has taken at least one event never raises: a lag or close it runs into
+    after that is raised by the next read. A read cancelled while it waits takes no event.
+
+    Errors:
+
+    * ``SubscriberLagged(count)``: the live part fell more than the store's subscriber backlog
+      behind (``subscriber_backlog`` live events; 2048 by default, independent of retention).
+      When a read finds the next live position ``n`` below ``oldest = max(tail - backlog + 1, 1)``
+      it raises ``SubscriberLagged(oldest - n)`` once, and the following read continues at
+      ``oldest``, the oldest event still held for it. The replay part never lags.
+    * ``ReplayClosed``: after ``close()``, every read raises it at once (events not read are
+      dropped), and a read waiting at that moment wakes with it. After the *store* is closed,
+      reads first return every event appended before the close, then raise it.
+    * ``InvalidObservationError``: ``max_events`` is not a positive ``int`` (``bool`` refused);
+      raised before anything is read, so the subscription stays where it was.
+
+    ``close()`` is idempotent and releases what the store keeps for the subscription; a store
+    should also release it when an unclosed subscription is garbage collected. ``session_id`` is
+    the cursor's session; ``closed`` is true once ``close()`` was called.
+    """
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def next_event(self) -> SessionObservationEvent:
+        """The next event, waiting for one; ``SubscriberLagged`` / ``ReplayClosed`` as above."""
+        ...
+
+    def next_nowait(self) -> SessionObservationEvent | None:
+        """The next event if one is ready, else ``None``; the same errors as ``next_event``."""
+        ...
+
+    async def next_batch(self, max_events: int = 256) -> list[SessionObservationEvent]:
+        """Wait for at least one event, then return the ready ones, up to ``max_events``."""
+        ...
+
+    def next_batch_nowait(self, max_events: int = 256) -> list[SessionObservationEvent]:
+        """Up to ``max_events`` ready events, possibly none, without waiting."""
+        ...
+
+    def close(self) -> None:
+        """End the subscription: reads raise ``ReplayClosed`` from now on. Idempotent."""
+        ...
+
+    def __aiter__(self) -> LiveReplaySubscription: ...
+
+    async def __anext__(self) -> SessionObservationEvent:
+        """``next_event()``, except that ``ReplayClosed`` ends the iteration."""
+        ...
+
+    async def __aenter__(self) -> LiveReplaySubscription: ...
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """``close()``."""
+        ...
+
+
+@runtime_checkable
 class LiveReplayStore(Protocol):
-    """What the runtime appends to and clients resume from. Every method must return quickly:
-    the runtime calls them on its own path and never waits on network or disk durability here."""
+    """What the runtime appends to and clients resume from (spec section 3). This docstring is the
+    whole contract: a store written from it alone passes ``tests/conformance``.
+
+    Sync and fast. Every method here is a plain, synchronous method that returns quickly: the
+    runtime calls ``append`` on its commit path and never waits for network or disk durability
+    here. Only a subscription's reads wait (``async``), or poll (``*_nowait``).
+
+    Positions and cursors. Each session has a *tail*, the last live position assigned to it
+    (0 before its first append). ``append(session_id, revision, payload)`` assigns ``tail + 1``
+    and returns ``SessionObservationEvent(session_id, revision, cursor, payload,
+    position=tail + 1)`` with ``cursor = SessionCursor.new(session_id, revision, tail + 1)``.
+    Positions are per session, start at 1 and are never reused: not after retention dropped
+    every event, not after the store forgot the session, not after a durable store reopened.
+    ``current_cursor(session_id, revision)`` is ``SessionCursor.new(session_id, revision, tail)``;
+    it reads, and never trims or creates anything. A cursor's revision is carried, never used:
+    replay and subscribe ignore it.
+
+    Retention. Per session the store keeps at most ``max_events_per_session`` events, and none
+    older than ``max_age`` seconds on the store's monotonic clock (an event is dropped once
+    ``now - appended_at > max_age``; at exactly ``max_age`` it is kept). Retention runs after
+    each append, before each replay and subscribe, and on ``trim_session(session_id)``: drop the
+    oldest events while more than ``max_events_per_session`` remain, then the oldest events while
+    they are too old. Append times grow with positions, so what is retained is always a run
+    ``first..tail`` of positions (none when ``first == tail + 1``), and a store may equally
+    compute it when it is read. ``trim_session`` on a session the store holds nothing for is a
+    no-op. (``InMemoryLiveReplayStoreConfig`` names these bounds; 2048 events and 120 s by default.)
+
+    Forgetting. A store may drop all it keeps for a session that retains nothing and has no open
+    subscription, provided that it keeps answering for that session with a tail at least the last
+    position it assigned there (a per-session tombstone, or a store-wide floor raised to that
+    tail). A session the store never saw has tail 0, or that floor if the store keeps one.
+
+    Gap rules, for a cursor at live position ``p`` of a session, after retention ran:
+
+    1. ``p > tail``: ``Gap(LiveReplayGapReason.UNAVAILABLE)``: the cursor is from the future or
+       from a store that restarted (so for a session never appended to, any ``p > 0``);
+    2. nothing retained: ``Gap(TRIMMED)`` if ``p < tail``, otherwise ``Replayed(())``;
+    3. ``p + 1 < first``: ``Gap(TRIMMED)``: an event the cursor has not seen was dropped;
+    4. otherwise ``Replayed(events)``: every retained event with a position above ``p``, oldest
+       first (none when ``p == tail``).
+
+    A gap is a result, never an exception. Asking about a session changes no tail.
+
+    Subscribe. ``subscribe_after_cursor(cursor)`` applies the same rules; without a gap it returns
+    ``Subscribed(subscription)`` (a ``LiveReplaySubscription``) that yields what rule 4 would
+    replay, then every event appended later. Taking that snapshot and registering for live events
+    is one atomic step, so an append racing with the subscribe is delivered exactly once, in the
+    replay part or in the live part. Live delivery works like a broadcast channel of
+    ``subscriber_backlog`` slots per subscriber (``DEFAULT_SUBSCRIBER_BACKLOG``, 2048), apart from
+    retention: a subscriber gets every live event within its backlog even when retention keeps
+    none (``max_events_per_session == 0``); one that falls further behind gets
+    ``SubscriberLagged`` (see ``LiveReplaySubscription``).
+
+    Close. ``close()`` ends this store object; it is idempotent. Afterwards ``append``,
+    ``replay_after_cursor``, ``subscribe_after_cursor`` and ``trim_session`` raise
+    ``LiveReplayStoreFailure``; ``current_cursor`` may still answer or raise it (the runtime
+    handle copes with both). Open subscriptions first yield every event appended before the
+    close, then raise ``ReplayClosed``; a read waiting at the close wakes. A durable store's data
+    outlives the object: a store opened again on it continues the same tails.
+
+    Threads. Any method may be called from any thread, concurrently with the others; each call is
+    atomic. Concurrent appends to one session get distinct, contiguous positions, in the order in
+    which they took effect. An append wakes subscribers waiting on any event loop.
+
+    Errors. Every argument is checked before anything changes, and a refused call changes nothing
+    (no position used, no subscription moved):
+
+    * a session id that is not a non-empty ``str`` encodable as UTF-8 (no lone surrogates):
+      ``InvalidObservationError`` mentioning "session id" (a ``str`` subclass is kept as a plain
+      ``str``);
+    * a revision that is not an ``int`` (``bool`` refused) in ``0..2**64-1``:
+      ``InvalidObservationError`` mentioning "revision";
+    * a payload that is not an ``EventPayload``: ``InvalidObservationError`` mentioning "payload";
+    * a cursor that is not a ``SessionCursor`` or ``str``, that ``SessionCursor.parse`` refuses,
+      or whose session id is not valid UTF-8: ``MalformedCursorError``.
+
+    A store that cannot serve (closed, a failing clock, a lost connection) raises
+    ``LiveReplayStoreFailure(message)``; a backend translates its driver's errors into it at its
+    own boundary and never lets them escape.
+    """
 
     def append(
         self, session_id: str, revision: int, payload: EventPayload
-    ) -> SessionObservationEvent: ...
+    ) -> SessionObservationEvent:
+        """Assign the session's next position (``tail + 1``) to ``payload``; retention follows."""
+        ...
 
-    def replay_after_cursor(self, cursor: SessionCursor) -> Replayed | Gap: ...
+    def replay_after_cursor(self, cursor: SessionCursor) -> Replayed | Gap:
+        """The retained events after the cursor's position, or the gap the rules give."""
+        ...
 
-    def subscribe_after_cursor(self, cursor: SessionCursor) -> Subscribed | Gap: ...
+    def subscribe_after_cursor(self, cursor: SessionCursor) -> Subscribed | Gap:
+        """A subscription yielding what ``replay_after_cursor`` would, then live events; or a gap."""
+        ...
 
-    def current_cursor(self, session_id: str, revision: int) -> SessionCursor: ...
+    def current_cursor(self, session_id: str, revision: int) -> SessionCursor:
+        """``SessionCursor.new(session_id, revision, tail)``; changes nothing."""
+        ...
 
-    def trim_session(self, session_id: str) -> None: ...
+    def trim_session(self, session_id: str) -> None:
+        """Apply retention to the session now."""
+        ...
+
+    def close(self) -> None:
+        """Refuse further calls; subscriptions drain, then end with ``ReplayClosed``."""
+        ...
 
 
 # --- argument checks (each raises before anything changed) --------------------------------------
@@ -283,7 +463,7 @@ class _SessionLog:
         #: one future per event loop a reader waits on; made on the first wait
         self.waiters: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
         #: made on the first subscription, reset to ``None`` when the last one closes
-        self.subscribers: weakref.WeakSet[LiveReplaySubscription] | None = None
+        self.subscribers: weakref.WeakSet[_InMemorySubscription] | None = None
         self.compact_at = _COMPACT_SLACK  # list length at which ``compact`` is due
 
     def trim(self, config: InMemoryLiveReplayStoreConfig, now: float) -> None:
@@ -394,6 +574,9 @@ class InMemoryLiveReplayStore:
         self._max_forgotten = MAX_FORGOTTEN_SESSIONS
         #: at least the tail of every session forgotten without a tombstone
         self._floor = 0
+        #: logs whose subscriptions were garbage-collected without ``close()`` (appended by a
+        #: ``weakref.finalize``, which must not take the lock: a collection can run while it is held)
+        self._dropped: collections.deque[_SessionLog] = collections.deque()
         self._forgotten_evicted = 0  # evictions counted by logs that are gone (store-wide total)
         self._forgotten_lags = 0
         self._closed = False
@@ -407,7 +590,9 @@ class InMemoryLiveReplayStore:
         clock: Callable[[], float] = time.monotonic,
         subscriber_backlog: int = DEFAULT_SUBSCRIBER_BACKLOG,
     ) -> InMemoryLiveReplayStore:
-        config = InMemoryLiveReplayStoreConfig(max_events_per_session, max_age, subscriber_backlog)
+        config = InMemoryLiveReplayStoreConfig(
+            max_events_per_session, max_age, subscriber_backlog  # type: ignore[arg-type]
+        )  # max_age: a timedelta is converted (and checked) by the config
         return cls(config, clock=clock)
 
     def __repr__(self) -> str:
@@ -447,6 +632,8 @@ class InMemoryLiveReplayStore:
         with self._lock:
             if self._closed:
                 raise LiveReplayStoreFailure("the live replay store is closed")
+            if self._dropped:
+                self._sweep_dropped()
             log = self._sessions.get(session_id)
             if log is None:  # a new id is checked in full (a known one already was)
                 session_id = _session_id(session_id)
@@ -455,7 +642,7 @@ class InMemoryLiveReplayStore:
                 log = self._open(session_id)
             position = log.tail + 1
             cursor = SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{position}:{session_id}")
-            event = SessionObservationEvent(session_id, revision, cursor, payload)
+            event = SessionObservationEvent(session_id, revision, cursor, payload, position=position)
             log.events.append(event)
             log.stamps.append(now)
             log.tail = position
@@ -470,6 +657,8 @@ class InMemoryLiveReplayStore:
         position = parsed.live_position
         with self._lock:
             self._check_open()
+            if self._dropped:
+                self._sweep_dropped()
             log = self._sessions.get(parsed.session_id)
             if log is None:
                 tail = self._tail(parsed.session_id)
@@ -477,7 +666,7 @@ class InMemoryLiveReplayStore:
                 return Replayed(()) if reason is None else Gap(reason)
             log.trim(self._config, self._read_clock())
             reason = log.gap_reason(position)
-            result = Replayed(log.after(position)) if reason is None else Gap(reason)
+            result = Replayed(tuple(log.after(position))) if reason is None else Gap(reason)
             self._settle(log)
             return result
 
@@ -486,6 +675,8 @@ class InMemoryLiveReplayStore:
         position = parsed.live_position
         with self._lock:
             self._check_open()
+            if self._dropped:
+                self._sweep_dropped()
             log = self._sessions.get(parsed.session_id)
             if log is None:
                 tail = self._tail(parsed.session_id)
@@ -500,7 +691,8 @@ class InMemoryLiveReplayStore:
                     self._settle(log)
                     return Gap(reason)
                 log.prune_waiters()
-            subscription = LiveReplaySubscription(self, log, log.after(position), log.tail + 1)
+            subscription = _InMemorySubscription(self, log, log.after(position), log.tail + 1)
+            subscription._finalizer = weakref.finalize(subscription, self._dropped.append, log)
             if log.subscribers is None:
                 log.subscribers = weakref.WeakSet()
             log.subscribers.add(subscription)
@@ -510,6 +702,8 @@ class InMemoryLiveReplayStore:
         session_id = _session_id(session_id)
         revision = _revision(revision)
         with self._lock:
+            if self._dropped:
+                self._sweep_dropped()
             log = self._sessions.get(session_id)
             tail = log.tail if log is not None else self._tail(session_id)
         return SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{tail}:{session_id}")
@@ -518,6 +712,8 @@ class InMemoryLiveReplayStore:
         session_id = _session_id(session_id)
         with self._lock:
             self._check_open()
+            if self._dropped:
+                self._sweep_dropped()
             log = self._sessions.get(session_id)
             if log is None:
                 return  # forgotten or unknown: nothing held
@@ -563,6 +759,8 @@ class InMemoryLiveReplayStore:
         if session_id is not None:
             session_id = _session_id(session_id)
         with self._lock:
+            if self._dropped:
+                self._sweep_dropped()
             if session_id is None:
                 logs = list(self._sessions.values())
                 forgotten = len(self._tombstones)
@@ -582,8 +780,8 @@ class InMemoryLiveReplayStore:
             return LiveReplayStatistics(
                 sessions=len(logs),
                 retained_events=retained,
-                oldest_position=single.first if held else None,
-                newest_position=single.tail if held else None,
+                oldest_position=single.first if held and single is not None else None,
+                newest_position=single.tail if held and single is not None else None,
                 tail_position=tail,
                 evicted_total=evicted + sum(log.evicted for log in logs),
                 subscribers=sum(len(log.subscribers or ()) for log in logs),
@@ -600,14 +798,14 @@ class InMemoryLiveReplayStore:
         value = (self._tombstones.pop if pop else self._tombstones.get)(session_id, None)
         if value is None:
             return None
-        return (value, value) if type(value) is int else value
+        return (value, value) if isinstance(value, int) else value
 
     def _tail(self, session_id: str) -> int:
         """The tail of a session without a log: its tombstone's, else the floor."""
         value = self._tombstones.get(session_id)
         if value is None:
             return self._floor
-        return value if type(value) is int else value[0]
+        return value if isinstance(value, int) else value[0]
 
     def _open(self, session_id: str) -> _SessionLog:
         """A log for a session that has none: it continues from its tombstone, else the floor."""
@@ -619,6 +817,19 @@ class InMemoryLiveReplayStore:
         log.evicted = tombstone[1]
         self._forgotten_evicted -= tombstone[1]  # counted by the log again
         return log
+
+    def _sweep_dropped(self) -> None:
+        """Forget the sessions whose last subscription was dropped without ``close()`` (the
+        ``WeakSet`` already let it go) and that hold nothing: as ``_unsubscribe`` does on close."""
+        dropped = self._dropped
+        while dropped:
+            log = dropped.popleft()
+            if (
+                self._sessions.get(log.session_id) is log
+                and not log.subscribers
+                and log.first > log.tail
+            ):
+                self._forget(log)
 
     def _settle(self, log: _SessionLog) -> None:
         """After retention ran on ``log``: forget it when nothing is retained and nobody
@@ -647,19 +858,21 @@ class InMemoryLiveReplayStore:
             tombstones[session_id] = tail if log.evicted == tail else (tail, log.evicted)
             while len(tombstones) > self._max_forgotten:
                 _, value = tombstones.popitem(last=False)
-                tail = value if type(value) is int else value[0]
+                tail = value if isinstance(value, int) else value[0]
                 if tail > self._floor:
                     self._floor = tail
 
     def _read_clock(self) -> float:
         try:
             now = self._clock()
-            if type(now) is float and now == now:  # the common case, checked cheaply
+            if type(now) is float and now - now == 0.0:  # finite (NaN and infinities fail), cheaply
                 return now
         except Exception as err:
-            raise LiveReplayStoreFailure(f"the store's clock failed: {err!r}") from err
-        if isinstance(now, bool) or not isinstance(now, (int, float)) or now != now:
-            raise LiveReplayStoreFailure(f"the store's clock returned {short_repr(now)}, not seconds")
+            raise LiveReplayStoreFailure(f"the store's clock failed: {error_message(err)}") from err
+        if not is_number(now):  # a monotonic clock reads finite seconds that fit a float
+            raise LiveReplayStoreFailure(
+                f"the store's clock returned {short_repr(now)}, not finite seconds"
+            )
         return float(now)
 
     def _check_open(self) -> None:
@@ -669,7 +882,7 @@ class InMemoryLiveReplayStore:
     # -- used by subscriptions ---------------------------------------------------------------------
 
     def _poll(
-        self, subscription: LiveReplaySubscription, loop: asyncio.AbstractEventLoop | None
+        self, subscription: _InMemorySubscription, loop: asyncio.AbstractEventLoop | None
     ) -> SessionObservationEvent | asyncio.Future[None] | None:
         """Next live event for ``subscription``; else a future on ``loop`` to await before polling
         again (``None`` when no loop is given)."""
@@ -701,20 +914,26 @@ class InMemoryLiveReplayStore:
             return future
 
     def _poll_batch(
-        self, subscription: LiveReplaySubscription, limit: int
+        self, subscription: _InMemorySubscription, limit: int, *, raise_lag: bool = True
     ) -> list[SessionObservationEvent]:
-        """Up to ``limit`` live events in one lock round trip (one slice, no per-event work)."""
+        """Up to ``limit`` live events in one lock round trip (one slice, no per-event work).
+        With ``raise_lag=False`` (a batch that already holds an event) a lag or a close is left
+        for the next read: ``[]`` comes back and nothing moves."""
         log = subscription._log
         with self._lock:
             if subscription._closed:
+                if not raise_lag:
+                    return []
                 raise ReplayClosed()
             position = subscription._next
             if position > log.tail:
-                if self._closed:
+                if self._closed and raise_lag:
                     raise ReplayClosed()
                 return []
             oldest = max(log.tail - self._config.subscriber_backlog + 1, 1)
             if position < oldest:
+                if not raise_lag:
+                    return []
                 subscription._next = oldest
                 log.lags += 1
                 raise SubscriberLagged(oldest - position)
@@ -722,7 +941,7 @@ class InMemoryLiveReplayStore:
             subscription._next = end
             return log.events[position - log.base : end - log.base]
 
-    def _unsubscribe(self, subscription: LiveReplaySubscription) -> None:
+    def _unsubscribe(self, subscription: _InMemorySubscription) -> None:
         """Drop a closed subscription and wake its session's readers so a waiting one sees it;
         forget the session if that was its last subscriber and nothing is retained."""
         log = subscription._log
@@ -742,17 +961,14 @@ class InMemoryLiveReplayStore:
         _wake(waiters)
 
 
-class LiveReplaySubscription:
-    """Buffered events after the cursor, then live ones, as an async iterator.
+class _InMemorySubscription:
+    """``LiveReplaySubscription`` of ``InMemoryLiveReplayStore``: the replay part is a list
+    snapshot taken under the store's lock; the live part is just the next position to read from
+    the session's log (see the layout notes at the top of this module)."""
 
-    ``await next_event()`` raises ``SubscriberLagged(count)`` when live delivery fell more than the
-    backlog behind (the next call continues from the oldest event still held) and
-    ``ReplayClosed`` once the subscription or its store is closed. ``async for`` yields events,
-    raises ``SubscriberLagged`` the same way (iterate again to continue) and simply stops on close.
-    A refused argument (``InvalidObservationError``) leaves the position where it was.
-    """
-
-    __slots__ = ("_store", "_log", "_replay", "_replay_index", "_next", "_closed", "__weakref__")
+    __slots__ = (
+        "_store", "_log", "_replay", "_replay_index", "_next", "_closed", "_finalizer", "__weakref__"
+    )
 
     def __init__(
         self,
@@ -768,6 +984,7 @@ class LiveReplaySubscription:
         self._replay_index = 0
         self._next = next_position
         self._closed = False
+        self._finalizer: weakref.finalize[Any, Any] | None = None  # set by the subscribing store
 
     def __repr__(self) -> str:
         return (
@@ -810,7 +1027,9 @@ class LiveReplaySubscription:
             raise ReplayClosed()
         if self._replay:
             return self._replayed()
-        return self._store._poll(self, None)
+        ready = self._store._poll(self, None)
+        assert not isinstance(ready, asyncio.Future)  # without a loop, _poll never gives a future
+        return ready
 
     def next_batch_nowait(self, max_events: int = 256) -> list[SessionObservationEvent]:
         """Up to ``max_events`` (a positive int) ready events, possibly none, without waiting;
@@ -832,7 +1051,12 @@ class LiveReplaySubscription:
         if batch:
             return batch
         first = await self.next_event()
-        return [first, *self.next_batch_nowait(max_events - 1)] if max_events > 1 else [first]
+        if max_events == 1:
+            return [first]
+        if self._replay:
+            return [first, *self._replayed_batch(max_events - 1)]
+        # ``first`` is taken: a lag or a close found now is the next read's to report
+        return [first, *self._store._poll_batch(self, max_events - 1, raise_lag=False)]
 
     async def next_event(self) -> SessionObservationEvent:
         if self._closed:
@@ -853,9 +1077,12 @@ class LiveReplaySubscription:
             return
         self._closed = True
         self._replay, self._replay_index = (), 0
+        finalizer = self._finalizer
+        if finalizer is not None:
+            finalizer.detach()  # closed: nothing left for the sweep to do
         self._store._unsubscribe(self)
 
-    def __aiter__(self) -> LiveReplaySubscription:
+    def __aiter__(self) -> _InMemorySubscription:
         return self
 
     async def __anext__(self) -> SessionObservationEvent:
@@ -864,7 +1091,7 @@ class LiveReplaySubscription:
         except ReplayClosed:
             raise StopAsyncIteration from None
 
-    async def __aenter__(self) -> LiveReplaySubscription:
+    async def __aenter__(self) -> _InMemorySubscription:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -13,6 +13,8 @@ import sys
 from typing import TextIO
 
 from ._events import SessionObservationEvent, TurnActivityPayload
+from ._json import short_repr
+from ._queue import DeliveryPolicy, SlotPolicy
 from .testing import ReconnectOutcome, Scenario, SimulatedClient
 
 __all__ = ["main", "describe"]
@@ -20,21 +22,21 @@ __all__ = ["main", "describe"]
 
 def describe(event: SessionObservationEvent) -> str:
     """One line per event: position, revision, type and the interesting field."""
-    position = event.cursor.parse().live_position
+    position = event.live_position
     payload = event.payload
     if isinstance(payload, TurnActivityPayload):
         turn_event = payload.activity.event
         fields = turn_event.to_dict()
         fields.pop("type")
-        detail = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        detail = ", ".join(f"{k}={short_repr(v)}" for k, v in fields.items())
         what = f"turn_activity/{turn_event.type}"
     else:
         fields = payload.wire_fields(3, None)
-        detail = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        detail = ", ".join(f"{k}={short_repr(v)}" for k, v in fields.items())
         what = payload.type
     if len(detail) > 70:
         detail = detail[:67] + "..."
-    return f"  #{position:<4} rev {int(event.revision):<3} {what:<38} {detail}"
+    return f"  #{position!s:<4} rev {int(event.revision):<3} {what:<38} {detail}"
 
 
 def _show_outcome(out: TextIO, outcome: ReconnectOutcome, client: SimulatedClient) -> None:
@@ -85,7 +87,10 @@ async def run_tour(out: TextIO = sys.stdout, *, delay: float = 0.03) -> bool:
 
     print("   A queued input is enqueued while they are away:", file=out)
     batch = await handle.enqueue_turn_input(
-        "What is 2 + 3?", "after_current_turn_commit", "exclusive", source_key="tour-q1"
+        "What is 2 + 3?",
+        DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT,
+        SlotPolicy.EXCLUSIVE,
+        source_key="tour-q1",
     )
     print(f"   batch {batch.batch_id} (seq {batch.enqueue_seq})", file=out)
 
@@ -97,6 +102,7 @@ async def run_tour(out: TextIO = sys.stdout, *, delay: float = 0.03) -> bool:
     print("\n4. The queue worker runs the batch as a turn (a tool call); bob stays away.", file=out)
     ran = await handle.drain_queued_work()
     print(f"   turns run from the queue: {ran}; revision now {int(handle.observe().revision)}", file=out)
+    assert scenario.clock is not None  # the tour runs on a fake clock
     scenario.clock.advance(31.0)
     scenario.store.trim_session(handle.session_id)
     stats = scenario.store.statistics(handle.session_id)

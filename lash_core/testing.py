@@ -16,14 +16,14 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from ._cursor import SessionCursor
-from ._errors import ReplayClosed, SubscriberLagged
-from ._events import Committed, SessionObservationEvent
-from ._gap import LiveReplayGap, SessionObservation
+from ._cursor import U64_MAX, SessionCursor
+from ._events import SessionObservationEvent
+from ._follower import SessionFollower
+from ._gap import LiveReplayGap, ReadView, SessionObservation
 from ._handle import GapResume, RuntimeHandle
 from ._processes import InMemoryProcessRegistry
 from ._queue import InMemoryQueueStore
-from ._replay import InMemoryLiveReplayStore, InMemoryLiveReplayStoreConfig, LiveReplaySubscription
+from ._replay import InMemoryLiveReplayStore, InMemoryLiveReplayStoreConfig
 from ._runtime import LashRuntime, ModelSpec, ScriptedModel, SessionPolicy
 
 __all__ = [
@@ -72,7 +72,11 @@ class FakeClock:
             raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
         if not 0 <= seconds < math.inf:
             raise ValueError(f"a monotonic clock only moves forward by finite steps, not {seconds}")
-        self.now += seconds
+        now = self.now + seconds
+        # the epoch-ms reading must stay an unsigned 64-bit integer (queue and process stamps)
+        if not now < math.inf or self._epoch_ms + (now - self._start) * 1000 > U64_MAX:
+            raise ValueError(f"advancing by {seconds} s would take the clock past 2**64-1 ms")
+        self.now = now
 
 
 def _add(a: float, b: float) -> float:
@@ -155,11 +159,13 @@ class ReconnectOutcome:
 
 
 class SimulatedClient:
-    """Follows one session through a subscription; ``pump()`` applies whatever is ready.
+    """A remote UI, simulated: a ``SessionFollower`` on the handle plus the last events it applied.
+    ``pump()`` applies whatever is ready; ``disconnect()``/``reconnect()`` drop and resume the
+    stream. Gaps and lags follow the follower's policy (recorded, never skipped).
 
     Everything it keeps is bounded, so a client can follow a session and reconnect forever: the
-    last ``keep_events`` events, the last ``MAX_CLIENT_OUTCOMES`` reconnect outcomes, and running
-    totals (``received``, ``reconnects``, ``gap_count``, ``lagged``).
+    last ``keep_events`` events, the last ``MAX_CLIENT_OUTCOMES`` reconnect outcomes, the follower's
+    bounded gap log, and running totals (``received``, ``reconnects``, ``gap_count``, ``lagged``).
     """
 
     def __init__(self, handle: RuntimeHandle, name: str, *, keep_events: int = 10_000) -> None:
@@ -171,21 +177,15 @@ class SimulatedClient:
             raise ValueError(f"keep_events must be in 0..sys.maxsize, got {keep_events}")
         self.handle = handle
         self.name = name
+        self.follower = SessionFollower(handle)
         #: the last ``keep_events`` events applied
         self.events: collections.deque[SessionObservationEvent] = collections.deque(maxlen=keep_events)
-        self.received = 0
         #: the last ``MAX_CLIENT_OUTCOMES`` outcomes of ``connect``/``reconnect``, newest last
         self.outcomes: collections.deque[ReconnectOutcome] = collections.deque(
             maxlen=MAX_CLIENT_OUTCOMES
         )
-        #: every outcome ever recorded (the first connect included), and every gap among them
+        #: every outcome ever recorded (the first connect included)
         self.reconnects = 0
-        self.gap_count = 0
-        self.lagged = 0
-        fresh = handle.current_session_observation()
-        self.cursor: SessionCursor = fresh.cursor
-        self.view: Any = fresh.read_view
-        self._subscription: LiveReplaySubscription | None = None
         self.connect()
 
     def __repr__(self) -> str:
@@ -194,7 +194,31 @@ class SimulatedClient:
 
     @property
     def connected(self) -> bool:
-        return self._subscription is not None
+        return self.follower.connected
+
+    @property
+    def cursor(self) -> SessionCursor:
+        cursor = self.follower.cursor
+        assert cursor is not None  # a handle is a synchronous source: read at construction
+        return cursor
+
+    @property
+    def view(self) -> ReadView | None:
+        return self.follower.read_view
+
+    @property
+    def received(self) -> int:
+        return self.follower.received
+
+    @property
+    def gap_count(self) -> int:
+        """Every gap this client met (on connect, or on a resubscribe after a lag)."""
+        return self.follower.gap_count
+
+    @property
+    def lagged(self) -> int:
+        """Live events this client missed by falling behind (then replayed, or covered by a gap)."""
+        return self.follower.lagged_events
 
     @property
     def gaps(self) -> list[ReconnectOutcome]:
@@ -204,68 +228,38 @@ class SimulatedClient:
     def connect(self) -> ReconnectOutcome:
         """Subscribe from the saved cursor (a subscription already held is closed first, so a
         repeated ``connect()`` never leaves one behind)."""
-        self.disconnect()
-        result = self.handle.subscribe_session_observation(self.cursor)
         requested = self.cursor
-        if isinstance(result, GapResume):
-            self.view = result.observation.read_view
-            self.cursor = result.observation.cursor
-            outcome = ReconnectOutcome(self.name, requested, gap=result.gap, observation=result.observation)
-            result = self.handle.subscribe_session_observation(self.cursor)
-            if isinstance(result, GapResume):  # the store moved on between the two calls
-                return self._record(outcome)
-            self._subscription = result.subscription
-            return self._record(outcome)
-        self._subscription = result.subscription
-        replayed = tuple(self._drain())
-        return self._record(ReconnectOutcome(self.name, requested, replayed=replayed))
-
-    def _record(self, outcome: ReconnectOutcome) -> ReconnectOutcome:
-        self.outcomes.append(outcome)
+        result = self.follower.connect()
         self.reconnects += 1
-        if outcome.gap is not None:
-            self.gap_count += 1
+        if isinstance(result, GapResume):  # one outcome per gap: a second one in a row too
+            outcomes = [
+                ReconnectOutcome(
+                    self.name, gap.gap.requested_cursor, gap=gap.gap, observation=gap.observation
+                )
+                for gap in self.follower.last_gaps
+            ]
+            self.outcomes.extend(outcomes)
+            return outcomes[0]
+        self.events.extend(result.events)
+        outcome = ReconnectOutcome(self.name, requested, replayed=result.events)
+        self.outcomes.append(outcome)
         return outcome
 
     def disconnect(self) -> None:
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
+        self.follower.disconnect()
 
     def reconnect(self) -> ReconnectOutcome:
         self.disconnect()
         return self.connect()
 
     def pump(self) -> list[SessionObservationEvent]:
-        """Apply every ready event; a lag is counted and followed by a reconnect from the cursor."""
-        if self._subscription is None:
+        """Apply every ready event (a lag resubscribes from the cursor, as the follower does); a
+        disconnected client applies nothing until it reconnects."""
+        if not self.follower.connected:
             return []
-        try:
-            return self._drain()
-        except SubscriberLagged as lag:
-            self.lagged += lag.count
-            before = self.received
-            self.reconnect()
-            return list(self.events)[len(self.events) - (self.received - before) :]
-        except ReplayClosed:
-            self._subscription = None  # the server went away: disconnected, cursor kept
-            return []
-
-    def _drain(self) -> list[SessionObservationEvent]:
-        assert self._subscription is not None
-        got: list[SessionObservationEvent] = []
-        while batch := self._subscription.next_batch_nowait(1024):
-            for event in batch:
-                self._apply(event)
-            got.extend(batch)
-        return got
-
-    def _apply(self, event: SessionObservationEvent) -> None:
-        self.events.append(event)
-        self.received += 1
-        self.cursor = event.cursor
-        if isinstance(event.payload, Committed) and event.payload.read_view is not None:
-            self.view = event.payload.read_view
+        events = [item for item in self.follower.poll() if isinstance(item, SessionObservationEvent)]
+        self.events.extend(events)
+        return events
 
     def view_matches_server(self) -> bool:
         """True when this client's reconstructed view is the server's latest read view; ``False``

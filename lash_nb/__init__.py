@@ -1,10 +1,19 @@
 """lash_nb: the Jupyter toolkit over lash_core.
 
-History as DataFrames (``to_frame``, ``EventHistory``), escaped HTML renderings (``render``), live
-widgets (``SessionMonitor`` and its controls), and IPython integration (``%load_ext lash_nb``,
-``Rich``). ``lash_nb`` imports ``lash_core``, never the
-reverse; the frame and rendering modules import no widget or IPython code.
+History as DataFrames (``to_frame``, ``EventHistory``), a monitor's state as a plain object
+(``MonitorState``), escaped HTML renderings (``render``), live widgets (``SessionMonitor`` and its
+controls), and IPython integration (``%load_ext lash_nb``, ``Rich``). ``lash_nb`` imports
+``lash_core``, never the reverse.
+
+``import lash_nb`` needs pandas only: it imports no ipywidgets and no IPython. The widget classes
+load on first use (``lash_nb.SessionMonitor``, ``from lash_nb import SessionMonitor``), which is
+when ipywidgets is imported.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from . import _render as render
 from ._frames import (
@@ -17,9 +26,7 @@ from ._frames import (
     is_fallback_row,
     to_frame,
 )
-from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator
 from ._ipython import Rich, load_ipython_extension, unload_ipython_extension
-from ._monitor import SessionMonitor
 from ._producer import BackgroundProducer, start_producer
 from ._render import (
     batch_html,
@@ -32,6 +39,33 @@ from ._render import (
     mimebundle,
     observation_html,
 )
+from ._state import MonitorState, MonitorStatistics, RedrawThrottle
+
+if TYPE_CHECKING:  # the widget classes, for type checkers; at run time they load on first use
+    from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator
+    from ._monitor import SessionMonitor
+
+#: name -> module of the widget classes, imported (with ipywidgets) on first access (PEP 562)
+_WIDGETS = {
+    "SessionMonitor": "._monitor",
+    "EnqueuePanel": "._controls",
+    "QueuePanel": "._controls",
+    "ReconnectSimulator": "._controls",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WIDGETS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next access is a plain global
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WIDGETS))
+
 
 __all__ = [
     # history as DataFrames
@@ -43,6 +77,10 @@ __all__ = [
     "EventHistoryStatistics",
     "FallbackRow",
     "is_fallback_row",
+    # a monitor's state, without widgets
+    "MonitorState",
+    "MonitorStatistics",
+    "RedrawThrottle",
     # rendering
     "render",
     "css",
@@ -54,7 +92,7 @@ __all__ = [
     "observation_html",
     "batch_html",
     "mimebundle",
-    # widgets
+    # widgets (loaded on first use)
     "SessionMonitor",
     "EnqueuePanel",
     "QueuePanel",

@@ -8,6 +8,8 @@ instead, so a bad input never prints a traceback and never clears what the user 
 Nothing here grows with time: logs (cancel outcomes, errors, gaps) keep the newest entries in
 ``deque``s with named bounds and count the rest, and every view renders a bounded number of rows
 through ``_render``'s bounded helpers, so a redraw costs the same after a day as after a minute.
+All markup comes from ``_render``; the simulated clients are ``lash_core.testing.SimulatedClient``s,
+each a ``SessionFollower``, so their gap and lag handling is the follower's, not a copy.
 """
 
 from __future__ import annotations
@@ -35,21 +37,9 @@ from lash_core import (
 from lash_core._validate import enum_member
 from lash_core.testing import FakeClock, ReconnectOutcome, SimulatedClient
 
+from . import _render as render
 from ._loop import spawn
-from ._render import (
-    ID_MAX_CHARS,
-    batch_html,
-    cancel_log_html,
-    clients_html,
-    clip_html,
-    error_html,
-    error_text,
-    event_html,
-    gap_html,
-    gap_log_html,
-    observation_html,
-    style_element,
-)
+from ._render import REPLAY_LIST_LIMIT  # noqa: F401  (re-exported: it used to live here)
 
 __all__ = ["EnqueuePanel", "QueuePanel", "ReconnectSimulator"]
 
@@ -62,8 +52,6 @@ CANCEL_OUTCOMES_KEPT = 200
 ERROR_LOG_LINES = 5
 #: Batches the queue panel lists, each with a Cancel button (a widget each); the count is exact.
 QUEUE_ROWS_MAX = 50
-#: Replayed events listed after a reconnect (the count above them is always exact).
-REPLAY_LIST_LIMIT = 50
 #: Gaps the simulator's gap log shows (the newest); a line counts the earlier ones, so a redraw
 #: costs the same after 2,000 reconnects as after 20.
 GAP_LOG_ROWS = 20
@@ -85,6 +73,9 @@ class EnqueuePanel(widgets.VBox):
     last_error = traitlets.Unicode("", help="message of the last refused enqueue, else empty")
 
     busy = traitlets.Bool(False, help="an enqueue is in flight (the button is disabled)")
+    matched_existing = traitlets.Bool(
+        False, help="the last enqueue's source key matched a queued batch, returned unchanged"
+    )
 
     def __init__(
         self, handle: Any, *, on_change: Callable[[], None] | None = None, style: bool = True
@@ -108,7 +99,7 @@ class EnqueuePanel(widgets.VBox):
         self.button.on_click(lambda _b: self.click())
         super().__init__(
             [
-                widgets.HTML((style_element() if style else "") + "<b>Enqueue turn input</b>"),
+                widgets.HTML(render.panel_title_html("Enqueue turn input", with_style=style)),
                 self.text,
                 widgets.HBox([self.delivery, self.slot]),
                 widgets.HBox([self.source_key, self.button]),
@@ -131,8 +122,8 @@ class EnqueuePanel(widgets.VBox):
 
     def _show_error(self, err: BaseException) -> None:
         with self.hold_sync():
-            self.last_error = error_text(err, with_type=False)
-            self.result.value = error_html(err)
+            self.last_error = render.error_text(err, with_type=False)
+            self.result.value = render.error_html(err)
 
     async def enqueue(
         self,
@@ -180,19 +171,12 @@ class EnqueuePanel(widgets.VBox):
             if isinstance(e.payload, QueueChanged) and batch.batch_id in e.payload.batch_ids
         ]
         existing = batch.items[0].payload != turn_input
-        note = (
-            '<div class="lash-muted">the source key matched a batch already queued: '
-            "that batch was returned unchanged</div>"
-            if existing
-            else ""
-        )
         with _hold(self, self.result, self.text, self.source_key):
             self.enqueued += 1
             self.last_batch_id = batch.batch_id
+            self.matched_existing = existing
             self.last_error = ""
-            self.result.value = note + batch_html(batch, with_style=False) + "".join(
-                event_html(e, with_style=False) for e in recorded
-            )
+            self.result.value = render.enqueue_result_html(batch, recorded, existing=existing)
             if from_form and self.text.value == text:
                 self.text.value = ""  # only what was sent; newer typing stays
             if from_form and key and self.source_key.value == key:
@@ -211,13 +195,17 @@ class QueuePanel(widgets.VBox):
         "", help="outcome of the last cancel: 'cancelled', 'refused' or 'unknown'"
     )
     cancel_count = traitlets.Int(0, help="cancel calls so far (outcomes keeps the newest only)")
+    listed = traitlets.List(
+        traitlets.Unicode(), help="batch ids listed, each with a Cancel button (the first QUEUE_ROWS_MAX)"
+    )
 
     def __init__(self, handle: Any, *, style: bool = True) -> None:
         self._handle = handle
         self._rows: dict[str, tuple[widgets.HBox, widgets.HTML, widgets.Button]] = {}
         #: the newest ``(batch id, outcome)`` pairs, oldest first; ``cancel_count`` counts all
         self.outcomes: collections.deque[tuple[str, str]] = collections.deque(maxlen=CANCEL_OUTCOMES_KEPT)
-        self._errors: collections.deque[BaseException] = collections.deque(maxlen=ERROR_LOG_LINES)
+        #: the newest errors of the panel's buttons, shown in its log
+        self.errors: collections.deque[BaseException] = collections.deque(maxlen=ERROR_LOG_LINES)
         self._last_message = ""
         self.rows_box = widgets.VBox()
         self.more_rows = widgets.HTML()
@@ -225,7 +213,7 @@ class QueuePanel(widgets.VBox):
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.refresh_button.add_class("lash-refresh")
         self.refresh_button.on_click(lambda _b: spawn(self.refresh(), on_error=self._show_error))
-        title = (style_element() if style else "") + "<b>Queued work</b>"
+        title = render.panel_title_html("Queued work", with_style=style)
         super().__init__(
             [
                 widgets.HBox([widgets.HTML(title), self.refresh_button]),
@@ -262,16 +250,12 @@ class QueuePanel(widgets.VBox):
                     lambda _b, bid=batch.batch_id: spawn(self.cancel(bid), on_error=self._show_error)
                 )
                 row = self._rows[batch.batch_id] = (widgets.HBox([button, label]), label, button)
-            state = "pending" if batch.batch_id in pending else "claimed"
-            row[1].value = f'<span class="lash-state lash-{state}">{state}</span> ' + batch_html(
-                batch, with_style=False
-            )
+            row[1].value = render.queue_row_html(batch, pending=batch.batch_id in pending)
             rows.append(row[0])
         live = {b.batch_id for b in shown}
         for batch_id in [b for b in self._rows if b not in live]:
             self._rows.pop(batch_id)[0].close()
-        hidden = len(batches) - len(shown)
-        more = f'<div class="lash-muted">{hidden} more batches not listed</div>' if hidden else ""
+        more = render.more_batches_html(len(batches) - len(shown))
         with _hold(self, self.rows_box, self.more_rows):
             if tuple(rows) != self.rows_box.children:
                 self.rows_box.children = rows
@@ -279,16 +263,24 @@ class QueuePanel(widgets.VBox):
                 self.more_rows.value = more
             self.batch_count = len(batches)
             self.pending_count = len(pending)
+            self.listed = [b.batch_id for b in shown]
         return batches
 
+    def cancel_button(self, batch_id: str) -> widgets.Button:
+        """The Cancel button of a listed batch (``KeyError`` when it is not listed)."""
+        row = self._rows.get(batch_id) if isinstance(batch_id, str) else None
+        if row is None:
+            raise KeyError(f"batch {short_repr(batch_id)} is not listed")
+        return row[2]
+
     def _show_error(self, err: BaseException) -> None:
-        self._errors.append(err)
+        self.errors.append(err)
         self._render_log()
 
     def _render_log(self) -> None:
         outcomes = list(self.outcomes)[-CANCEL_LOG_LINES:]
-        self.cancel_log.value = cancel_log_html(
-            outcomes, total=self.cancel_count, errors=tuple(self._errors), last=self._last_message
+        self.cancel_log.value = render.cancel_log_html(
+            outcomes, total=self.cancel_count, errors=tuple(self.errors), last=self._last_message
         )
 
     async def cancel(self, batch_id: str) -> QueuedWorkBatch | None:
@@ -376,7 +368,7 @@ class ReconnectSimulator(widgets.VBox):
         self.max_age.observe(self._sliders_changed, "value")
         super().__init__(
             [
-                widgets.HTML((style_element() if style else "") + "<b>Reconnect simulator</b>"),
+                widgets.HTML(render.panel_title_html("Reconnect simulator", with_style=style)),
                 widgets.HBox([self.picker, self.disconnect_button, self.reconnect_button]),
                 widgets.HBox([self.retention, self.max_age]),
                 widgets.HBox([self.advance_seconds, self.advance_button, self.trim_button]),
@@ -412,7 +404,7 @@ class ReconnectSimulator(widgets.VBox):
         try:
             action()
         except (LashError, ValueError, TypeError, KeyError, AttributeError) as err:
-            self.status.value = error_html(err)
+            self.status.value = render.error_html(err)
 
     # -- methods behind the buttons ----------------------------------------------------------------
 
@@ -427,27 +419,12 @@ class ReconnectSimulator(widgets.VBox):
         with _hold(self.replayed_view, self.gap_view):
             self.last_outcome = outcome.kind
             if outcome.gap is None:
-                replayed = outcome.replayed
-                unlisted = len(replayed) - REPLAY_LIST_LIMIT
-                self.replayed_view.value = (
-                    f"<b>{clip_html(target.name, ID_MAX_CHARS)}: replayed {len(replayed)} events</b>"
-                    + (
-                        f'<div class="lash-muted">{unlisted} earlier replayed events not listed</div>'
-                        if unlisted > 0
-                        else ""
-                    )
-                    + "".join(event_html(e, with_style=False) for e in replayed[-REPLAY_LIST_LIMIT:])
-                )
+                self.replayed_view.value = render.replayed_html(target.name, outcome.replayed)
                 self.gap_view.value = ""
             else:
                 self.replayed_view.value = ""
-                fresh = (
-                    observation_html(outcome.observation, with_style=False) if outcome.observation is not None else ""
-                )
-                self.gap_view.value = (
-                    f"<b>{clip_html(target.name, ID_MAX_CHARS)}: gap</b>"
-                    + gap_html(outcome.gap, with_style=False)
-                    + fresh
+                self.gap_view.value = render.reconnect_gap_html(
+                    target.name, outcome.gap, outcome.observation
                 )
             self._render()
         return outcome
@@ -501,14 +478,15 @@ class ReconnectSimulator(widgets.VBox):
 
     def _collect_gaps(self) -> None:
         """Move every client's gaps since the last render into ``gap_entries`` (bounded), in the
-        order this simulator saw them. Costs O(clients + new gaps), never O(history)."""
+        order this simulator saw them. Read from each client's follower, which records every gap
+        (several in a row on one reconnect, or one met resubscribing after a lag), not only the
+        first of a reconnect. Costs O(clients + new gaps), never O(history)."""
         for name, client in self.clients.items():
             new = client.gap_count - self._gaps_seen[name]
             if new > 0:
-                recent = list(client.gaps)  # bounded by the client
-                for outcome in recent[max(len(recent) - new, 0) :]:
-                    if outcome.gap is not None:
-                        self.gap_entries.append((name, outcome.gap))
+                recent = list(client.follower.gaps)  # bounded by the follower
+                for gap in recent[max(len(recent) - new, 0) :]:
+                    self.gap_entries.append((name, gap))
             self._gaps_seen[name] = client.gap_count
 
     def _render(self) -> None:
@@ -523,8 +501,8 @@ class ReconnectSimulator(widgets.VBox):
         gap_count = sum(c.gap_count for c in self.clients.values())
         reconnect_count = sum(c.reconnects for c in self.clients.values())
         with _hold(self.status, self.gap_log):
-            self.status.value = clients_html(clients, stats)
-            self.gap_log.value = gap_log_html(
+            self.status.value = render.clients_html(clients, stats)
+            self.gap_log.value = render.gap_log_html(
                 tuple(self.gap_entries), total=gap_count, reconnects=reconnect_count
             )
             self.gap_count = gap_count

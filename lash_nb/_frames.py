@@ -11,10 +11,10 @@ Rules (read these before the code)
   they do not apply (``event_type`` outside ``turn_activity``, ``frame_id`` outside
   ``agent_frame_switched``, ``correlation_id`` outside ``turn_activity``). ``batch_ids`` and
   ``process_ids`` are always tuples, empty when they do not apply.
-* Position. ``position`` is the event's live replay position, read from its cursor; ``<NA>`` when
-  the cursor does not parse (a log from elsewhere). The cursor itself stays an opaque string. The
-  reading agrees with ``SessionCursor.parse`` on every string (zero padding, ``+``, overflow,
-  non-ASCII digits): a short fast path, and ``parse`` for everything else.
+* Position. ``position`` is the event's live replay position as the event itself reports it
+  (``SessionObservationEvent.live_position``: the store's, else its cursor's); ``<NA>`` when that
+  is ``None`` (a log from elsewhere). Nothing here reads cursor strings: the cursor stays an
+  opaque string in its own column.
 * Fallback rows. ``event_row`` never raises for an event, however it was built. A JSON value the
   codec (``lash_core.encode_json``) refuses (nested too deep, NaN, an int past the digit limit, a
   non-JSON object, a cycle) shows as ``summary_fallback`` text; a field of the wrong type shows as
@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 
 from lash_core import (
-    CURSOR_PREFIX,
     AgentFrameSwitched,
     AssistantProseDelta,
     ChildUsage,
@@ -55,7 +54,6 @@ from lash_core import (
     Committed,
     FinalValue,
     JsonValueError,
-    LashError,
     ModelRequestStarted,
     ProcessChanged,
     QueueChanged,
@@ -134,10 +132,7 @@ REPR_MAX_CHARS = 80
 FALLBACK_TEXT = "<event not shown: {reason}>"
 
 _NO_IDS: tuple[str, ...] = ()
-_CURSOR_TAG = CURSOR_PREFIX.rstrip(":")
 _U64_MAX = (1 << 64) - 1
-#: Decimal digits that always fit in a u64 (20 digits may overflow): the fast path's bound.
-_SAFE_DIGITS = 19
 
 
 # --- one event ------------------------------------------------------------------------------------
@@ -220,15 +215,24 @@ class _Summary:
             return tuple(self.text(i) for i in ids)
         return (short_repr(ids, REPR_MAX_CHARS),)
 
-    def cursor(self, cursor: Any) -> tuple[str | None, int | None]:
-        """(raw string, live position) of an event's cursor."""
+    def cursor(self, cursor: Any) -> str:
+        """An event's cursor as its raw string (opaque: never taken apart here)."""
         if isinstance(cursor, SessionCursor):
-            raw = cursor.as_str()
-            return raw, _position(raw, cursor)
+            return cursor.as_str()
         if isinstance(cursor, str):
-            return cursor, _position(cursor, SessionCursor(cursor))
+            return cursor
         self.fallback = True
-        return short_repr(cursor, REPR_MAX_CHARS), None
+        return short_repr(cursor, REPR_MAX_CHARS)
+
+    def position(self, event: Any) -> int | None:
+        """The event's live position, as it reports it (``None``: it has none)."""
+        position = event.live_position
+        if position is None:
+            return None
+        if isinstance(position, int) and not isinstance(position, bool) and 0 <= position <= _U64_MAX:
+            return int(position)
+        self.fallback = True
+        return None
 
 
 def _tokens(usage: Any, s: _Summary) -> str:
@@ -320,36 +324,6 @@ def event_text(event: SessionObservationEvent) -> str:
         return FALLBACK_TEXT.format(reason=type(err).__name__)
 
 
-def _position(raw: str, cursor: Any) -> int | None:
-    """The live position in ``cursor``, or ``None`` when it does not parse.
-
-    ``SessionCursor.parse`` is the authority; the fast path here only accepts what it accepts
-    (prefix, two runs of at most 19 ASCII digits, which always fit in a u64 and stay far from
-    Python's int digit limit, and a non-empty session id) and hands everything else (signs, zero
-    padding, overflow, other digits) to it, so the two agree on every string (a hypothesis test
-    checks this).
-    """
-    parts = raw.split(":", 3)
-    if (
-        len(parts) == 4
-        and parts[0] == _CURSOR_TAG
-        and parts[3]
-        and 0 < len(parts[1]) <= _SAFE_DIGITS
-        and 0 < len(parts[2]) <= _SAFE_DIGITS
-        and parts[1].isascii()
-        and parts[1].isdigit()
-        and parts[2].isascii()
-        and parts[2].isdigit()
-    ):
-        return int(parts[2])
-    if not isinstance(cursor, SessionCursor):
-        cursor = SessionCursor(raw)
-    try:
-        return cursor.parse().live_position
-    except (LashError, ValueError):
-        return None
-
-
 def _row(event: SessionObservationEvent, received_at: Any) -> tuple[Any, ...]:
     s = _Summary()
     payload = event.payload
@@ -367,11 +341,10 @@ def _row(event: SessionObservationEvent, received_at: Any) -> tuple[Any, ...]:
         process_ids = s.ids(payload.process_ids)
     elif isinstance(payload, AgentFrameSwitched):
         frame_id = s.text(payload.frame_id)
-    raw, position = s.cursor(event.cursor)
     row = (
-        position,
+        s.position(event),
         s.u64(event.revision),
-        raw,
+        s.cursor(event.cursor),
         s.text(event.session_id),
         s.text(payload.type),
         event_type,
@@ -396,13 +369,12 @@ def _fallback_row(event: Any, received_at: Any, err: BaseException) -> FallbackR
     """What can still be read of an event whose row could not be built; never raises."""
     s = _Summary()
     payload = _attempt(lambda: event.payload, None)
-    raw, position = _attempt(lambda: s.cursor(event.cursor), (None, None))
     activity = payload.activity if isinstance(payload, TurnActivityPayload) else None
     return FallbackRow(
         (
-            position,
+            _attempt(lambda: s.position(event), None),
             _attempt(lambda: s.u64(event.revision), None),
-            raw,
+            _attempt(lambda: s.cursor(event.cursor), None),
             _attempt(lambda: s.text(event.session_id), None),
             _attempt(lambda: s.text(payload.type), "?"),
             _attempt(lambda: s.text(activity.event.type), None) if activity is not None else None,

@@ -1,84 +1,61 @@
-"""SessionMonitor: a live view of one runtime's observation stream.
+"""SessionMonitor: a live widget view over a ``MonitorState``.
 
-The monitor subscribes to the handle from the kernel's running loop and reads events in
-batches. Widgets are created once and updated through their traits inside ``hold_sync``; the
-event table is redrawn at most ``max_redraw_hz`` times a second, and a redraw is always scheduled
-for the end of a throttle window, so the last batch shows even when the stream stops inside it.
-Nothing here runs on a thread or writes to an ``Output`` from a background task.
+The state (``_state``) holds everything the monitor knows and the follower that reads the session;
+this module only runs the follower on the kernel's loop, hands what it yields to the state, copies
+the state's counters into traits and draws it through ``_render`` (all markup lives there). Widgets
+are created once and updated through their traits inside ``hold_sync``; the event table is redrawn
+at most ``max_redraw_hz`` times a second, and a redraw is always scheduled for the end of a
+throttle window, so the last batch shows even when the stream stops inside it. Nothing here runs
+on a thread or writes to an ``Output`` from a background task.
 
-One bad event never costs a batch: ``EventHistory`` turns an event it cannot show in full into a
-fallback row (counted in ``fallback_rows`` and in the header) and ingests the rest, and the
-monitor reads each event's effects on its own. Every view is bounded (``_render`` rules): a
-2,000,000-character delta makes a table cell, not a 2 MB redraw; ``detail(position)`` shows one
-event's whole wire document, bounded much higher, on demand.
+One bad event never costs a batch, one bad batch never ends the live view (its error stays in the
+header), and every view is bounded (``_render`` rules): a 2,000,000-character delta makes a table
+cell, not a 2 MB redraw; ``detail(position)`` shows one event's whole wire document on demand.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from typing import Any, Callable, Iterable, Sequence
 
 import ipywidgets as widgets
 import traitlets
 
-from lash_core import (
-    Committed,
-    GapResume,
-    LiveReplayGap,
-    LiveReplayStoreError,
-    ProcessChanged,
-    QueueChanged,
-    ReplayClosed,
-    SessionCursor,
-    SessionObservation,
-    SessionObservationEvent,
-    SubscriberLagged,
-    TurnActivityPayload,
-    short_repr,
-)
-from lash_core import EventPayload, TurnEvent
-from lash_core._cursor import U64_MAX
+from lash_core import LiveReplayStoreError, ReplayClosed, SessionObservationEvent, short_repr
 
+from . import _render as render
 from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator, _hold
-from ._frames import EventHistory
 from ._loop import kernel_loop, spawn
-from ._render import (
-    ERROR_MAX_CHARS,
-    ID_MAX_CHARS,
-    clip_html,
-    css,
-    error_text,
-    event_detail_html,
-    events_table_html,
-    gap_html,
-    observation_html,
-    processes_html,
+from ._render import LIVE_COLUMNS  # noqa: F401  (re-exported: it used to live here)
+from ._state import GAP_LOG_KEPT  # noqa: F401  (re-exported: it used to live here)
+from ._state import (
+    DEFAULT_HISTORY_ROWS,
+    DEFAULT_MAX_REDRAW_HZ,
+    DEFAULT_VISIBLE_ROWS,
+    EVENT_TYPES,
+    PAYLOAD_TYPES,
+    READ_BATCH,
+    MonitorState,
+    check_redraw_hz,
+    check_types,
+    check_visible_rows,
+    follow_runs,
 )
 
 __all__ = ["SessionMonitor", "PAYLOAD_TYPES", "EVENT_TYPES"]
 
-#: Redraws per second at most: fast enough to feel live, slow enough not to flood the frontend.
-DEFAULT_MAX_REDRAW_HZ = 10.0
-#: Events read from the subscription per batch.
-READ_BATCH = 1024
-#: Rows kept in the monitor's history by default (older rows roll over, counted).
-DEFAULT_HISTORY_ROWS = 10_000
-#: Rows shown in the live table by default (newest first).
-DEFAULT_VISIBLE_ROWS = 40
-#: Gaps kept in ``monitor.gap_log`` (the newest; ``gaps`` counts them all): the header shows the
-#: last one, and a monitor that follows a flaky store for days must not grow a list per gap.
-GAP_LOG_KEPT = 20
-#: Columns of the live table; the full set stays in ``monitor.frame()``.
-LIVE_COLUMNS = ("position", "revision", "payload_type", "event_type", "text", "batch_ids", "process_ids")
 
-PAYLOAD_TYPES: tuple[str, ...] = EventPayload.known_types()
-EVENT_TYPES: tuple[str, ...] = TurnEvent.known_types()
+def _trait_value(check: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return check(*args)
+    except ValueError as err:
+        raise traitlets.TraitError(str(err)) from None
 
 
 class SessionMonitor(widgets.VBox):
-    """Live event table, cursor and revision, read view, usage, processes and controls."""
+    """Live event table, cursor and revision, read view, usage, processes and controls: a view
+    over ``monitor.state`` (a ``MonitorState``)."""
 
     cursor = traitlets.Unicode(
         "", help="raw cursor of the last event applied (resume point; whole, the header cuts it)"
@@ -87,9 +64,9 @@ class SessionMonitor(widgets.VBox):
     event_count = traitlets.Int(0, help="events received since the monitor started")
     dropped_rows = traitlets.Int(0, help="rows rolled out of the bounded history")
     redraws = traitlets.Int(0, help="event-table redraws so far (throttled)")
-    connected = traitlets.Bool(False, help="whether the monitor's own subscription is open")
+    connected = traitlets.Bool(False, help="whether the monitor's follower holds a subscription")
     lagged = traitlets.Int(0, help="events the monitor missed because it fell behind")
-    gaps = traitlets.Int(0, help="gaps the monitor itself hit when resubscribing")
+    gaps = traitlets.Int(0, help="gaps the monitor's follower met (each one reloaded the view)")
     payload_types = traitlets.List(traitlets.Unicode(), help="payload types shown; empty = all")
     event_types = traitlets.List(traitlets.Unicode(), help="turn event types shown; empty = all")
     visible_rows = traitlets.Int(DEFAULT_VISIBLE_ROWS, help="rows shown in the table (newest first)")
@@ -101,26 +78,15 @@ class SessionMonitor(widgets.VBox):
 
     @traitlets.validate("max_redraw_hz")
     def _valid_hz(self, proposal: dict[str, Any]) -> float:
-        value = proposal["value"]
-        if not value > 0 or value == float("inf"):
-            raise traitlets.TraitError(
-                f"max_redraw_hz must be a positive finite number, not {short_repr(value)}"
-            )
-        return value
+        return _trait_value(check_redraw_hz, proposal["value"])
 
     @traitlets.validate("visible_rows")
     def _valid_rows(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 1:
-            raise traitlets.TraitError(f"visible_rows must be at least 1, not {short_repr(proposal['value'])}")
-        return proposal["value"]
+        return _trait_value(check_visible_rows, proposal["value"])
 
     @traitlets.validate("payload_types", "event_types")
     def _valid_types(self, proposal: dict[str, Any]) -> list[str]:
-        known = PAYLOAD_TYPES if proposal["trait"].name == "payload_types" else EVENT_TYPES
-        unknown = [t for t in proposal["value"] if t not in known]
-        if unknown:
-            raise traitlets.TraitError(f"unknown type(s) {short_repr(unknown)}; known: {list(known)}")
-        return proposal["value"]
+        return list(_trait_value(check_types, proposal["trait"].name, proposal["value"]))
 
     def __init__(
         self,
@@ -134,21 +100,26 @@ class SessionMonitor(widgets.VBox):
         clients: Sequence[str] = ("A", "B"),
         time_source: Callable[[], float] = time.monotonic,
         start: bool = True,
+        state: MonitorState | None = None,
     ) -> None:
-        if max_redraw_hz <= 0:
-            raise ValueError("max_redraw_hz must be positive")
+        """``handle`` is the session's ``RuntimeHandle`` (the controls act on it too); ``state``
+        a ``MonitorState`` of that session to show (default: a new one following ``handle`` from
+        its current observation, with ``max_rows``, ``visible_rows`` and ``max_redraw_hz``)."""
+        if state is None:
+            state = MonitorState(
+                handle, max_rows=max_rows, visible_rows=visible_rows, max_redraw_hz=max_redraw_hz
+            )
+        elif state.session_id != handle.session_id:
+            raise ValueError(
+                f"the state follows session {short_repr(state.session_id)}, "
+                f"the handle is of {short_repr(handle.session_id)}"
+            )
+        self.state = state
         self._handle = handle
         self._time = time_source
-        self.history = EventHistory(max_rows=max_rows)
-        self.gap_log: collections.deque[LiveReplayGap] = collections.deque(maxlen=GAP_LOG_KEPT)
-        self._subscription: Any = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._last_redraw = -float("inf")
-        self._view_dirty = True
-        self._queue_dirty = False
         self._queue_refreshing = False
-        self._resume_cursor: SessionCursor = handle.current_session_observation().cursor
 
         self.header = widgets.HTML()
         self.table = widgets.HTML()
@@ -176,7 +147,7 @@ class SessionMonitor(widgets.VBox):
             ReconnectSimulator(handle, clock=clock, clients=clients, style=False) if controls else None
         )
         children: list[widgets.Widget] = [
-            widgets.HTML(f"<style>{css()}</style>"),
+            widgets.HTML(render.style_element()),
             self.header,
             widgets.HBox([self.payload_filter, self.event_filter]),
             widgets.HBox(
@@ -198,10 +169,19 @@ class SessionMonitor(widgets.VBox):
             children += [widgets.HBox([self.enqueue_panel, self.queue_panel]), self.simulator]
         super().__init__(children)
         self.add_class("lash-monitor")
-        self.visible_rows = visible_rows
-        self.max_redraw_hz = max_redraw_hz
+        with self.hold_trait_notifications():
+            self.visible_rows = state.visible_rows
+            self.max_redraw_hz = state.throttle.max_hz
+            self.payload_types = list(state.payload_types)
+            self.event_types = list(state.event_types)
+            self.last_error = state.last_error
+        self.payload_filter.value = state.payload_types
+        self.event_filter.value = state.event_types
+        self._sync_all()
         self.observe(self._filters_changed, ["payload_types", "event_types"])
-        self.observe(lambda _ch: self.redraw(), ["visible_rows"])
+        self.observe(self._rows_changed, ["visible_rows"])
+        self.observe(self._hz_changed, ["max_redraw_hz"])
+        self.observe(self._error_changed, ["last_error"])
         self.redraw()
         if start:
             self.start()
@@ -209,98 +189,120 @@ class SessionMonitor(widgets.VBox):
     def __repr__(self) -> str:
         state = "connected" if self.connected else "stopped"
         return (
-            f"<SessionMonitor session={short_repr(self._handle.session_id)} {state} "
+            f"<SessionMonitor session={short_repr(self.state.session_id)} {state} "
             f"events={self.event_count}>"
         )
 
-    # -- subscription ------------------------------------------------------------------------------
+    @property
+    def history(self) -> Any:
+        """The state's ``EventHistory``."""
+        return self.state.history
+
+    @property
+    def gap_log(self) -> Any:
+        """The state's bounded log of the newest gaps (``gaps`` counts them all)."""
+        return self.state.gap_log
+
+    # -- traits <-> state --------------------------------------------------------------------------
 
     def _filters_changed(self, _change: dict[str, Any]) -> None:
+        self.state.set_filter(payload_types=self.payload_types, event_types=self.event_types)
         # keep the selection widgets in step when code sets the traits (the link is two-way)
         self.payload_filter.value = tuple(self.payload_types)
         self.event_filter.value = tuple(self.event_types)
         self.redraw()
 
+    def _rows_changed(self, change: dict[str, Any]) -> None:
+        self.state.visible_rows = change["new"]
+        self.redraw()
+
+    def _hz_changed(self, change: dict[str, Any]) -> None:
+        self.state.throttle.max_hz = change["new"]
+
+    def _error_changed(self, change: dict[str, Any]) -> None:
+        self.state.last_error = change["new"]
+
+    def _sync_counters(self) -> None:
+        """The traits an ingest may change."""
+        state = self.state
+        if state.cursor is not None:
+            self.cursor = state.cursor.as_str()
+        self.revision = state.revision
+        self.event_count = state.event_count
+        self.dropped_rows = state.history.dropped_rows
+        self.fallback_rows = state.history.fallback_rows
+
+    def _sync_all(self) -> None:
+        self._sync_counters()
+        state = self.state
+        self.lagged = state.lagged
+        self.gaps = state.gaps
+        self.connected = state.connected
+
+    # -- following ---------------------------------------------------------------------------------
+
     def start(self) -> None:
-        """Subscribe from the last applied cursor on the kernel's running loop."""
+        """Follow from the state's resume point on the kernel's running loop: subscribe now,
+        apply what is ready, then keep reading in a task."""
         if self._task is not None and not self._task.done():
             return
         loop = kernel_loop()
-        self._subscribe()
+        follower = self.state.follower
+        try:  # a synchronous source (a RuntimeHandle): subscribed, and what is ready shown, now
+            items = follower.poll(READ_BATCH) if follower.cursor is not None else []
+        except TypeError:  # an asynchronous source: the task subscribes at its first read
+            items = []
+        self._apply(items)
+        self.connected = self.state.connected
         self._task = spawn(self._run(), on_error=self._task_failed, loop=loop)
         if self.queue_panel is not None:
             self._refresh_queue_soon()
         self._refresh_processes_soon()
 
     def stop(self) -> None:
-        """Close the subscription and stop the background task; the cursor is kept."""
+        """Stop the task and drop the subscription; the cursor is kept for ``start()``."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
+        self.state.disconnect()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.connected = False
         self.redraw()
 
-    def _subscribe(self) -> None:
-        if self._subscription is not None:
-            self._subscription.close()  # never two subscriptions for one monitor
-            self._subscription = None
-        result = self._handle.subscribe_session_observation(self._resume_cursor)
-        if isinstance(result, GapResume):
-            self._apply_gap(result.gap, result.observation)
-            result = self._handle.subscribe_session_observation(self._resume_cursor)
-            if isinstance(result, GapResume):
-                raise RuntimeError("the replay store gapped twice in a row")
-        self._subscription = result.subscription
-        self.connected = True
-
-    def _apply_gap(self, gap: LiveReplayGap, observation: SessionObservation) -> None:
-        self.gap_log.append(gap)
-        self.gaps += 1
-        self._resume_cursor = observation.cursor
-        self.cursor = str(observation.cursor)
-        self.revision = int(gap.latest_revision)
-        self._read_view = observation.read_view
-        self._view_dirty = True
-
     async def _run(self) -> None:
+        follower = self.state.follower
         while True:
-            subscription = self._subscription
-            if subscription is None:
+            try:
+                items = await follower.next_items(READ_BATCH)
+            except ReplayClosed as err:  # the stream ended for good: say why
+                self._stopped(err.__cause__ if err.__cause__ is not None else err)
+                return
+            except LiveReplayStoreError as err:  # the source cannot serve
+                self._stopped(err)
                 return
             try:
-                batch = await subscription.next_batch(READ_BATCH)
-            except SubscriberLagged as lag:
-                self.lagged += lag.count
-                self._subscribe()
-                continue
-            except ReplayClosed:
-                # the store was closed: if the handle now has another (a restart), follow it
-                self._subscription = None
-                try:
-                    self._subscribe()
-                except LiveReplayStoreError as err:
-                    self._stopped(err)
-                    return
-                self.redraw()
-                continue
-            try:
-                self.ingest(batch)
+                self._apply(items)
             except Exception as err:  # one bad batch must not end the live view
                 self._show_error(err)
+
+    def _apply(self, items: Iterable[Any]) -> None:
+        """Hand the follower's items to the state, in order; events go through ``ingest``."""
+        for run in follow_runs(items):
+            if isinstance(run, list):
+                self.ingest(run)
+            else:
+                self.state.apply_item(run)
+                self._sync_all()
+                self.request_redraw()
+        self.connected = self.state.connected
 
     def _task_failed(self, err: BaseException) -> None:
         self._stopped(err)
 
     def _stopped(self, err: BaseException | None) -> None:
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
+        self.state.disconnect()
         self.connected = False
         if err is not None:
             self._show_error(err)
@@ -308,73 +310,35 @@ class SessionMonitor(widgets.VBox):
             self.redraw()
 
     def ingest(self, batch: Iterable[SessionObservationEvent]) -> None:
-        """Apply a batch of events (the subscription task calls this; tests may too).
+        """Apply a batch of events (the follower's task calls this; tests may too): into the
+        state, then the traits, the simulated clients, and a (throttled) redraw.
 
         Every event goes in: one that cannot be shown in full becomes a fallback row (counted in
         ``fallback_rows``), and one whose effects cannot be read is skipped for them alone."""
-        batch = list(batch)
-        if not batch:
+        state = self.state
+        if not state.ingest(batch):
             return
-        self.history.append(batch)
-        queue_changed = processes_changed = False
-        for event in batch:
-            try:
-                queue, processes = self._effects(event)
-            except Exception:  # odd fields (an event built in code): its row says so already
-                continue
-            queue_changed |= queue
-            processes_changed |= processes
-        for last in reversed(batch):  # the newest event that carries a real resume point
-            cursor = getattr(last, "cursor", None)
-            if isinstance(cursor, SessionCursor):
-                self._resume_cursor = cursor
-                self.cursor = cursor.as_str()
-                revision = getattr(last, "revision", None)
-                if isinstance(revision, int) and not isinstance(revision, bool) and 0 <= revision <= U64_MAX:
-                    self.revision = int(revision)
-                break
-        self.event_count += len(batch)
-        self.dropped_rows = self.history.dropped_rows
-        self.fallback_rows = self.history.fallback_rows
+        self._sync_counters()
         if self.simulator is not None:
             self.simulator.pump(render=False)
-        if queue_changed and self.queue_panel is not None:
-            self._queue_dirty = True  # refreshed with the next (throttled) redraw
-        if processes_changed:
+        if state.processes_dirty:
+            state.processes_dirty = False
             self._refresh_processes_soon()
+        if self.queue_panel is None:
+            state.queue_dirty = False  # nothing to refresh
         self.request_redraw()
-
-    def _effects(self, event: SessionObservationEvent) -> tuple[bool, bool]:
-        """(queue changed, processes changed) for one event; a commit also updates the view."""
-        payload = event.payload
-        if isinstance(payload, Committed):
-            if payload.read_view is not None:
-                self._read_view = payload.read_view
-            self._view_dirty = True
-            return True, True
-        if isinstance(payload, QueueChanged):
-            return True, False
-        if isinstance(payload, ProcessChanged):
-            return False, True
-        if isinstance(payload, TurnActivityPayload):
-            event_type = payload.activity.event.type
-            return isinstance(event_type, str) and event_type == "queued_work_started", False
-        return False, False
 
     # -- one event in full -------------------------------------------------------------------------
 
     def event(self, position: int) -> SessionObservationEvent:
         """The newest kept event at live replay ``position`` (``KeyError`` when none is kept)."""
-        event = self.history.find(position)
-        if event is None:
-            raise KeyError(f"no kept event at position {short_repr(position)}")
-        return event
+        return self.state.event(position)
 
     def detail(self, position: int) -> str:
         """Show one event in full in ``detail_view`` (what the Show event button does): its card
         and its whole wire document, bounded at ``render.DETAIL_MAX_CHARS`` with a note. Returns
         the HTML; ``KeyError`` when no kept event has that position (rolled out, or never seen)."""
-        markup = event_detail_html(self.event(position), with_style=False)
+        markup = render.event_detail_html(self.event(position), with_style=False)
         self.detail_view.value = markup
         return markup
 
@@ -382,9 +346,7 @@ class SessionMonitor(widgets.VBox):
         try:
             self.detail(self.detail_position.value)
         except KeyError as err:
-            self.detail_view.value = (
-                f'<div class="lash-muted">{clip_html(err.args[0], ERROR_MAX_CHARS)}</div>'
-            )
+            self.detail_view.value = render.note_html(err.args[0])
 
     # -- throttled drawing -------------------------------------------------------------------------
 
@@ -392,11 +354,10 @@ class SessionMonitor(widgets.VBox):
         """Redraw now if the last redraw is old enough, else once at the end of the window."""
         if self._timer is not None:
             return  # the scheduled redraw will draw this batch too (never two inside a window)
-        interval = 1.0 / self.max_redraw_hz
-        wait = self._last_redraw + interval - self._time()
+        wait = self.state.throttle.wait(self._time())
         if wait <= 0:
             self.redraw()
-        elif self._timer is None:
+        else:
             self._timer = kernel_loop().call_later(wait, self._timer_fired)
 
     def _timer_fired(self) -> None:
@@ -408,56 +369,27 @@ class SessionMonitor(widgets.VBox):
         return self._timer is not None
 
     def redraw(self) -> None:
-        """Redraw every view from the current state, as one synced batch."""
-        self._last_redraw = self._time()
-        frame = self.history.tail(
-            self.visible_rows,
-            payload_types=self.payload_types or None,
-            event_types=self.event_types or None,
-        )
-        if self._queue_dirty:
+        """Redraw every view from the state, as one synced batch."""
+        state = self.state
+        now = self._time()
+        frame = state.table()
+        if state.queue_dirty:
             self._refresh_queue_soon()
         with _hold(self.table, self.header, self.session_view):
-            self.table.value = events_table_html(
-                frame.iloc[::-1], max_rows=self.visible_rows, columns=LIVE_COLUMNS, with_style=False
-            )
-            self.header.value = self._header_html()
-            if self._view_dirty:
-                view = getattr(self, "_read_view", None)
-                if view is None:
-                    view = self._handle.observe().read_view
-                self.session_view.value = observation_html(
-                    SessionObservation(view, self._resume_cursor), with_style=False
+            self.table.value = render.monitor_table_html(frame, state.visible_rows)
+            self.header.value = render.monitor_header_html(state.statistics())
+            if state.view_dirty:
+                observation = state.observation
+                self.session_view.value = (
+                    render.observation_html(observation, with_style=False)
+                    if observation is not None
+                    else render.note_html("waiting for the session's first observation")
                 )
-                self._view_dirty = False
+                state.view_dirty = observation is None
             if self.simulator is not None:
                 self.simulator.refresh()
-            self.redraws += 1
-
-    def _header_html(self) -> str:
-        state = "live" if self.connected else "stopped"
-        last_gap = gap_html(self.gap_log[-1], with_style=False) if self.gap_log else ""
-        error = (
-            # already bounded by error_text; the clip guards a value set on the trait directly
-            f'<div class="lash-error">{clip_html(self.last_error, 2 * ERROR_MAX_CHARS)}</div>'
-            if self.last_error
-            else ""
-        )
-        cursor = self.cursor or self._resume_cursor.as_str()
-        fallback = (
-            f' · <span class="lash-bad">{self.fallback_rows} fallback rows</span>'
-            if self.fallback_rows
-            else ""
-        )
-        return (
-            '<div class="lash-header">'
-            f'<span class="lash-badge lash-{state}">{state}</span> '
-            f"session <code>{clip_html(self._handle.session_id, ID_MAX_CHARS)}</code> · "
-            f"revision <b>{self.revision}</b> · cursor <code>{clip_html(cursor, ID_MAX_CHARS)}</code>"
-            f"<br>{self.event_count} events · {len(self.history)} rows kept · "
-            f"{self.dropped_rows} rolled over · {self.lagged} lagged · {self.gaps} gaps · "
-            f"{self.redraws} redraws{fallback}</div>" + error + last_gap
-        )
+            state.drawn(now)
+            self.redraws = state.redraws
 
     def flush(self) -> None:
         """Draw now and drop any pending throttled redraw (for scripts and tests)."""
@@ -470,12 +402,14 @@ class SessionMonitor(widgets.VBox):
 
     def _refresh_queue_soon(self) -> None:
         """One queue refresh at a time; changes during it trigger one more afterwards."""
+        state = self.state
         if self.queue_panel is None:
+            state.queue_dirty = False
             return
-        self._queue_dirty = True
+        state.queue_dirty = True
         if self._queue_refreshing:
             return
-        self._queue_dirty = False
+        state.queue_dirty = False
         self._queue_refreshing = True
 
         async def refresh() -> None:
@@ -483,7 +417,7 @@ class SessionMonitor(widgets.VBox):
                 await self.queue_panel.refresh()  # type: ignore[union-attr]
             finally:
                 self._queue_refreshing = False
-            if self._queue_dirty:
+            if state.queue_dirty:
                 self._refresh_queue_soon()
 
         spawn(refresh(), on_error=self._show_error)
@@ -493,13 +427,13 @@ class SessionMonitor(widgets.VBox):
 
     async def refresh_processes(self) -> list[Any]:
         handles = list(await self._handle.observe().list_process_handles())
-        self.processes_view.value = processes_html(handles)
+        self.processes_view.value = render.processes_html(handles)
         return handles
 
     def _show_error(self, err: BaseException) -> None:
         """Keep the failure in ``last_error``: every later redraw shows it until the next one."""
-        self.last_error = error_text(err)
-        self.header.value = self._header_html()
+        self.last_error = render.error_text(err)
+        self.header.value = render.monitor_header_html(self.state.statistics())
 
     # -- the buttons' methods, forwarded -----------------------------------------------------------
 
@@ -518,20 +452,17 @@ class SessionMonitor(widgets.VBox):
     def set_filter(
         self, *, payload_types: Sequence[str] | str = (), event_types: Sequence[str] | str = ()
     ) -> None:
-        payload_types = (payload_types,) if isinstance(payload_types, str) else tuple(payload_types)
-        event_types = (event_types,) if isinstance(event_types, str) else tuple(event_types)
-        unknown = [t for t in payload_types if t not in PAYLOAD_TYPES] + [
-            t for t in event_types if t not in EVENT_TYPES
-        ]
-        if unknown:
-            raise ValueError(f"unknown type(s) {short_repr(unknown)}; payload types: {PAYLOAD_TYPES}")
+        """Show only these payload / turn event types (empty: all), as the selection widgets do;
+        ``ValueError`` for unknown names, and then nothing changes."""
+        payload = check_types("payload_types", payload_types)
+        event = check_types("event_types", event_types)
         with self.hold_trait_notifications():
-            self.payload_filter.value = tuple(payload_types)
-            self.event_filter.value = tuple(event_types)
+            self.payload_filter.value = payload
+            self.event_filter.value = event
 
     def frame(self) -> Any:
         """The whole kept history as a pandas DataFrame."""
-        return self.history.frame()
+        return self.state.frame()
 
     def _panel(self, name: str) -> Any:
         panel = getattr(self, name)

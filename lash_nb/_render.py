@@ -41,6 +41,7 @@ from lash_core import (
     LashError,
     LiveReplayGap,
     LiveReplayGapReason,
+    ObservationSummary,
     QueuedWorkBatch,
     RuntimeObservation,
     SessionCursor,
@@ -73,6 +74,16 @@ __all__ = [
     "processes_html",
     "cancel_log_html",
     "clients_html",
+    "LIVE_COLUMNS",
+    "note_html",
+    "panel_title_html",
+    "monitor_header_html",
+    "monitor_table_html",
+    "enqueue_result_html",
+    "queue_row_html",
+    "more_batches_html",
+    "replayed_html",
+    "reconnect_gap_html",
     "error_text",
     "error_html",
     "clip",
@@ -349,8 +360,10 @@ def _usage(usage: Any) -> str:
 
 
 def _messages(view: Any) -> Sequence[Any] | None:
-    """A view's messages, or ``None`` when it has none to show (a wire summary, or a view built
-    in code without a message list)."""
+    """A view's messages, or ``None`` when it has none to show (a wire summary, whose messages
+    never travel, or a view built in code without a message list)."""
+    if isinstance(view, ObservationSummary):
+        return None
     messages = getattr(view, "messages", None)
     return messages if isinstance(messages, (list, tuple)) else None
 
@@ -814,6 +827,108 @@ def processes_html(handles: Sequence[Any], *, max_rows: int = PROCESS_ROWS_MAX) 
     if len(handles) > max_rows:
         more = f'<div class="lash-muted">{_e(len(handles) - max_rows)} more processes not shown</div>'
     return f'<b>live processes ({len(handles)})</b><table class="lash-table">{rows}</table>{more}'
+
+
+# --- the monitor and its controls (the widgets hold no markup of their own) -------------------------
+
+#: Columns of the monitor's live table; the full set stays in ``monitor.frame()``.
+LIVE_COLUMNS: tuple[str, ...] = (
+    "position", "revision", "payload_type", "event_type", "text", "batch_ids", "process_ids",
+)
+#: Replayed events a reconnect lists (the count above them is always exact).
+REPLAY_LIST_LIMIT = 50
+_MONITOR_STATES = frozenset({"live", "stopped"})
+_BATCH_STATES = frozenset({"pending", "claimed"})
+
+
+def note_html(text: Any, limit: int = ERROR_MAX_CHARS) -> str:
+    """One muted line of text (bounded, escaped)."""
+    return f'<div class="lash-muted">{clip_html(text, limit)}</div>'
+
+
+def panel_title_html(title: str, *, with_style: bool = True) -> str:
+    """A control panel's bold title, after the stylesheet when ``with_style``."""
+    return (style_element() if with_style else "") + f"<b>{_e(title)}</b>"
+
+
+def monitor_header_html(stats: Any) -> str:
+    """The monitor's header from a ``MonitorStatistics``: live or stopped, session, revision,
+    cursor, counters, then the last error and the last gap (when there are)."""
+    state = "live" if stats.connected else "stopped"
+    assert state in _MONITOR_STATES
+    fallback = (
+        f' · <span class="lash-bad">{_e(stats.fallback_rows)} fallback rows</span>'
+        if stats.fallback_rows
+        else ""
+    )
+    error = (
+        # error_text bounds it already; the clip guards a value set on the trait directly
+        f'<div class="lash-error">{clip_html(stats.last_error, 2 * ERROR_MAX_CHARS)}</div>'
+        if stats.last_error
+        else ""
+    )
+    last_gap = gap_html(stats.last_gap, with_style=False) if stats.last_gap is not None else ""
+    return (
+        '<div class="lash-header">'
+        f'<span class="lash-badge lash-{state}">{state}</span> '
+        f"session <code>{clip_html(stats.session_id, ID_MAX_CHARS)}</code> · "
+        f"revision <b>{clip_html(stats.revision, ID_MAX_CHARS)}</b> · "
+        f"cursor <code>{clip_html(stats.cursor, ID_MAX_CHARS)}</code>"
+        f"<br>{_e(stats.event_count)} events · {_e(stats.rows)} rows kept · "
+        f"{_e(stats.dropped_rows)} rolled over · {_e(stats.lagged)} lagged · {_e(stats.gaps)} gaps · "
+        f"{_e(stats.redraws)} redraws{fallback}</div>" + error + last_gap
+    )
+
+
+def monitor_table_html(frame: pd.DataFrame, visible_rows: int) -> str:
+    """The monitor's live table: ``frame`` (oldest first, as ``MonitorState.table()`` gives it)
+    newest first, ``LIVE_COLUMNS`` only."""
+    return events_table_html(
+        frame.iloc[::-1], max_rows=visible_rows, columns=LIVE_COLUMNS, with_style=False
+    )
+
+
+def enqueue_result_html(
+    batch: QueuedWorkBatch, recorded: Sequence[SessionObservationEvent], *, existing: bool
+) -> str:
+    """What an enqueue gave: a note when the source key matched a queued batch, the batch, and
+    the ``queue_changed`` events recorded for it."""
+    note = (
+        note_html("the source key matched a batch already queued: that batch was returned unchanged")
+        if existing
+        else ""
+    )
+    return note + batch_html(batch, with_style=False) + "".join(
+        event_html(e, with_style=False) for e in recorded[-REPLAY_LIST_LIMIT:]
+    )
+
+
+def queue_row_html(batch: QueuedWorkBatch, *, pending: bool) -> str:
+    """One queued batch in the queue panel: its state (pending or claimed), then the batch."""
+    state = "pending" if pending else "claimed"
+    assert state in _BATCH_STATES
+    return f'<span class="lash-state lash-{state}">{state}</span> ' + batch_html(batch, with_style=False)
+
+
+def more_batches_html(hidden: int) -> str:
+    """The line under a cut batch list (empty when nothing is hidden)."""
+    return note_html(f"{_text(hidden)} more batches not listed") if hidden > 0 else ""
+
+
+def replayed_html(client: str, replayed: Sequence[SessionObservationEvent]) -> str:
+    """A reconnect that replayed: the exact count, then the newest ``REPLAY_LIST_LIMIT`` events."""
+    unlisted = len(replayed) - REPLAY_LIST_LIMIT
+    return (
+        f"<b>{clip_html(client, ID_MAX_CHARS)}: replayed {_e(len(replayed))} events</b>"
+        + (note_html(f"{unlisted} earlier replayed events not listed") if unlisted > 0 else "")
+        + "".join(event_html(e, with_style=False) for e in replayed[-REPLAY_LIST_LIMIT:])
+    )
+
+
+def reconnect_gap_html(client: str, gap: LiveReplayGap, observation: SessionObservation | None) -> str:
+    """A reconnect that met a gap: the gap, then the fresh observation the client reloaded."""
+    fresh = observation_html(observation, with_style=False) if observation is not None else ""
+    return f"<b>{clip_html(client, ID_MAX_CHARS)}: gap</b>" + gap_html(gap, with_style=False) + fresh
 
 
 # --- plain text and dispatch ----------------------------------------------------------------------

@@ -433,3 +433,53 @@ def test_a_writer_can_number_its_own_stream():
     assert event.to_dict(sequence=42)["activity"]["sequence"] == 42
     with pytest.raises(WireFormatError):
         event.to_dict(sequence=-1)
+
+
+def test_live_position_comes_from_the_store_or_the_cursor():
+    from lash_core import InMemoryLiveReplayStore
+
+    store = InMemoryLiveReplayStore()
+    appended = store.append("s", 0, Committed(None))
+    assert appended.position == 1 and appended.live_position == 1
+    read = SessionObservationEvent.from_dict(appended.to_dict())
+    assert read.position is None and read.live_position == 1 and read == appended
+    padded = SessionObservationEvent("s", SessionRevision(0), SessionCursor("lashsc1:0:" + "0" * 4400 + "7:s"), Committed(None))
+    assert padded.live_position == 7
+    foreign = SessionObservationEvent("s", SessionRevision(0), SessionCursor("elsewhere:7"), Committed(None))
+    assert foreign.live_position is None
+
+
+def test_writers_refuse_integers_their_readers_would_refuse():
+    event = SessionObservationEvent("s", -1, SessionCursor.new("s", 0, 1), Committed(None))
+    with pytest.raises(WireFormatError, match="revision"):
+        event.to_dict()
+    with pytest.raises(WireFormatError, match="protocol_version"):
+        TurnActivity.from_dict({"id": "i", "correlation_id": "c", "type": "error", "message": "m"})
+    with pytest.raises(WireFormatError, match="protocol_version"):
+        TurnActivity.from_dict({"protocol_version": 2**70, "id": "i", "correlation_id": "c", "type": "error", "message": "m"})
+
+
+def test_unknown_kinds_cannot_overwrite_their_envelope_or_carry_bad_tags():
+    for fields in ({"session_id": "bob"}, {"cursor": "x"}, {"type": "y"}):
+        with pytest.raises(InvalidObservationError, match="belong to the document"):
+            UnknownPayload("future", fields)
+    for fields in ({"id": "spoofed"}, {"protocol_version": 99}, {"correlation_id": "c"}):
+        with pytest.raises(InvalidObservationError, match="belong to the document"):
+            UnknownTurnEvent("future", fields)
+    for tag in ("", "\ud800", 7):
+        with pytest.raises(InvalidObservationError):
+            UnknownTurnEvent(tag, {})
+    # the reader keeps unknown fields and never lets a tag with a lone surrogate in
+    doc = _activity_doc(type="\ud800")
+    with pytest.raises(WireFormatError):
+        SessionObservationEvent.from_dict(doc)
+
+
+def test_lists_of_inputs_and_ids_refuse_strings_mappings_and_sets():
+    with pytest.raises(InvalidObservationError, match="inputs"):
+        QueuedInputAccepted("after_work", "abc")
+    with pytest.raises(InvalidObservationError, match="inputs"):
+        QueuedInputAccepted("after_work", ["abc"])
+    for bad in ({"a": 1}, {"a"}, frozenset({"a"})):
+        with pytest.raises(InvalidObservationError, match="batch_ids"):
+            QueueChanged(SessionQueueEventKind.ENQUEUED, bad)

@@ -533,12 +533,16 @@ async def test_tool_state_failure_or_no_registry_omits_the_snapshot(caplog):
 
 
 class SyncQueueStore:
-    """A queue store with plain (non-coroutine) methods, as spec section 5 allows."""
+    """A queue store with plain (non-coroutine) methods: every ``QueuedWorkStore`` method must be a
+    coroutine function, so the builder refuses it, naming the first plain method."""
 
     def __init__(self):
         from lash_core import InMemoryQueueStore
 
         self.inner = InMemoryQueueStore()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)  # the other eight methods: the in-memory store's coroutines
 
     def enqueue_queued_work(self, draft):
         return self.inner.state.enqueue(draft, 1_000)
@@ -547,21 +551,21 @@ class SyncQueueStore:
         return self.inner.state.cancel(session_id, batch_id, 1_000)
 
 
-async def test_synchronous_queue_stores_work_and_store_failures_are_store_commit_failed():
-    runtime = FakeRuntime()
-    runtime.queue_store = SyncQueueStore()
-    h = RuntimeHandle(runtime)
-    start = h.current_session_observation().cursor
-    batch = await h.enqueue_turn_input("x", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN)
-    assert (await h.cancel_queued_work_batch("fake", batch.batch_id)).batch_id == batch.batch_id
-    assert [e.payload.kind for e in h.resume_session_observation(start).events] == ["enqueued", "cancelled"]
+async def test_synchronous_queue_stores_are_refused_and_store_failures_are_store_commit_failed():
+    builder = LashRuntime.builder().with_session_id("session-a").with_queue_store(SyncQueueStore())
+    with pytest.raises(
+        LashRuntimeError, match=r"SyncQueueStore\.enqueue_queued_work must be a coroutine function"
+    ) as info:
+        await builder.build()
+    assert info.value.code is RuntimeErrorCode.INVALID_CONFIGURATION
 
     class Broken:
-        def enqueue_queued_work(self, draft):
+        async def enqueue_queued_work(self, draft):
             raise OSError("connection refused")
 
+    runtime = FakeRuntime()
     runtime.queue_store = Broken()
-    h.publish_from(runtime)
+    h = RuntimeHandle(runtime)
     with pytest.raises(LashRuntimeError, match="connection refused") as info:
         await h.enqueue_turn_input("x", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN)
     assert info.value.code is RuntimeErrorCode.STORE_COMMIT_FAILED

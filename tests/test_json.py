@@ -106,3 +106,16 @@ def test_summaries_and_reprs_survive_hostile_leaves():
     assert short_repr([10**5000]) == "[<int of 16610 bits>]"
     assert short_repr(10**5000) == "<int of 16610 bits>"
     assert encode_json({"a": [1]}, indent=2) == '{\n  "a": [\n    1\n  ]\n}'
+
+
+def test_lone_surrogates_never_enter_or_leave_the_codec():
+    for value in ("x\udcff", {"k\ud800": 1}, ["ok", "\udc00"]):
+        with pytest.raises(JsonValueError) as info:
+            encode_json(value)
+        assert info.value.kind == JsonValueKind.NOT_UTF8
+    for text in ('"\\ud800"', '{"a": "\\udc00x"}', '["\\uDBFF"]'):
+        with pytest.raises(JsonValueError) as info:
+            decode_json(text)
+        assert info.value.kind == JsonValueKind.NOT_UTF8
+    assert decode_json('"\\ud83d\\ude00"') == "\U0001f600"  # a pair is one character
+    assert decode_json('"caf\u00e9"') == "caf\u00e9"

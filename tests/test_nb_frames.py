@@ -490,16 +490,42 @@ cursor_text = st.one_of(
 
 @settings(max_examples=400, deadline=None)
 @given(raw=cursor_text)
-def test_position_column_agrees_with_session_cursor_parse(raw):
+def test_position_column_is_the_events_live_position(raw):
     cursor = SessionCursor(raw)
     try:
         expected = cursor.parse().live_position
     except Exception:
         expected = None
-    assert _frames._position(raw, cursor) == expected
-    # and the whole row, which is what to_frame and the monitor read
+    # the row (what to_frame and the monitor read) takes the event's own word for it
     event = SessionObservationEvent("s", SessionRevision(1), cursor, QueueChanged("enqueued", ("b",)))
-    assert event_row(event, None)[0] == expected
+    assert event_row(event, None)[0] == event.live_position == expected
+    frame = to_frame([event], STAMP)
+    assert frame["position"].dtype == DTYPES["position"]
+    assert (frame["position"].iloc[0] is pd.NA) == (expected is None)
+
+
+def test_the_position_comes_from_the_event_not_from_its_cursor_string():
+    # a store that assigns positions passes them; nothing in lash_nb takes the cursor apart
+    cursor = SessionCursor.new("s", 1, 7)
+    stored = SessionObservationEvent("s", SessionRevision(1), cursor, QueueChanged("enqueued", ("b",)), position=7)
+    foreign = SessionObservationEvent("s", SessionRevision(1), SessionCursor("not-a-cursor"), QueueChanged("enqueued", ("b",)))
+    plain = SessionObservationEvent("s", SessionRevision(1), "lashsc1:1:9:s", QueueChanged("enqueued", ("b",)))
+    frame = to_frame([stored, foreign, plain], STAMP)
+    assert row_values(frame, "position") == [7, None, plain.live_position]
+    assert frame["position"].dtype == DTYPES["position"]
+    assert frame["cursor"].tolist() == [str(cursor), "not-a-cursor", "lashsc1:1:9:s"]
+    assert not any(is_fallback_row(event_row(e, STAMP)) for e in (stored, foreign, plain))
+    # a position of the wrong type (an event built in code) is flagged, never shown as one
+    odd = SessionObservationEvent("s", SessionRevision(1), cursor, QueueChanged("enqueued", ("b",)), position=-1)
+    row = event_row(odd, STAMP)
+    assert row[0] is None and is_fallback_row(row)
+    import pathlib
+    import re
+
+    package = pathlib.Path(_frames.__file__).parent
+    for path in package.glob("*.py"):
+        source = path.read_text()
+        assert not re.search(r"parse\(\)|split\(\":\"", source), path.name
 
 
 def test_zero_padded_cursor_numbers_read_like_parse():

@@ -60,7 +60,7 @@ OPAQUE = "SessionCursor(<opaque>)"
 #: Every tag and attribute our markup may contain; anything else came from data.
 ALLOWED_TAGS = {
     "style", "div", "span", "code", "table", "thead", "tbody", "tr", "th", "td",
-    "dl", "dt", "dd", "details", "summary", "b",
+    "dl", "dt", "dd", "details", "summary", "b", "br",
 }
 ALLOWED_ATTRS = {"class", "title"}
 
@@ -343,7 +343,7 @@ def test_no_renderer_lets_markup_through_from_data(text):
         make_event(session_id, 4, ProcessChanged(SessionProcessEventKind.STARTED, (text,))),
         make_event(session_id, 5, AgentFrameSwitched(text)),
         make_event(session_id, 6, TurnActivityPayload(TurnActivity.independent(TurnError(text)))),
-        make_event(session_id, 7, UnknownPayload(text, {text: text})),
+        make_event(session_id, 7, UnknownPayload(text, {f"x-{text}": text})),  # not an envelope key
     ]
     for event in events:
         assert_safe(render.event_html(event), text, str(event.cursor))
@@ -488,7 +488,7 @@ def test_pure_modules_import_no_widget_or_ipython_code_and_lash_core_stays_pure(
     import sys
 
     package = pathlib.Path(lash_nb.__file__).parent
-    for name in ("_frames.py", "_render.py", "_ipython.py"):
+    for name in ("__init__.py", "_frames.py", "_render.py", "_ipython.py", "_state.py", "_loop.py", "_producer.py"):
         tree = ast.parse((package / name).read_text())
         imported = {
             alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
@@ -647,3 +647,98 @@ def test_text_helpers_never_raise_and_print_numbers_past_the_digit_limit():
 
     assert "Mute.__str__ failed" in render.error_text(Mute())
     assert "Mute.__str__ failed" in render.error_html(Mute())
+
+
+# --- the monitor's and the controls' markup (the widgets hold none of their own) ----------------------
+
+
+def test_the_widget_modules_hold_no_markup():
+    import ast
+    import pathlib
+
+    package = pathlib.Path(lash_nb.__file__).parent
+    tag = re.compile(r"<\s*/?\s*(?:[a-z][a-z0-9]*)(?:[\s>/]|$)|class=")
+    for name in ("_monitor.py", "_controls.py", "_state.py"):
+        tree = ast.parse((package / name).read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        }
+        literals = [
+            n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+        ]
+        assert not [v for v in literals if tag.search(v)], (name, [v for v in literals if tag.search(v)])
+
+
+def monitor_stats(**changes):
+    from lash_nb import MonitorStatistics
+
+    fields = dict(
+        session_id=HOSTILE, connected=True, cursor=f"lashsc1:3:9:{HOSTILE}", revision=3, event_count=25,
+        rows=10, dropped_rows=15, fallback_rows=0, lagged=4, lag_count=1, gaps=0, redraws=7,
+        last_gap=None, last_error="",
+    )
+    fields.update(changes)
+    return MonitorStatistics(**fields)
+
+
+def test_monitor_header_shows_the_state_escaped_and_bounded():
+    header = render.monitor_header_html(monitor_stats())
+    parsed = assert_safe(header, HOSTILE, f"lashsc1:3:9:{HOSTILE}")
+    text = " ".join(parsed.texts)
+    for part in ("live", "revision", "25 events", "10 rows kept", "15 rolled over", "4 lagged", "0 gaps", "7 redraws"):
+        assert part in text, part
+    assert "fallback" not in text and "lash-error" not in header and "Replay gap" not in text
+    assert 'class="lash-badge lash-live"' in header
+    gap = LiveReplayGap("s", SessionCursor("lashsc1:1:2:s"), SessionCursor("lashsc1:3:9:s"), SessionRevision(3), LiveReplayGapReason.TRIMMED)
+    header = render.monitor_header_html(
+        monitor_stats(connected=False, fallback_rows=2, gaps=1, last_gap=gap, last_error=f"RuntimeError: {IMG}")
+    )
+    parsed = assert_safe(header, IMG, "2 fallback rows", "Replay gap", "lashsc1:1:2:s")
+    assert 'class="lash-badge lash-stopped"' in header and '<div class="lash-error">' in header
+    huge = render.monitor_header_html(monitor_stats(session_id="s" * 100_000, last_error="e" * 1_000_000))
+    assert len(huge) < 3 * render.ERROR_MAX_CHARS + 2 * render.ID_MAX_CHARS + 2_000
+    assert_safe(huge)
+
+
+def test_monitor_table_is_newest_first_with_the_live_columns():
+    events = [make_event("s", i, QueueChanged(SessionQueueEventKind.ENQUEUED, (f"b{i}{IMG}",))) for i in range(1, 6)]
+    history = EventHistory()
+    history.append(events)
+    table = render.monitor_table_html(history.tail(3), 3)
+    parsed = assert_safe(table, f"b5{IMG}")
+    head = re.findall(r"<th>([^<]*)</th>", table)
+    assert tuple(head) == render.LIVE_COLUMNS
+    firsts = re.findall(r"<tr[^>]*><td>(\d+)</td>", table)
+    assert firsts == ["5", "4", "3"]
+    assert "b2" not in " ".join(parsed.texts)
+
+
+def test_control_markup_counts_what_it_does_not_list():
+    gap = LiveReplayGap("s", SessionCursor("lashsc1:1:2:s"), SessionCursor("lashsc1:3:9:s"), SessionRevision(3), LiveReplayGapReason.TRIMMED)
+    log = render.gap_log_html([("A", gap)] * 20, total=2_000, reconnects=2_002)
+    assert log.count("<tr>") == 21 and "1980 earlier gaps not shown" in log and "2000 gaps in 2002 reconnects" in log
+    assert render.gap_log_html([], total=0) == ""
+    cancels = render.cancel_log_html([("b", "unknown")] * 20, total=230, errors=[RuntimeError(IMG)] * 5, last="b: unknown")
+    assert cancels.count('class="lash-cancel-unknown"') == 20 and "210 earlier cancels not shown" in cancels
+    assert cancels.count('class="lash-error"') == 5
+    assert_safe(cancels, IMG)
+    events = [make_event("s", i, QueueChanged(SessionQueueEventKind.ENQUEUED, (f"r{i}",))) for i in range(1, 63)]
+    replayed = render.replayed_html(HOSTILE, events)
+    assert_safe(replayed, f"{HOSTILE}: replayed 62 events", "12 earlier replayed events not listed")
+    assert replayed.count('class="lash-nb lash-event"') == render.REPLAY_LIST_LIMIT
+    observation = SessionObservation(make_view("s", "fresh view"), SessionCursor("lashsc1:3:9:s"))
+    assert_safe(render.reconnect_gap_html(HOSTILE, gap, observation), f"{HOSTILE}: gap", "trimmed", "fresh view")
+    batch = make_batch("qwb-1", IMG)
+    assert_safe(render.queue_row_html(batch, pending=True), "pending", IMG)
+    assert 'class="lash-state lash-claimed"' in render.queue_row_html(batch, pending=False)
+    assert render.more_batches_html(0) == "" and "7 more batches not listed" in render.more_batches_html(7)
+    result = render.enqueue_result_html(batch, events[:1], existing=True)
+    assert_safe(result, "the source key matched a batch already queued", "qwb-1", "enqueued r1")
+    assert "matched" not in render.enqueue_result_html(batch, (), existing=False)
+    assert_safe(render.note_html(IMG), IMG)
+    assert_safe(render.panel_title_html(HOSTILE), HOSTILE)
+    assert render.panel_title_html("Queued work", with_style=False) == "<b>Queued work</b>"

@@ -1,4 +1,6 @@
-"""Scenarios for process scopes, grants and the in-memory process registry."""
+"""Process scopes and values, the session's merged view of handles, and what only the in-memory
+registry does. What every ``ProcessRegistry`` must do is checked once, for every backend, by
+``tests/conformance/test_process_registry.py``."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lash_core._errors import LashError, ProcessRegistryError, UnknownProcessError
+from lash_core import LashRuntime, LashRuntimeError, RuntimeErrorCode
+from lash_core._errors import ProcessRegistryError
 from lash_core._processes import (
     InMemoryProcessRegistry,
+    ProcessRegistry,
     ProcessHandleDescriptor,
     ProcessHandleGrantEntry,
     ProcessHandleSummary,
@@ -98,224 +102,47 @@ def test_status_and_list_mode_wire_strings() -> None:
     assert ProcessStatus("cancelled") is ProcessStatus.CANCELLED
 
 
-# --- start, grant, revoke -------------------------------------------------------------------------
+# --- the in-memory registry's own rules --------------------------------------------------------
+# (what every ProcessRegistry must do is in tests/conformance/test_process_registry.py)
 
 
-async def test_start_process_grants_the_starting_scope(
-    registry: InMemoryProcessRegistry, clock: FakeClock
+async def test_generated_ids_are_zero_padded_in_start_order_and_skip_taken_ones(
+    registry: InMemoryProcessRegistry,
 ) -> None:
-    first = registry.start_process(ROOT, "build", kind="tool")
-    clock.advance(5)
-    second = registry.start_process(FRAME, "index")
-
-    assert first == ProcessHandleSummary(
-        process_id="proc-000001",
-        descriptor=ProcessHandleDescriptor(kind="tool", label="build"),
-        status=ProcessStatus.RUNNING,
-        scope_id=ProcessScopeId("session:s1"),
-        granted_at_ms=1_000,
-    )
-    assert (first.id, first.name, first.kind) == ("proc-000001", "build", "tool")
-    assert second.process_id == "proc-000002"
-    assert second.scope_id == "session:s1/frame:f1"
-    assert second.granted_at_ms == 1_005
-
-    assert registry.get_process("proc-000001") == ProcessRecord(
-        process_id="proc-000001",
-        name="build",
-        kind="tool",
-        owner_scope=ROOT,
-        status=ProcessStatus.RUNNING,
-        created_at_ms=1_000,
-        updated_at_ms=1_000,
-    )
-    assert registry.get_process("proc-000002").owner_scope_id == "session:s1/frame:f1"
-    assert registry.get_process("nope") is None
-
-    # Each scope sees only its own grants.
-    assert await ids(registry, ROOT, live=False) == ["proc-000001"]
-    assert await ids(registry, FRAME, live=False) == ["proc-000002"]
-    assert await ids(registry, OTHER_FRAME, live=False) == []
-    assert await ids(registry, ProcessScope("s2"), live=True) == []
-
-
-async def test_summary_wire_shape(registry: InMemoryProcessRegistry) -> None:
-    summary = registry.start_process(ROOT, "build", kind="tool")
-    assert summary.to_dict() == {
-        "__handle__": "process",
-        "id": "proc-000001",
-        "process_id": "proc-000001",
-        "descriptor": {"kind": "tool", "label": "build"},
-        "status": "running",
-    }
-    bare = registry.grant_handle(
-        "proc-000001", FRAME, descriptor=ProcessHandleDescriptor()
-    ).to_dict()
-    assert bare["descriptor"] == {}
-
-
-async def test_explicit_ids_replay_or_conflict(registry: InMemoryProcessRegistry) -> None:
-    registry.start_process(ROOT, "build", process_id="proc-000001")
-    # The counter skips an id that was taken explicitly.
-    assert registry.start_process(ROOT, "x").process_id == "proc-000002"
-
-    # The same registration again (name, kind and owner scope) is a replay: same process back.
-    again = registry.start_process(ROOT, "build", process_id="proc-000001")
-    assert again.process_id == "proc-000001"
+    assert registry.start_process(ROOT, "a").process_id == "proc-000001"
+    registry.start_process(ROOT, "taken", process_id="proc-000002")
+    assert registry.start_process(FRAME, "b").process_id == "proc-000003"
     assert await ids(registry, ROOT, live=False) == ["proc-000001", "proc-000002"]
 
-    with pytest.raises(ProcessRegistryError, match="`proc-000001` is already registered"):
-        registry.start_process(ROOT, "different", process_id="proc-000001")
-    with pytest.raises(ProcessRegistryError, match="already registered"):
-        registry.start_process(FRAME, "build", process_id="proc-000001")
-    assert registry.get_process("proc-000001").name == "build"
-    assert await ids(registry, FRAME, live=False) == []
 
-    with pytest.raises(ValueError, match="non-empty"):
-        registry.start_process(ROOT, "build", process_id="")
-    with pytest.raises(TypeError, match="ProcessScope"):
-        registry.start_process("s1", "build")  # type: ignore[arg-type]
+class _AsyncMutations(InMemoryProcessRegistry):
+    async def cancel_process(self, process_id: str) -> ProcessRecord:  # type: ignore[override]
+        return super().cancel_process(process_id)
 
 
-async def test_grant_handle_to_another_scope(
-    registry: InMemoryProcessRegistry, clock: FakeClock
-) -> None:
-    started = registry.start_process(ROOT, "build", kind="tool")
-    clock.advance(10)
-
-    granted = registry.grant_handle(started.process_id, FRAME)
-    assert granted == dataclasses.replace(
-        started, scope_id=FRAME.id(), granted_at_ms=1_010
-    )
-    assert await ids(registry, FRAME, live=True) == ["proc-000001"]
-    assert await ids(registry, ROOT, live=True) == ["proc-000001"]
-
-    # Granting again replaces the descriptor and keeps the original grant time.
-    clock.advance(10)
-    relabelled = registry.grant_handle(
-        started.process_id, FRAME, descriptor=ProcessHandleDescriptor(label="mine")
-    )
-    assert relabelled.descriptor == ProcessHandleDescriptor(label="mine")
-    assert relabelled.granted_at_ms == 1_010
-    [entry] = await registry.list_handle_grants(FRAME)
-    assert isinstance(entry, ProcessHandleGrantEntry)
-    assert entry.grant.descriptor.label == "mine"
-    assert entry.grant.session_id == "s1"
-    assert entry.record == registry.get_process("proc-000001")
-    assert entry.summary() == relabelled
+class _SyncListing(InMemoryProcessRegistry):
+    def list_live_handle_grants(self, scope: ProcessScope) -> list[ProcessHandleGrantEntry]:  # type: ignore[override]
+        return []
 
 
-async def test_unknown_process_ids_raise_typed_errors(registry: InMemoryProcessRegistry) -> None:
-    for call in (
-        lambda: registry.grant_handle("ghost", FRAME),
-        lambda: registry.cancel_process("ghost"),
-        lambda: registry.complete_process("ghost"),
+class _NoGrants:
+    async def list_handle_grants(self, scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        return []
+
+
+async def test_the_builder_refuses_what_is_not_a_process_registry() -> None:
+    assert isinstance(InMemoryProcessRegistry(), ProcessRegistry)
+    assert not isinstance(_NoGrants(), ProcessRegistry)
+    for registry, message in (
+        (_NoGrants(), r"_NoGrants is not a ProcessRegistry \(missing: list_live_handle_grants, "),
+        (_AsyncMutations(), r"_AsyncMutations\.cancel_process must be a plain method"),
+        (_SyncListing(), r"_SyncListing\.list_live_handle_grants must be a coroutine function"),
     ):
-        with pytest.raises(UnknownProcessError, match="unknown process `ghost`") as info:
-            call()
-        assert info.value.process_id == "ghost"
-        assert isinstance(info.value, ProcessRegistryError)
-        assert isinstance(info.value, LashError)
-        assert isinstance(info.value, KeyError)
-    # Nothing was granted on the way.
-    assert await ids(registry, FRAME, live=False) == []
-
-
-async def test_revoke_handle(registry: InMemoryProcessRegistry) -> None:
-    pid = registry.start_process(ROOT, "build").process_id
-    registry.grant_handle(pid, FRAME)
-
-    registry.revoke_handle(pid, FRAME)
-    assert await ids(registry, FRAME, live=False) == []
-    assert await ids(registry, ROOT, live=False) == [pid]
-    assert registry.get_process(pid).status is ProcessStatus.RUNNING
-
-    # Revoking what is not granted, or an unknown process, is a no-op.
-    registry.revoke_handle(pid, FRAME)
-    registry.revoke_handle("ghost", OTHER_FRAME)
-
-
-# --- lifecycle ------------------------------------------------------------------------------------
-
-
-async def test_cancel_process_and_cancel_twice(
-    registry: InMemoryProcessRegistry, clock: FakeClock
-) -> None:
-    pid = registry.start_process(ROOT, "build").process_id
-    clock.advance(7)
-
-    cancelled = registry.cancel_process(pid)
-    assert cancelled.status is ProcessStatus.CANCELLED
-    assert (cancelled.created_at_ms, cancelled.updated_at_ms) == (1_000, 1_007)
-    assert registry.get_process(pid) == cancelled
-
-    # Cancelling again is a no-op returning the record unchanged.
-    clock.advance(7)
-    assert registry.cancel_process(pid) == cancelled
-    assert registry.get_process(pid).updated_at_ms == 1_007
-
-
-async def test_cancel_of_a_completed_process_changes_nothing(
-    registry: InMemoryProcessRegistry,
-) -> None:
-    pid = registry.start_process(ROOT, "build").process_id
-    completed = registry.complete_process(pid)
-    assert completed.status is ProcessStatus.COMPLETED
-    assert registry.cancel_process(pid) == completed
-
-
-async def test_complete_process_rules(registry: InMemoryProcessRegistry, clock: FakeClock) -> None:
-    done = registry.start_process(ROOT, "a").process_id
-    failed = registry.start_process(ROOT, "b").process_id
-    cancelled = registry.start_process(ROOT, "c").process_id
-    clock.advance(3)
-
-    record = registry.complete_process(done)
-    assert (record.status, record.updated_at_ms) == (ProcessStatus.COMPLETED, 1_003)
-    assert registry.complete_process(failed, status="failed").status is ProcessStatus.FAILED
-    assert (
-        registry.complete_process(cancelled, status=ProcessStatus.CANCELLED).status
-        is ProcessStatus.CANCELLED
-    )
-
-    # The same terminal status again is a no-op.
-    clock.advance(3)
-    assert registry.complete_process(done) == record
-
-    # A different terminal status raises and leaves the record alone.
-    with pytest.raises(ProcessRegistryError, match="`proc-000001` is already terminal"):
-        registry.complete_process(done, status=ProcessStatus.FAILED)
-    assert registry.get_process(done) == record
-
-    pid = registry.start_process(ROOT, "d").process_id
-    with pytest.raises(ValueError, match="terminal status"):
-        registry.complete_process(pid, status=ProcessStatus.RUNNING)
-    with pytest.raises(ValueError):
-        registry.complete_process(pid, status="paused")  # type: ignore[arg-type]
-    assert registry.get_process(pid).status is ProcessStatus.RUNNING
-
-
-async def test_live_versus_all_listing(registry: InMemoryProcessRegistry) -> None:
-    a = registry.start_process(ROOT, "a").process_id
-    b = registry.start_process(ROOT, "b").process_id
-    c = registry.start_process(ROOT, "c").process_id
-    d = registry.start_process(ROOT, "d").process_id
-    registry.cancel_process(a)
-    registry.complete_process(c)
-    registry.complete_process(d, status=ProcessStatus.FAILED)
-
-    assert await ids(registry, ROOT, live=True) == [b]
-    assert await ids(registry, ROOT, live=False) == [a, b, c, d]
-    statuses = [e.record.status for e in await registry.list_handle_grants(ROOT)]
-    assert statuses == ["cancelled", "running", "completed", "failed"]
-
-
-async def test_listing_is_sorted_by_process_id_not_start_order(
-    registry: InMemoryProcessRegistry,
-) -> None:
-    for pid in ["zeta", "alpha", "proc-10", "proc-2"]:
-        registry.start_process(ROOT, pid, process_id=pid)
-    assert await ids(registry, ROOT, live=False) == ["alpha", "proc-10", "proc-2", "zeta"]
+        with pytest.raises(LashRuntimeError, match=message) as info:
+            await LashRuntime.builder().with_process_registry(registry).build()
+        assert info.value.code is RuntimeErrorCode.INVALID_CONFIGURATION
+    runtime = await LashRuntime.builder().with_process_registry(InMemoryProcessRegistry()).build()
+    assert isinstance(runtime.process_registry, InMemoryProcessRegistry)
 
 
 # --- the session view -----------------------------------------------------------------------------

@@ -1,18 +1,25 @@
-"""Queued work: scenario tests for each rule of spec section 5, then a Hypothesis model check."""
+"""Queued work: the values, the sans-IO core (``QueueState``, ``BatchRecord``, the transition
+table) and what only ``InMemoryQueueStore`` has (statistics, records, its clock).
+
+What every ``QueuedWorkStore`` must do (spec section 5) is checked once, for every backend, by
+``tests/conformance/test_queued_work.py``; ``InMemoryQueueMachine`` below extends its
+``QueueMachine`` with checks of the in-memory store's records and statistics.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import json
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from conformance.backends import InMemoryQueueStoreFactory
+from conformance.queue_model import QueueMachine, run_queue_model
+from lash_core import LashRuntime, LashRuntimeError, RuntimeErrorCode
 from lash_core._errors import IllegalBatchTransition, InvalidQueuedWorkError, QueuedWorkClaimExpired
 from lash_core._input import TurnInput
 from lash_core._queue import (
@@ -213,274 +220,61 @@ def test_from_dict_rejects_bad_data():
         QueuedWorkBatch("b", "s", 1, None, ESB, JOIN, MergeKey.NEVER, 0, 0, (item,))
 
 
-# --- enqueue ------------------------------------------------------------------------------------
+# --- statistics and records (the in-memory store's own view) -------------------------------------
 
 
-async def test_enqueue_assigns_increasing_seq_ids_and_times(h):
-    a = await h.add("a", more=("a2",))
-    h.advance(7)
-    b = await h.add("b", session="s2")
-    c = await h.add("c", source_key="k", merge_key=MergeKey.group("g"), available_at_ms=5_000)
-    assert (a.enqueue_seq, b.enqueue_seq, c.enqueue_seq) == (1, 2, 3)
-    assert [i.item_id for i in a.items] == [f"{a.batch_id}:item:0", f"{a.batch_id}:item:1"]
-    assert a.payloads == (TurnInput.text("a"), TurnInput.text("a2"))
-    assert a.batch_id.startswith("qwb-") and len({a.batch_id, b.batch_id, c.batch_id}) == 3
-    assert (a.enqueued_at_ms, b.enqueued_at_ms) == (T0, T0 + 7)
-    assert (c.source_key, c.merge_key, c.available_at_ms, c.delivery_policy, c.slot_policy) == (
-        "k",
-        MergeKey.group("g"),
-        5_000,
-        ESB,
-        JOIN,
-    )
-    assert h.view() == [("a", "pending", 0, None), ("c", "pending", 0, None)]
-    assert h.view("s2") == [("b", "pending", 0, None)]
-    assert await h.store.list_queued_work("s1") == [a, c]
-    assert await h.store.list_queued_work("nobody") == []
+async def test_statistics_and_records_follow_claims_and_leases(h):
+    a = await h.add("a", slot=EXCL, source_key="k")
+    await h.add("b", slot=EXCL, available_at_ms=T0 + 100)
+    await h.add("c", session="s2")
+    assert a.batch_id.startswith("qwb-") and a.enqueue_seq == 1
+    assert await h.add("again", source_key="k") == a  # a replay takes no sequence number
     assert h.store.statistics() == QueueStatistics(
         sessions=2, batches=3, pending=3, claimed=0, lease_expired=0, next_enqueue_seq=4
     )
-
-
-async def test_enqueue_rejects_non_drafts(h):
-    with pytest.raises(InvalidQueuedWorkError, match="expected a QueuedWorkBatchDraft, not dict"):
-        await h.store.enqueue_queued_work({"session_id": "s1"})  # type: ignore[arg-type]
-    assert h.store.statistics().batches == 0
-
-
-async def test_source_key_returns_existing_batch_unchanged(h):
-    first = await h.add("a", source_key="k")
-    again = await h.add("different", source_key="k", slot=EXCL, delivery=ACTC)
-    assert again == first and again.payloads == (TurnInput.text("a"),)
-    other_session = await h.add("a", session="s2", source_key="k")
-    assert other_session.batch_id != first.batch_id and other_session.enqueue_seq == 2
-    plain = await h.add("b")
-    assert plain.enqueue_seq == 3  # the deduplicated enqueue consumed no sequence number
-    assert h.view() == [("a", "pending", 0, None), ("b", "pending", 0, None)]
-    # a claimed batch still deduplicates
-    claim = await h.claim(max_batches=1)
-    assert await h.add("x", source_key="k") == first
-    # once completed (removed) the key is free again
-    await h.store.complete_queued_work(claim.completion())
-    fresh = await h.add("c", source_key="k")
-    assert fresh.batch_id != first.batch_id and fresh.enqueue_seq == 4
-    assert h.view() == [("b", "pending", 0, None), ("c", "pending", 0, None)]
-    # ... and likewise once cancelled
-    assert await h.store.cancel_queued_work_batch("s1", fresh.batch_id) == fresh
-    assert (await h.add("d", source_key="k")).enqueue_seq == 5
-
-
-# --- claims -------------------------------------------------------------------------------------
-
-
-async def test_claim_with_max_batches_zero_or_empty_queue_is_none(h):
-    assert await h.claim() is None
-    await h.add("a")
-    assert await h.claim(max_batches=0) is None
-    assert h.view() == [("a", "pending", 0, None)]
-
-
-async def test_claim_fields_and_lease_window(h):
-    a = await h.add("a")
-    claim = await h.claim(ttl=250, owner="worker-7")
-    assert claim == QueuedWorkClaim(
-        session_id="s1",
-        claim_id=claim.claim_id,
-        owner_id="worker-7",
-        lease_token=claim.lease_token,
-        fencing_token=1,
-        claimed_at_epoch_ms=T0,
-        expires_at_epoch_ms=T0 + 250,
-        batches=(a,),
-    )
-    assert claim.batch_ids == (a.batch_id,) and claim.claim_id != claim.lease_token
-    assert h.view() == [("a", "claimed", 1, claim.claim_id)]
+    claim = await h.claim(ttl=20, owner="worker-7")
+    assert h.view() == [("a", "claimed", 1, claim.claim_id), ("b", "pending", 0, None)]
     assert h.store.state.record("s1", a.batch_id).owner_id == "worker-7"
-    h.advance(249)
-    assert h.view() == [("a", "claimed", 1, claim.claim_id)] and await h.claim() is None
-    h.advance(1)  # live while expires_at > now: at expires_at it is over
-    assert h.view() == [("a", "lease_expired", 1, claim.claim_id)]
-    assert h.store.statistics() == QueueStatistics(1, 1, 1, 0, 1, 2)
+    assert h.store.statistics() == QueueStatistics(2, 3, 2, 1, 0, 4)
+    h.advance(20)
+    assert h.view() == [("a", "lease_expired", 1, claim.claim_id), ("b", "pending", 0, None)]
+    assert h.store.statistics() == QueueStatistics(2, 3, 3, 0, 1, 4)
+    await h.store.complete_queued_work(claim.completion())
+    assert h.store.statistics() == QueueStatistics(2, 2, 2, 0, 0, 4)
 
 
-async def test_head_skips_unavailable_batches_without_blocking(h):
-    await h.add("later", slot=EXCL, available_at_ms=T0 + 50)
-    await h.add("now", slot=EXCL)
-    first = await h.claim()
-    assert labels_of(first) == ["now"]
-    assert await h.claim() is None
-    h.advance(50)  # available_at_ms <= now
-    second = await h.claim()
-    assert labels_of(second) == ["later"]
-    assert h.view() == [
-        ("later", "claimed", 1, second.claim_id),
-        ("now", "claimed", 1, first.claim_id),
-    ]
-
-
-async def test_head_skips_leased_batches(h):
-    await h.add("a", slot=EXCL)
-    await h.add("b", slot=EXCL)
-    c1, c2 = await h.claim(), await h.claim()
-    assert (labels_of(c1), labels_of(c2)) == (["a"], ["b"])
-    assert c1.claim_id != c2.claim_id and c1.lease_token != c2.lease_token
-    assert await h.claim() is None
-    assert h.view() == [("a", "claimed", 1, c1.claim_id), ("b", "claimed", 1, c2.claim_id)]
-
-
-async def test_checkpoint_blocks_on_a_head_that_waits_for_commit(h):
-    await h.add("commit-first", delivery=ACTC, slot=EXCL)
-    await h.add("safe", delivery=ESB, slot=EXCL)
-    assert await h.claim(boundary=CHECKPOINT) is None  # later batches are not considered
-    assert h.view() == [("commit-first", "pending", 0, None), ("safe", "pending", 0, None)]
-    idle = await h.claim(boundary=IDLE)
-    assert labels_of(idle) == ["commit-first"]
-    checkpoint = await h.claim(boundary=CHECKPOINT)  # the leased head is skipped
-    assert labels_of(checkpoint) == ["safe"]
-    assert h.view() == [
-        ("commit-first", "claimed", 1, idle.claim_id),
-        ("safe", "claimed", 1, checkpoint.claim_id),
-    ]
-
-
-async def test_checkpoint_head_is_chosen_after_skipping_unavailable_batches(h):
-    await h.add("not-yet", delivery=ACTC, available_at_ms=T0 + 10)
-    await h.add("safe", delivery=ESB)
-    claim = await h.claim(boundary=CHECKPOINT)
-    assert labels_of(claim) == ["safe"]
+async def test_a_refused_renew_extends_no_record(h):
+    await h.add("a")
+    await h.add("b")
+    old = await h.claim(ttl=10)
     h.advance(10)
-    assert await h.claim(boundary=CHECKPOINT) is None
-    assert labels_of(await h.claim(boundary=IDLE)) == ["not-yet"]
+    new = await h.claim(ttl=10, max_batches=1)
+    before = h.view()
+    assert before == [("a", "claimed", 2, new.claim_id), ("b", "lease_expired", 1, old.claim_id)]
+    with pytest.raises(QueuedWorkClaimExpired, match="is no longer held"):
+        await h.store.renew_queued_work_claim(old, 1_000)
+    assert h.view() == before
+    assert h.store.state.record("s1", old.batch_ids[1]).expires_at_ms == T0 + 10
 
 
-async def test_join_head_gathers_following_batches_up_to_max(h):
-    for label in "abcd":
-        await h.add(label)
-    claim = await h.claim(max_batches=3)
-    assert labels_of(claim) == ["a", "b", "c"]
-    assert claim.fencing_token == 1
-    assert h.view() == [
-        ("a", "claimed", 1, claim.claim_id),
-        ("b", "claimed", 1, claim.claim_id),
-        ("c", "claimed", 1, claim.claim_id),
-        ("d", "pending", 0, None),
-    ]
-    assert await h.labels(pending=True) == ["d"]
+async def test_the_builder_refuses_queue_stores_that_are_not_all_coroutines():
+    class Plain(InMemoryQueueStore):
+        def list_pending_queued_work(self, session_id):  # type: ignore[override]
+            return []
 
+    class Partial:
+        async def enqueue_queued_work(self, draft):
+            raise NotImplementedError
 
-@pytest.mark.parametrize(
-    ("breaker", "why"),
-    [
-        (dict(slot=EXCL), "exclusive"),
-        (dict(delivery=ACTC), "other delivery policy"),
-        (dict(merge_key=MergeKey.group("g")), "other merge key"),
-        (dict(merge_key=MergeKey.PAYLOAD_DEFAULT), "payload_default is not never"),
-        (dict(available_at_ms=T0 + 1), "not yet available"),
-    ],
-)
-async def test_join_gathering_stops_at_first_batch_that_differs(h, breaker, why):
-    await h.add("a")
-    await h.add("b")
-    await h.add("x", **breaker)
-    await h.add("c")  # would match the head, but gathering already stopped
-    claim = await h.claim()
-    assert labels_of(claim) == ["a", "b"], why
-    assert [row[1] for row in h.view()] == ["claimed", "claimed", "pending", "pending"]
-
-
-async def test_join_gathering_stops_at_a_leased_batch(h):
-    await h.add("a", slot=EXCL)
-    await h.add("b")
-    await h.add("c")
-    await h.add("d")
-    await h.claim(max_batches=1)  # a
-    held = await h.store.claim_ready_queued_work("s1", "w", IDLE, 100, 1)  # b
-    assert labels_of(held) == ["b"]
-    await h.store.abandon_queued_work_claim(await h.claim())  # c, d, then release them
-    abandoned = [row[:3] for row in h.view()]
-    assert abandoned == [
-        ("a", "claimed", 1),
-        ("b", "claimed", 1),
-        ("c", "pending", 1),
-        ("d", "pending", 1),
-    ]
-    await h.store.abandon_queued_work_claim(held)
-    # now b is free but a is leased: the head is b, and it gathers c and d
-    assert labels_of(await h.claim()) == ["b", "c", "d"]
-
-
-async def test_join_with_equal_group_keys_and_default_never_keys_merge(h):
-    await h.add("a", merge_key=MergeKey.group("g"))
-    await h.add("b", merge_key=MergeKey.group("g"))
-    await h.add("c")  # MergeKey.NEVER
-    await h.add("d")  # MergeKey.NEVER equals MergeKey.NEVER
-    assert labels_of(await h.claim()) == ["a", "b"]
-    assert labels_of(await h.claim()) == ["c", "d"]
-
-
-async def test_exclusive_head_is_claimed_alone(h):
-    await h.add("x", slot=EXCL)
-    await h.add("a")
-    assert labels_of(await h.claim()) == ["x"]
-    assert labels_of(await h.claim()) == ["a"]
-
-
-async def test_fencing_token_is_max_counter_plus_one_and_every_claimed_counter_takes_it(h):
-    a = await h.add("a")
-    await h.add("b")
-    c1 = await h.claim(max_batches=1)
-    assert c1.fencing_token == 1
-    await h.store.abandon_queued_work_claim(c1)
-    assert h.view() == [("a", "pending", 1, None), ("b", "pending", 0, None)]
-    c2 = await h.claim(max_batches=2)
-    assert (labels_of(c2), c2.fencing_token) == (["a", "b"], 2)
-    assert h.view() == [("a", "claimed", 2, c2.claim_id), ("b", "claimed", 2, c2.claim_id)]
-    h.advance(100)  # c2's lease expires; re-claims always carry a larger token
-    c3 = await h.claim(max_batches=2)
-    assert (labels_of(c3), c3.fencing_token) == (["a", "b"], 3)
-    assert h.view() == [("a", "claimed", 3, c3.claim_id), ("b", "claimed", 3, c3.claim_id)]
-    h.advance(100)
-    assert await h.store.cancel_queued_work_batch("s1", a.batch_id) == a
-    c4 = await h.claim()  # b is the head now, alone
-    assert (labels_of(c4), c4.fencing_token) == (["b"], 4)
-    assert h.view() == [("b", "claimed", 4, c4.claim_id)]
-
-
-async def test_group_token_exceeds_every_token_a_follower_already_had(h):
-    """The hardening issue's case: the head's counter alone gave [A, B] token 2 after B had 5."""
-    await h.add("A")
-    await h.add("B")
-    ca = await h.claim(max_batches=1)
-    assert (labels_of(ca), ca.fencing_token) == (["A"], 1)
-    for expected in range(1, 6):  # A is leased, so B heads its own claim each time
-        cb = await h.claim(max_batches=1, owner=f"b{expected}")
-        assert (labels_of(cb), cb.fencing_token) == (["B"], expected)
-        await h.store.abandon_queued_work_claim(cb)
-    await h.store.abandon_queued_work_claim(ca)
-    assert h.view() == [("A", "pending", 1, None), ("B", "pending", 5, None)]
-    both = await h.claim(max_batches=2)
-    assert (labels_of(both), both.fencing_token) == (["A", "B"], 6)
-    assert h.view() == [("A", "claimed", 6, both.claim_id), ("B", "claimed", 6, both.claim_id)]
-    h.advance(100)  # expired: the next claim of either batch goes higher still
-    again = await h.claim(max_batches=1)
-    assert (labels_of(again), again.fencing_token) == (["A"], 7)
-    assert h.view() == [
-        ("A", "claimed", 7, again.claim_id),
-        ("B", "lease_expired", 6, both.claim_id),
-    ]
-
-
-async def test_group_token_by_batch_ids_also_exceeds_the_followers_tokens(h):
-    a, b = await h.add("a"), await h.add("b")
-    ca = await h.claim(max_batches=1)
-    for _ in range(3):
-        await h.store.abandon_queued_work_claim(await h.claim(max_batches=1))  # b: 1, 2, 3
-    await h.store.abandon_queued_work_claim(ca)
-    claim = await h.store.claim_ready_queued_work_by_batch_ids(
-        "s1", "w", IDLE, 100, [a.batch_id, b.batch_id]
-    )
-    assert claim.fencing_token == 4
-    assert h.view() == [("a", "claimed", 4, claim.claim_id), ("b", "claimed", 4, claim.claim_id)]
+    for store, message in (
+        (Plain(), r"Plain\.list_pending_queued_work must be a coroutine function"),
+        (Partial(), "queue store Partial has no `claim_ready_queued_work` method"),
+    ):
+        with pytest.raises(LashRuntimeError, match=message) as info:
+            await LashRuntime.builder().with_queue_store(store).build()
+        assert info.value.code is RuntimeErrorCode.INVALID_CONFIGURATION
+    runtime = await LashRuntime.builder().with_queue_store(InMemoryQueueStore()).build()
+    assert isinstance(runtime.queue_store, QueuedWorkStore)
 
 
 def test_record_refuses_a_token_that_does_not_exceed_its_counter():
@@ -513,236 +307,7 @@ def test_a_batch_whose_counter_is_exhausted_is_not_claimed_with_a_repeated_token
     assert state.cancel("s1", batch.batch_id, now_ms=0) == batch  # it can still be removed
 
 
-# --- claim by batch ids -------------------------------------------------------------------------
-
-
-async def test_claim_by_batch_ids_returns_exact_group(h):
-    a, b = await h.add("a"), await h.add("b")
-    await h.add("c")
-    claim = await h.store.claim_ready_queued_work_by_batch_ids(
-        "s1", "w", IDLE, 100, [a.batch_id, b.batch_id]
-    )
-    assert claim.batch_ids == (a.batch_id, b.batch_id) and claim.fencing_token == 1
-    assert h.view() == [
-        ("a", "claimed", 1, claim.claim_id),
-        ("b", "claimed", 1, claim.claim_id),
-        ("c", "pending", 0, None),
-    ]
-
-
-async def test_claim_by_batch_ids_mismatch_claims_then_abandons(h):
-    a, b = await h.add("a"), await h.add("b")
-    skip_head = await h.store.claim_ready_queued_work_by_batch_ids(
-        "s1", "w", IDLE, 100, [b.batch_id]
-    )
-    assert skip_head is None
-    assert h.view() == [("a", "pending", 1, None), ("b", "pending", 0, None)]  # a's counter moved
-    wrong_order = await h.store.claim_ready_queued_work_by_batch_ids(
-        "s1", "w", IDLE, 100, [b.batch_id, a.batch_id]
-    )
-    assert wrong_order is None
-    assert h.view() == [("a", "pending", 2, None), ("b", "pending", 2, None)]
-    assert await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, []) is None
-    assert await h.labels(pending=True) == ["a", "b"]
-    claim = await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, (a.batch_id,))
-    assert claim.batch_ids == (a.batch_id,) and claim.fencing_token == 3
-
-
-async def test_claim_by_batch_ids_mismatch_drops_an_expired_lease(h):
-    a = await h.add("a", slot=EXCL)
-    old = await h.claim(ttl=10)
-    h.advance(10)
-    assert (
-        await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, ["other"]) is None
-    )
-    assert h.view() == [("a", "pending", 2, None)]
-    with pytest.raises(QueuedWorkClaimExpired):
-        await h.store.renew_queued_work_claim(old, 10)
-    assert a.batch_id in [b.batch_id for b in await h.store.list_pending_queued_work("s1")]
-
-
-# --- renew, abandon, complete -------------------------------------------------------------------
-
-
-async def test_renew_extends_lease_and_keeps_identity(h):
-    await h.add("a")
-    claim = await h.claim(ttl=100)
-    h.advance(60)
-    renewed = await h.store.renew_queued_work_claim(claim, 500)
-    assert renewed == dataclasses.replace(claim, expires_at_epoch_ms=T0 + 60 + 500)
-    h.advance(400)
-    assert h.view() == [("a", "claimed", 1, claim.claim_id)]
-    assert await h.claim() is None
-
-
-async def test_renew_after_expiry_still_counts_when_nobody_reclaimed(h):
-    await h.add("a")
-    claim = await h.claim(ttl=10)
-    h.advance(30)
-    assert h.view() == [("a", "lease_expired", 1, claim.claim_id)]
-    renewed = await h.store.renew_queued_work_claim(claim, 10)
-    assert renewed.expires_at_epoch_ms == T0 + 40
-    assert h.view() == [("a", "claimed", 1, claim.claim_id)]
-
-
-async def test_renew_of_a_reclaimed_batch_raises_and_changes_nothing(h):
-    await h.add("a")
-    await h.add("b")
-    old = await h.claim(ttl=10)
-    h.advance(10)
-    new = await h.claim(ttl=10, max_batches=1)  # takes only a; b is still held (expired) by old
-    before = h.view()
-    assert before == [("a", "claimed", 2, new.claim_id), ("b", "lease_expired", 1, old.claim_id)]
-    with pytest.raises(
-        QueuedWorkClaimExpired, match=f"claim `{old.claim_id}` of session `s1` is no longer held"
-    ) as err:
-        await h.store.renew_queued_work_claim(old, 1_000)
-    assert (err.value.session_id, err.value.claim_id) == ("s1", old.claim_id)
-    assert h.view() == before
-    assert h.store.state.record("s1", old.batch_ids[1]).expires_at_ms == T0 + 10  # not extended
-
-
-async def test_renew_rejects_forged_tokens_and_bad_ttl(h):
-    await h.add("a")
-    claim = await h.claim()
-    with pytest.raises(QueuedWorkClaimExpired):
-        await h.store.renew_queued_work_claim(dataclasses.replace(claim, lease_token="forged"), 10)
-    with pytest.raises(QueuedWorkClaimExpired):
-        await h.store.renew_queued_work_claim(dataclasses.replace(claim, session_id="s2"), 10)
-    for ttl in (-1, 1.5, True, None, "10", 2**64):
-        with pytest.raises(InvalidQueuedWorkError, match="lease_ttl_ms must be an int in 0"):
-            await h.store.renew_queued_work_claim(claim, ttl)
-    assert h.view() == [("a", "claimed", 1, claim.claim_id)]
-    assert h.store.state.record("s1", claim.batch_ids[0]).expires_at_ms == T0 + 100
-
-
-async def test_abandon_releases_only_what_the_claim_still_holds(h):
-    await h.add("a")
-    await h.add("b")
-    old = await h.claim(ttl=10)
-    h.advance(10)
-    new = await h.claim(max_batches=1)
-    await h.store.abandon_queued_work_claim(old)  # releases b, leaves new's a alone
-    assert h.view() == [("a", "claimed", 2, new.claim_id), ("b", "pending", 1, None)]
-    await h.store.abandon_queued_work_claim(old)  # nothing held: no error, no change
-    assert h.view() == [("a", "claimed", 2, new.claim_id), ("b", "pending", 1, None)]
-    await h.store.abandon_queued_work_claim(new)
-    assert await h.labels(pending=True) == ["a", "b"]
-
-
-async def test_complete_removes_the_claimed_batches(h):
-    await h.add("a")
-    await h.add("b")
-    await h.add("c", slot=EXCL)
-    claim = await h.claim()
-    await h.store.complete_queued_work(claim.completion())
-    assert h.view() == [("c", "pending", 0, None)]
-    with pytest.raises(QueuedWorkClaimExpired):  # completing twice: no longer held
-        await h.store.complete_queued_work(claim.completion())
-    assert h.view() == [("c", "pending", 0, None)]
-
-
-async def test_complete_after_expiry_counts_when_nobody_reclaimed(h):
-    await h.add("a")
-    claim = await h.claim(ttl=5)
-    h.advance(1_000)
-    await h.store.complete_queued_work(claim.completion())
-    assert h.view() == [] and h.store.statistics().sessions == 0
-
-
-async def test_complete_with_one_batch_lost_removes_nothing(h):
-    await h.add("a")
-    await h.add("b")
-    old = await h.claim(ttl=10)
-    h.advance(10)
-    new = await h.claim(max_batches=1)
-    before = h.view()
-    with pytest.raises(QueuedWorkClaimExpired, match=old.claim_id):
-        await h.store.complete_queued_work(old.completion())
-    assert (
-        h.view()
-        == before
-        == [("a", "claimed", 2, new.claim_id), ("b", "lease_expired", 1, old.claim_id)]
-    )
-
-
-# --- cancel and lists ---------------------------------------------------------------------------
-
-
-async def test_cancel_rules(h):
-    a = await h.add("a", slot=EXCL)
-    b = await h.add("b", slot=EXCL)
-    assert await h.store.cancel_queued_work_batch("s1", "qwb-unknown") is None
-    assert await h.store.cancel_queued_work_batch("s2", a.batch_id) is None  # wrong session
-    claim = await h.claim(ttl=10)
-    assert (
-        await h.store.cancel_queued_work_batch("s1", a.batch_id) is None
-    )  # live lease protects it
-    assert h.view() == [("a", "claimed", 1, claim.claim_id), ("b", "pending", 0, None)]
-    assert await h.store.cancel_queued_work_batch("s1", b.batch_id) == b
-    assert h.view() == [("a", "claimed", 1, claim.claim_id)]
-    h.advance(10)
-    assert (
-        await h.store.cancel_queued_work_batch("s1", a.batch_id) == a
-    )  # an expired lease does not
-    assert h.view() == [] and await h.store.list_queued_work("s1") == []
-    with pytest.raises(QueuedWorkClaimExpired):
-        await h.store.complete_queued_work(claim.completion())
-    assert await h.store.cancel_queued_work_batch("s1", a.batch_id) is None  # already gone
-
-
-async def test_list_and_list_pending(h):
-    await h.add("a", slot=EXCL)
-    await h.add("b", slot=EXCL, available_at_ms=T0 + 100)
-    await h.add("c", slot=EXCL)
-    await h.claim(ttl=20)  # a
-    assert await h.labels() == ["a", "b", "c"]
-    assert await h.labels(pending=True) == ["b", "c"]  # unavailable is still pending
-    h.advance(20)
-    assert await h.labels(pending=True) == ["a", "b", "c"]  # an expired lease is pending again
-    assert h.store.statistics() == QueueStatistics(1, 3, 3, 0, 1, 4)
-
-
 # --- arguments, protocol, clock -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        (dict(ttl=-5), "lease_ttl_ms must be an int in 0"),
-        (dict(ttl=1.5), "lease_ttl_ms must be an int in 0"),
-        (dict(ttl=True), "lease_ttl_ms must be an int in 0"),
-        (dict(ttl=False), "lease_ttl_ms must be an int in 0"),
-        (dict(ttl="100"), "lease_ttl_ms must be an int in 0"),
-        (dict(ttl=2**64), "lease_ttl_ms must be an int in 0"),
-        (dict(max_batches=-1), "max_batches must be an int in 0"),
-        (dict(max_batches=None), "max_batches must be an int in 0"),
-        (dict(max_batches=True), "max_batches must be an int in 0"),
-        (dict(max_batches=False), "max_batches must be an int in 0"),
-        (dict(max_batches=2.0), "max_batches must be an int in 0"),
-        (dict(max_batches="2"), "max_batches must be an int in 0"),
-        (dict(session=""), "session_id must be a non-empty str"),
-        (dict(session="s\ud800"), "session_id is not valid UTF-8"),
-        (dict(session=b"s1"), "session_id must be a non-empty str"),
-        (dict(session=None), "session_id must be a non-empty str"),
-        (dict(owner="w\udfff"), "owner_id is not valid UTF-8"),
-        (dict(owner=None), "owner_id must be a non-empty str"),
-        (dict(boundary=None), "boundary must be one of"),
-        (dict(boundary="whenever"), "boundary must be one of"),
-        (dict(owner=""), "owner_id must be a non-empty str"),
-    ],
-)
-async def test_claim_argument_validation(h, kwargs, message):
-    await h.add("a")
-    with pytest.raises(InvalidQueuedWorkError, match=message):
-        await h.claim(**kwargs)
-    assert h.view() == [("a", "pending", 0, None)]
-
-
-async def test_string_boundary_is_accepted(h):
-    await h.add("a")
-    claim = await h.store.claim_ready_queued_work("s1", "w", "active_turn_checkpoint", 10, 1)
-    assert labels_of(claim) == ["a"]
 
 
 def test_store_satisfies_protocol_with_coroutines():
@@ -783,84 +348,6 @@ def test_pure_core_takes_time_and_ids_as_arguments():
 
 
 # --- a zero lease -------------------------------------------------------------------------------
-
-
-async def test_zero_ttl_claim_is_returned_and_expired_at_once(h):
-    """ttl 0 (accepted, as in Rust): expires_at == now, and "expires_at > now" is false at once."""
-    a = await h.add("a", slot=EXCL)
-    first = await h.claim(ttl=0, owner="w1")
-    assert first == QueuedWorkClaim(
-        session_id="s1",
-        claim_id=first.claim_id,
-        owner_id="w1",
-        lease_token=first.lease_token,
-        fencing_token=1,
-        claimed_at_epoch_ms=T0,
-        expires_at_epoch_ms=T0,
-        batches=(a,),
-    )
-    assert h.view() == [("a", "lease_expired", 1, first.claim_id)]  # held, never live
-    assert h.store.statistics() == QueueStatistics(1, 1, 1, 0, 1, 2)
-    assert await h.labels(pending=True) == ["a"]
-    # within the same millisecond another owner re-claims it, with a larger token
-    second = await h.claim(ttl=0, owner="w2")
-    assert second.batch_ids == (a.batch_id,) and second.fencing_token == 2
-    assert h.view() == [("a", "lease_expired", 2, second.claim_id)]
-    assert h.store.state.record("s1", a.batch_id).owner_id == "w2"
-    with pytest.raises(QueuedWorkClaimExpired, match=first.claim_id):
-        await h.store.complete_queued_work(first.completion())
-    with pytest.raises(QueuedWorkClaimExpired, match=first.claim_id):
-        await h.store.renew_queued_work_claim(first, 1_000)
-    assert h.view() == [("a", "lease_expired", 2, second.claim_id)]
-    assert await h.labels(pending=True) == ["a"]
-    assert await h.store.cancel_queued_work_batch("s1", a.batch_id) == a  # nothing protects it
-    assert h.view() == [] and await h.store.list_queued_work("s1") == []
-    with pytest.raises(QueuedWorkClaimExpired, match=second.claim_id):
-        await h.store.complete_queued_work(second.completion())
-
-
-async def test_zero_ttl_lease_is_still_held_by_its_claim_until_someone_reclaims(h):
-    await h.add("a")
-    await h.add("b")
-    claim = await h.claim(ttl=0)
-    assert (labels_of(claim), claim.expires_at_epoch_ms) == (["a", "b"], T0)
-    renewed = await h.store.renew_queued_work_claim(claim, 0)  # held, so renew succeeds ...
-    assert renewed == claim
-    assert [row[1] for row in h.view()] == ["lease_expired", "lease_expired"]  # ... still not live
-    h.advance(5)
-    renewed = await h.store.renew_queued_work_claim(claim, 1)
-    assert renewed.expires_at_epoch_ms == T0 + 6
-    assert [row[1] for row in h.view()] == ["claimed", "claimed"]  # live at T0+5: 6 > 5
-    assert await h.claim() is None and await h.labels(pending=True) == []
-    h.advance(1)  # at expires_at the lease is over
-    assert [row[1] for row in h.view()] == ["lease_expired", "lease_expired"]
-    await h.store.complete_queued_work(claim.completion())  # nobody re-claimed: still counts
-    assert h.view() == []
-
-
-async def test_zero_ttl_claim_by_batch_ids(h):
-    a, b = await h.add("a"), await h.add("b")
-    first = await h.store.claim_ready_queued_work_by_batch_ids(
-        "s1", "w1", IDLE, 0, [a.batch_id, b.batch_id]
-    )
-    assert (first.batch_ids, first.fencing_token, first.expires_at_epoch_ms) == (
-        (a.batch_id, b.batch_id),
-        1,
-        T0,
-    )
-    assert await h.labels(pending=True) == ["a", "b"]
-    second = await h.store.claim_ready_queued_work_by_batch_ids(
-        "s1", "w2", IDLE, 0, (a.batch_id, b.batch_id)
-    )
-    assert second.fencing_token == 2
-    assert h.view() == [
-        ("a", "lease_expired", 2, second.claim_id),
-        ("b", "lease_expired", 2, second.claim_id),
-    ]
-    with pytest.raises(QueuedWorkClaimExpired):
-        await h.store.complete_queued_work(first.completion())
-    await h.store.complete_queued_work(second.completion())
-    assert h.view() == []
 
 
 def test_zero_ttl_in_the_pure_core_next_to_a_one_ms_lease():
@@ -921,19 +408,6 @@ BAD_ID_LISTS = [
 
 
 @pytest.mark.parametrize(("make", "message"), BAD_ID_LISTS)
-async def test_claim_by_batch_ids_refuses_bad_id_lists_and_changes_nothing(h, make, message):
-    await busy(h)
-    head = (await h.store.list_pending_queued_work("s1"))[0].batch_id
-    before = listing(h)
-    with pytest.raises(InvalidQueuedWorkError, match=message):
-        await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, make(head))
-    assert listing(h) == before  # not even the claim-then-abandon of a mismatch
-    # the same id, as a one-element list, is claimed
-    claim = await h.store.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 100, [head])
-    assert claim is not None and claim.batch_ids == (head,)
-
-
-@pytest.mark.parametrize(("make", "message"), BAD_ID_LISTS)
 async def test_completion_refuses_bad_id_lists(h, make, message):
     *_, live = await busy(h)
     before = listing(h)
@@ -983,78 +457,6 @@ def test_values_refuse_bare_strings_for_their_lists():
 
 
 # --- every store operation checks its arguments before it changes anything ----------------------
-
-
-def _bad_calls(s: InMemoryQueueStore, a, expired, live):
-    """(call, message) for every public store method; each must raise and leave the store alone."""
-    claim, by_ids = s.claim_ready_queued_work, s.claim_ready_queued_work_by_batch_ids
-    ok = [live.batch_ids[0]]
-    calls = [(lambda: s.enqueue_queued_work("s1"), "expected a QueuedWorkBatchDraft, not str")]
-    for session, msg in [
-        ("", "session_id must be a non-empty str"),
-        ("s\ud800", "session_id is not valid UTF-8"),
-        (None, "session_id must be a non-empty str"),
-        (b"s1", "session_id must be a non-empty str"),
-    ]:
-        calls += [
-            (lambda v=session: claim(v, "w", IDLE, 100, 3), msg),
-            (lambda v=session: by_ids(v, "w", IDLE, 100, ok), msg),
-            (lambda v=session: s.cancel_queued_work_batch(v, a.batch_id), msg),
-            (lambda v=session: s.list_queued_work(v), msg),
-            (lambda v=session: s.list_pending_queued_work(v), msg),
-        ]
-    for owner, msg in [
-        ("", "owner_id must be a non-empty str"),
-        ("w\udc80", "owner_id is not valid UTF-8"),
-        (7, "owner_id must be a non-empty str"),
-    ]:
-        calls += [
-            (lambda v=owner: claim("s1", v, IDLE, 100, 3), msg),
-            (lambda v=owner: by_ids("s1", v, IDLE, 100, ok), msg),
-        ]
-    for ttl in (-1, True, False, 1.0, "5", None, 2**64):
-        msg = "lease_ttl_ms must be an int in 0"
-        calls += [
-            (lambda v=ttl: claim("s1", "w", IDLE, v, 3), msg),
-            (lambda v=ttl: by_ids("s1", "w", IDLE, v, ok), msg),
-            (lambda v=ttl: s.renew_queued_work_claim(expired, v), msg),
-            (lambda v=ttl: s.renew_queued_work_claim(live, v), msg),
-        ]
-    for max_batches in (-1, True, False, 2.0, 1.5, "2", None, 2**64):
-        msg = "max_batches must be an int in 0"
-        calls.append((lambda v=max_batches: claim("s1", "w", IDLE, 100, v), msg))
-    for boundary in ("soon", None, 0):
-        calls += [
-            (lambda v=boundary: claim("s1", "w", v, 100, 3), "boundary must be"),
-            (lambda v=boundary: by_ids("s1", "w", v, 100, ok), "boundary must be"),
-        ]
-    for batch_id, msg in [
-        ("", "batch_id must be a non-empty str"),
-        ("qwb-\ud800", "batch_id is not valid UTF-8"),
-        (b"qwb", "batch_id must be a non-empty str"),
-        ([a.batch_id], "batch_id must be a non-empty str"),
-    ]:
-        calls.append((lambda v=batch_id: s.cancel_queued_work_batch("s1", v), msg))
-    calls += [
-        (lambda: s.renew_queued_work_claim(live.completion(), 9), "claim must be a QueuedWork"),
-        (lambda: s.abandon_queued_work_claim(live.to_dict()), "claim must be a QueuedWorkClaim"),
-        (lambda: s.complete_queued_work(live), "completion must be a QueuedWorkCompletion"),
-        (lambda: s.complete_queued_work(None), "completion must be a QueuedWorkCompletion"),
-    ]
-    return calls
-
-
-async def test_every_store_operation_refuses_bad_arguments_and_changes_nothing(h):
-    a, expired, live = await busy(h)
-    before = listing(h)
-    for call, message in _bad_calls(h.store, a, expired, live):
-        with pytest.raises(InvalidQueuedWorkError, match=message):
-            await call()
-        assert listing(h) == before, message
-    # and the store still works: the expired claim is renewed, the live one completed
-    await h.store.renew_queued_work_claim(expired, 0)
-    await h.store.complete_queued_work(live.completion())
-    assert listing(h) != before
 
 
 def test_every_core_operation_refuses_a_bad_now_and_changes_nothing():
@@ -1240,280 +642,18 @@ def test_item_ids_and_enqueue_seq_order(specs):
 # --- stateful model -----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class ModelBatch:
-    batch_id: str
-    session: str
-    seq: int
-    source_key: str | None
-    delivery: DeliveryPolicy
-    slot: SlotPolicy
-    merge: MergeKey
-    available_at: int
-    texts: list[str]
-    fencing: int = 0
-    holder: tuple[str, str] | None = None  # (claim_id, lease_token)
-    expires: int = 0
+class InMemoryQueueMachine(QueueMachine):
+    """``QueueMachine`` (tests/conformance/queue_model.py) plus the in-memory store's own view:
+    each record's fencing counter and claim id, and the statistics."""
 
-    def live(self, now: int) -> bool:
-        return self.holder is not None and self.expires > now
-
-
-class QueueMachine(RuleBasedStateMachine):
-    """The store against a deliberately naive model: one flat list, linear scans, no state table.
-
-    Besides the model, ``tokens`` keeps every fencing token handed out for each batch, returned
-    claims and the hidden ones of a mismatched by-ids claim alike, and checks on each claim that
-    the new token is larger than all of them (the token never goes backwards, whatever the mix of
-    single and group claims, zero and non-zero ttls, abandons, expiries and renewals).
-    """
-
-    SESSIONS = ("s1", "s2")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = T0
-        self.store = InMemoryQueueStore(clock_ms=lambda: self.now)
-        self.model: list[ModelBatch] = []
-        self.last_seq = 0
-        self.claims: list[QueuedWorkClaim] = []
-        self.known_ids: list[str] = []
-        self.counter = 0
-        self.tokens: dict[str, list[int]] = {}  # batch id -> every fencing token it was given
-
-    def session_batches(self, session: str) -> list[ModelBatch]:
-        return sorted((b for b in self.model if b.session == session), key=lambda b: b.seq)
-
-    def expected_group(self, session: str, boundary, max_batches: int) -> list[ModelBatch]:
-        if max_batches == 0:
-            return []
-        batches = self.session_batches(session)
-        ready = [
-            i for i, b in enumerate(batches) if b.available_at <= self.now and not b.live(self.now)
-        ]
-        if not ready:
-            return []
-        head = batches[ready[0]]
-        if boundary == CHECKPOINT and head.delivery != ESB:
-            return []
-        group = [head]
-        if head.slot == JOIN:
-            for b in batches[ready[0] + 1 :]:
-                same = (b.slot, b.delivery, b.merge) == (JOIN, head.delivery, head.merge)
-                if (
-                    len(group) == max_batches
-                    or not same
-                    or b.available_at > self.now
-                    or b.live(self.now)
-                ):
-                    break
-                group.append(b)
-        return group
-
-    def held_all(self, session, claim_id, token, batch_ids) -> bool:
-        for batch_id in batch_ids:
-            found = [b for b in self.model if b.session == session and b.batch_id == batch_id]
-            if not found or found[0].holder != (claim_id, token):
-                return False
-        return True
-
-    @rule(
-        session=st.sampled_from(SESSIONS),
-        # weighted towards batches that gather, so group claims (and their fencing) are common
-        delivery=st.sampled_from([ESB, ESB, ESB, ACTC]),
-        slot=st.sampled_from([JOIN, JOIN, JOIN, EXCL]),
-        merge=st.sampled_from(
-            [MergeKey.NEVER, MergeKey.NEVER, MergeKey.PAYLOAD_DEFAULT, MergeKey.group("g")]
-        ),
-        delay=st.sampled_from([0, 0, 0, -3, 4, 12]),  # mostly available at once
-        source_key=st.one_of(st.none(), st.sampled_from(["k1", "k2", "k3"])),
-        count=st.integers(1, 2),
-    )
-    def enqueue(self, session, delivery, slot, merge, delay, source_key, count):
-        self.counter += 1
-        texts = [f"t{self.counter}.{i}" for i in range(count)]
-        d = QueuedWorkBatchDraft(
-            session,
-            delivery,
-            slot,
-            [TurnInput.text(t) for t in texts],
-            source_key=source_key,
-            merge_key=merge,
-            available_at_ms=max(0, self.now + delay),
-        )
-        batch = run(self.store.enqueue_queued_work(d))
-        existing = [
-            b
-            for b in self.model
-            if b.session == session and source_key is not None and b.source_key == source_key
-        ]
-        if existing:
-            assert (
-                batch.batch_id == existing[0].batch_id
-                and [p.content for p in batch.payloads] == existing[0].texts
-            )
-            return
-        self.last_seq += 1
-        assert batch.enqueue_seq == self.last_seq and batch.enqueued_at_ms == self.now
-        assert [p.content for p in batch.payloads] == texts
-        self.model.append(
-            ModelBatch(
-                batch.batch_id,
-                session,
-                batch.enqueue_seq,
-                source_key,
-                delivery,
-                slot,
-                merge,
-                d.available_at_ms,
-                texts,
-            )
-        )
-        self.known_ids.append(batch.batch_id)
-
-    @rule(session=st.sampled_from(SESSIONS), count=st.integers(2, 3))
-    def enqueue_joinable(self, session, count):
-        """A run of batches that gather with each other (and with other default join batches)."""
-        for _ in range(count):
-            self.enqueue(session, ESB, JOIN, MergeKey.NEVER, 0, None, 1)
-
-    def issue_token(self, group: list[ModelBatch], token: int) -> None:
-        for b in group:
-            history = self.tokens.setdefault(b.batch_id, [])
-            assert all(token > earlier for earlier in history), (b.batch_id, history, token)
-            history.append(token)
-            b.fencing = token
-
-    def apply_claim(self, claim: QueuedWorkClaim, group: list[ModelBatch], ttl: int) -> None:
-        assert claim.batch_ids == tuple(b.batch_id for b in group)
-        expected_token = max(b.fencing for b in group) + 1
-        self.issue_token(group, claim.fencing_token)  # larger than every earlier token: checked
-        assert claim.fencing_token == expected_token  # and exactly the old maximum plus one
-        assert (claim.claimed_at_epoch_ms, claim.expires_at_epoch_ms) == (self.now, self.now + ttl)
-        assert all(claim.claim_id not in (c.claim_id, c.lease_token) for c in self.claims)
-        for b in group:
-            b.holder = (claim.claim_id, claim.lease_token)
-            b.expires = self.now + ttl
-
-    @rule(
-        session=st.sampled_from(SESSIONS),
-        boundary=st.sampled_from(list(QueuedWorkClaimBoundary)),
-        ttl=st.sampled_from([0, 0, 1, 5, 20, 1_000]),  # expired at once ... held for long
-        max_batches=st.sampled_from([0, 1, 1, 2, 3]),
-    )
-    def claim(self, session, boundary, ttl, max_batches):
-        group = self.expected_group(session, boundary, max_batches)
-        claim = run(self.store.claim_ready_queued_work(session, "w", boundary, ttl, max_batches))
-        if not group:
-            assert claim is None
-            return
-        self.apply_claim(claim, group, ttl)
-        self.claims.append(claim)
-
-    @rule(
-        session=st.sampled_from(SESSIONS),
-        boundary=st.sampled_from(list(QueuedWorkClaimBoundary)),
-        ttl=st.sampled_from([0, 0, 1, 5, 20]),
-        exact=st.booleans(),
-        data=st.data(),
-    )
-    def claim_by_ids(self, session, boundary, ttl, exact, data):
-        ids = [b.batch_id for b in self.session_batches(session)]
-        if exact:
-            wanted = [
-                b.batch_id
-                for b in self.expected_group(session, boundary, data.draw(st.integers(1, 3)))
-            ]
-        else:
-            wanted = (
-                data.draw(st.lists(st.sampled_from(ids), max_size=3, unique=True)) if ids else []
-            )
-        group = self.expected_group(session, boundary, len(wanted))
-        claim = run(
-            self.store.claim_ready_queued_work_by_batch_ids(session, "w", boundary, ttl, wanted)
-        )
-        if group and [b.batch_id for b in group] == wanted:
-            self.apply_claim(claim, group, ttl)
-            self.claims.append(claim)
-            return
-        assert claim is None
-        if group:  # claimed, then abandoned: the hidden claim's token counts too
-            self.issue_token(group, max(b.fencing for b in group) + 1)
-        for b in group:
-            b.holder, b.expires = None, 0
-
-    @precondition(lambda self: self.claims)
-    @rule(index=st.integers(0, 1_000), ttl=st.sampled_from([0, 1, 5, 20]), forge=st.booleans())
-    def renew(self, index, ttl, forge):
-        claim = self.claims[index % len(self.claims)]
-        if forge:
-            claim = dataclasses.replace(claim, lease_token="forged")
-        if self.held_all(claim.session_id, claim.claim_id, claim.lease_token, claim.batch_ids):
-            renewed = run(self.store.renew_queued_work_claim(claim, ttl))
-            assert renewed == dataclasses.replace(claim, expires_at_epoch_ms=self.now + ttl)
-            for b in self.model:
-                if b.holder == (claim.claim_id, claim.lease_token):
-                    b.expires = self.now + ttl
-        else:
-            with pytest.raises(QueuedWorkClaimExpired):
-                run(self.store.renew_queued_work_claim(claim, ttl))
-
-    @precondition(lambda self: self.claims)
-    @rule(index=st.one_of(st.just(-1), st.integers(0, 1_000)))  # -1: the latest claim
-    def abandon(self, index):
-        claim = self.claims[index % len(self.claims)]
-        run(self.store.abandon_queued_work_claim(claim))
-        for b in self.model:
-            if b.session == claim.session_id and b.holder == (claim.claim_id, claim.lease_token):
-                b.holder, b.expires = None, 0
-
-    @precondition(lambda self: self.claims)
-    @rule(index=st.integers(0, 1_000))
-    def complete(self, index):
-        claim = self.claims[index % len(self.claims)]
-        if self.held_all(claim.session_id, claim.claim_id, claim.lease_token, claim.batch_ids):
-            run(self.store.complete_queued_work(claim.completion()))
-            self.model = [b for b in self.model if b.batch_id not in claim.batch_ids]
-        else:
-            with pytest.raises(QueuedWorkClaimExpired):
-                run(self.store.complete_queued_work(claim.completion()))
-
-    @rule(session=st.sampled_from(SESSIONS), data=st.data())
-    def cancel(self, session, data):
-        batch_id = data.draw(st.sampled_from([*self.known_ids, "qwb-unknown"]))
-        found = [b for b in self.model if b.session == session and b.batch_id == batch_id]
-        result = run(self.store.cancel_queued_work_batch(session, batch_id))
-        if not found or found[0].live(self.now):
-            assert result is None
-        else:
-            assert result is not None and result.batch_id == batch_id
-            self.model.remove(found[0])
-
-    @rule(ms=st.integers(0, 25))
-    def advance(self, ms):
-        self.now += ms
-
-    @invariant()
-    def store_matches_model(self):
-        for session in self.SESSIONS:
-            expected = self.session_batches(session)
-            listed = run(self.store.list_queued_work(session))
-            assert [b.batch_id for b in listed] == [b.batch_id for b in expected]
-            assert [[i.payload.content for i in b.items] for b in listed] == [
-                b.texts for b in expected
-            ]
-            pending = run(self.store.list_pending_queued_work(session))
-            assert [b.batch_id for b in pending] == [
-                b.batch_id for b in expected if not b.live(self.now)
-            ]
-            records = self.store.state.records(session)
-            assert [(r.fencing_counter, r.claim_id) for r in records] == [
-                (b.fencing, b.holder and b.holder[0]) for b in expected
-            ]
-            for b in expected:  # the counter is the last token issued for the batch
-                assert b.fencing == self.tokens.get(b.batch_id, [0])[-1]
+    def check_store(self):
         live = sum(b.live(self.now) for b in self.model)
         expired = sum(b.holder is not None and not b.live(self.now) for b in self.model)
+        for session in self.SESSIONS:
+            records = self.store.state.records(session)
+            assert [(r.fencing_counter, r.claim_id) for r in records] == [
+                (b.fencing, b.holder and b.holder[0]) for b in self.session_batches(session)
+            ]
         assert self.store.statistics() == QueueStatistics(
             sessions=len({b.session for b in self.model}),
             batches=len(self.model),
@@ -1524,73 +664,9 @@ class QueueMachine(RuleBasedStateMachine):
         )
 
 
-TestQueueMachine = QueueMachine.TestCase
-TestQueueMachine.settings = settings(
-    max_examples=500,
-    stateful_step_count=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-
-async def test_concurrent_writers_never_duplicate_or_lose_batches(h):
-    """Many tasks enqueue at once: one batch per source key, every keyless draft stored once."""
-    keyed = [h.add(f"k{i % 5}", source_key=f"key-{i % 5}") for i in range(50)]
-    keyless = [h.add(f"free-{i}") for i in range(50)]
-    results = await asyncio.gather(*keyed, *keyless)
-    by_key: dict[str, set[str]] = {}
-    for batch in results[:50]:
-        by_key.setdefault(batch.source_key, set()).add(batch.batch_id)
-    assert all(len(ids) == 1 for ids in by_key.values()) and len(by_key) == 5
-    stored = await h.store.list_queued_work("s1")
-    assert len(stored) == 55
-    assert [b.enqueue_seq for b in stored] == sorted({b.enqueue_seq for b in stored})
-    # two workers claiming concurrently never get the same batch
-    claims = await asyncio.gather(*(h.claim(owner=f"w{i}", max_batches=3) for i in range(30)))
-    claimed = [b.batch_id for c in claims if c is not None for b in c.batches]
-    assert len(claimed) == len(set(claimed)) == 55
-
-
-async def test_join_gathering_stops_at_a_leased_follower(h):
-    """a, b, c are join batches; b is leased when a is claimed again: the group is a alone."""
-    await h.add("a")
-    await h.add("b")
-    await h.add("c")
-    first = await h.claim(max_batches=1)
-    second = await h.claim(max_batches=1)
-    assert labels_of(first) == ["a"] and labels_of(second) == ["b"]
-    await h.store.abandon_queued_work_claim(first)
-    assert labels_of(await h.claim(max_batches=10)) == ["a"]  # stops at the leased b
-    assert [row[1] for row in h.view()] == ["claimed", "claimed", "pending"]
-
-
-async def test_wrong_argument_types_are_typed_errors_and_change_nothing(h):
-    await h.add("a")
-    claim = await h.claim(ttl=100)
-    before = h.view()
-    expiry = claim.expires_at_epoch_ms
-    with pytest.raises(InvalidQueuedWorkError, match="claim must be a QueuedWorkClaim"):
-        await h.store.renew_queued_work_claim(claim.completion(), 5000)
-    with pytest.raises(InvalidQueuedWorkError, match="claim must be a QueuedWorkClaim"):
-        await h.store.abandon_queued_work_claim(None)
-    with pytest.raises(InvalidQueuedWorkError, match="completion must be a QueuedWorkCompletion"):
-        await h.store.complete_queued_work({"batch_ids": ["x"]})
-    with pytest.raises(InvalidQueuedWorkError, match="session_id"):
-        await h.store.cancel_queued_work_batch(["s1"], "x")
-    with pytest.raises(InvalidQueuedWorkError, match="batch_id"):
-        await h.store.cancel_queued_work_batch("s1", None)
-    with pytest.raises(InvalidQueuedWorkError, match="session_id"):
-        await h.store.list_queued_work(None)
-    with pytest.raises(InvalidQueuedWorkError, match="session_id"):
-        await h.store.list_pending_queued_work({})
-    with pytest.raises(InvalidQueuedWorkError):
-        MergeKey(["x"])
-    with pytest.raises(InvalidQueuedWorkError, match="not valid UTF-8"):
-        await h.add("x", session="s\udcff")
-    with pytest.raises(InvalidQueuedWorkError, match="not valid UTF-8"):
-        await h.add("x", source_key="k\ud800")
-    assert h.view() == before and (await h.store.list_queued_work("s1"))[0].batch_id == claim.batches[0].batch_id
-    assert h.store.state.record("s1", claim.batches[0].batch_id).expires_at_ms == expiry
+def test_in_memory_queue_model():
+    # fewer examples than the conformance run: the rules are the same, only the checks are more
+    run_queue_model(InMemoryQueueStoreFactory(), InMemoryQueueMachine, max_examples=150)
 
 
 def test_a_broken_clock_is_a_typed_error():

@@ -697,3 +697,83 @@ async def test_a_tool_error_with_an_enormous_message_is_cut():
     completed = next(e for e in sink.events if isinstance(e, ToolCallCompleted))
     message = completed.output["outcome"]["payload"]["message"]
     assert message.startswith("ValueError: xxx") and len(message) <= 4000
+
+
+# --- outside text that is not UTF-8, and values whose own methods fail -------------------------------
+
+
+async def test_a_tool_output_holding_a_lone_surrogate_fails_that_call_and_the_turn_commits():
+    from lash_core import RuntimeHandle, SessionCursor, encode_json
+
+    for output in ("file-\udcff.txt", {"k\ud800": 1}):
+        model = ScriptedModel.from_replies([ScriptedModel.tool_call("ls", {}, call_id="c1"), "done"])
+        rt = await build(model, tools={"ls": lambda output=output: output})
+        handle = RuntimeHandle(rt)
+        outcome = await handle.run_turn("list")
+        assert outcome.ok and outcome.text == "done"
+        events = handle.resume_session_observation(SessionCursor.new(SID, 0, 0)).events
+        completed = [e.payload.activity.event for e in events if e.type == "turn_activity" and e.payload.activity.event.type == "tool_call_completed"]
+        assert completed[0].output["outcome"]["payload"]["code"] == "invalid_output"
+        assert "not_utf8" in completed[0].output["outcome"]["payload"]["message"]
+        for event in events:
+            encode_json(event.to_dict()).encode("utf-8")
+
+
+async def test_model_text_with_lone_surrogates_is_repaired_and_bad_ids_are_a_provider_error():
+    from lash_core import RuntimeHandle, SessionCursor, encode_json
+
+    model = ScriptedModel.from_replies([[ModelTextDelta("caf\udce9 "), ModelTextDelta("ok")]])
+    rt = await build(model)
+    handle = RuntimeHandle(rt)
+    outcome = await handle.run_turn("hi")
+    assert outcome.ok and outcome.text == "caf\ufffd ok"
+    for event in handle.resume_session_observation(SessionCursor.new(SID, 0, 0)).events:
+        encode_json(event.to_dict()).encode("utf-8")
+    with pytest.raises(ValueError, match="UTF-8"):
+        ModelToolCall("c1", "bad\udcffname", {})
+
+    class Provider:
+        async def stream(self, request):
+            yield ModelTextDelta("partial ")
+            yield ModelToolCall("c\ud800", "t", {})  # raises inside the provider: its failure
+
+    rt = await build(Provider())
+    outcome = await rt.run_turn("hi")
+    assert outcome.status is TurnStatus.PROVIDER_ERROR and "UTF-8" in outcome.error
+
+
+async def test_a_provider_error_whose_message_cannot_be_read_still_commits():
+    class Unreadable(Exception):
+        def __str__(self):
+            raise RuntimeError("no message")
+
+    class Provider:
+        async def stream(self, request):
+            raise Unreadable()
+            yield  # pragma: no cover
+
+    rt = await build(Provider())
+    outcome = await rt.run_turn("hi")
+    assert outcome.status is TurnStatus.PROVIDER_ERROR and "message unavailable" in outcome.error
+
+
+async def test_a_tool_value_whose_own_methods_fail_is_an_invalid_output():
+    class Broken(dict):
+        def items(self):
+            raise ZeroDivisionError("boom")
+
+        def keys(self):
+            raise ZeroDivisionError("boom")
+
+    model = ScriptedModel.from_replies([ScriptedModel.tool_call("t", {}, call_id="c1"), "ok"])
+    rt = await build(model, tools={"t": lambda: Broken(a=1)})
+    sink = RecordingSink()
+    outcome = await rt.run_turn("go", sink=sink)
+    assert outcome.ok
+    completed = next(e for e in sink.events if isinstance(e, ToolCallCompleted))
+    assert completed.output["outcome"]["payload"]["code"] == "invalid_output"
+
+
+def test_retry_waits_must_be_finite_f64():
+    with pytest.raises(ValueError, match="wait_seconds"):
+        ModelRetry(10**400, 1, 3, "r")

@@ -67,3 +67,13 @@ def test_fake_clock_refuses_what_a_monotonic_clock_cannot_be():
     with pytest.raises(ValueError):
         clock.advance(-1)
     assert clock() == 10.0 and clock.ms() == 1_750_000_000_000
+
+
+def test_fake_clock_refuses_steps_past_what_its_readings_can_hold():
+    from lash_core.testing import FakeClock
+
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="2\\*\\*64-1"):
+        clock.advance(1e308)
+    clock.advance(1.5)
+    assert clock() == 1001.5 and clock.ms() == 1_750_000_001_500

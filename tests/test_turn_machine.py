@@ -583,3 +583,13 @@ def test_id_lists_refuse_a_bare_string():
     with pytest.raises(ValueError, match="agent_frames"):
         RuntimeSessionState("s", None, 0, "frame", "frame")
     assert StartTurn([HELLO], iter(["qwb-1"])).queued_batch_ids == ("qwb-1",)
+
+
+def test_many_tool_calls_are_checked_for_duplicates_in_one_pass():
+    m = machine()
+    m.send(StartTurn([HELLO]))
+    for i in range(20_000):
+        m.send(ModelToolCall(f"c{i}", "t", {}))
+    m.send(ModelToolCall("c7", "t", {}))
+    (commit_or_error, *_rest) = [o for o in m.send(ModelResponseEnded())]
+    assert m.state is TurnState.FINISHED  # the duplicate `c7` is a provider error

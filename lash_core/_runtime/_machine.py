@@ -39,12 +39,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from .._errors import JsonValueError, LashError, RuntimeErrorCode
+from .._errors import IllegalTurnInput, JsonValueError, RuntimeErrorCode
 from .._events import (
     AssistantProseDelta,
     ModelRequestStarted,
@@ -60,10 +59,11 @@ from .._events import (
     TurnEvent,
     Usage,
 )
+from .._ids import new_id
 from .._input import TurnInput
 from ._state import ChatMessage, ChatRole, ToolCall, ToolCallRecord, TurnStatus
 from .._json import short_repr, to_plain_json
-from .._validate import id_tuple, is_uint
+from .._validate import id_tuple, is_number, is_uint, is_utf8_str, repair_text
 from ._tools import render_tool_output, tool_failure
 
 __all__ = [
@@ -122,23 +122,6 @@ class CheckpointKind(enum.StrEnum):
     BEFORE_COMPLETION = "before_completion"
 
 
-class IllegalTurnInput(LashError):
-    """An input the machine cannot take in its current state; the machine is unchanged.
-
-    This is a driver bug (a contract violation), not a model or tool failure: those are inputs.
-    """
-
-    def __init__(self, state: TurnState, input_type: str, reason: str | None = None) -> None:
-        self.state = state
-        self.input_type = input_type
-        self.reason = reason
-        super().__init__(state, input_type, reason)
-
-    def __str__(self) -> str:
-        text = f"turn machine in state `{self.state}` cannot take `{self.input_type}`"
-        return f"{text}: {self.reason}" if self.reason else text
-
-
 def _text(name: str, value: Any, *, allow_empty: bool = True) -> None:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
@@ -181,18 +164,24 @@ class StartTurn:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ModelTextDelta:
+    """Streamed answer text; lone surrogates are repaired to U+FFFD (the model's text is kept)."""
+
     text: str
 
     def __post_init__(self) -> None:
         _text("text", self.text)
+        object.__setattr__(self, "text", repair_text(self.text))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ModelReasoningDelta:
+    """Streamed reasoning text; repaired like ``ModelTextDelta``."""
+
     text: str
 
     def __post_init__(self) -> None:
         _text("text", self.text)
+        object.__setattr__(self, "text", repair_text(self.text))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -208,6 +197,9 @@ class ModelToolCall:
         # call (arguments that are not JSON fail that one call, never the model stream)
         _text("call_id", self.call_id, allow_empty=False)
         _text("tool name", self.name, allow_empty=False)
+        for what, value in (("call_id", self.call_id), ("tool name", self.name)):
+            if not is_utf8_str(value):  # an id is matched, not read: refused, never repaired
+                raise ValueError(f"{what} is not valid UTF-8: {short_repr(value)}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -230,11 +222,12 @@ class ModelRetry:
 
     def __post_init__(self) -> None:
         wait = self.wait_seconds
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
-            raise ValueError(f"wait_seconds must be a finite non-negative number, got {wait!r}")
+        if not is_number(wait) or wait < 0:  # a finite f64, as the wire carries it
+            raise ValueError(f"wait_seconds must be a finite non-negative number, got {short_repr(wait)}")
         _uint("attempt", self.attempt)
         _uint("max_attempts", self.max_attempts)
         _text("reason", self.reason)
+        object.__setattr__(self, "reason", repair_text(self.reason))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -245,6 +238,7 @@ class ModelError:
 
     def __post_init__(self) -> None:
         _text("message", self.message)
+        object.__setattr__(self, "message", repair_text(self.message))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -387,7 +381,7 @@ class TurnMachineSnapshot:
 # --- the transition table ---------------------------------------------------------------------------
 
 _S = TurnState
-_ABORT = {AbortTurn: frozenset({_S.ABORTED})}
+_ABORT: dict[type, frozenset[TurnState]] = {AbortTurn: frozenset({_S.ABORTED})}
 
 #: state -> input type -> the states that input may lead to. Anything missing is illegal.
 TURN_TRANSITIONS: dict[TurnState, dict[type, frozenset[TurnState]]] = {
@@ -431,10 +425,6 @@ _HANDLERS: dict[type, str] = {
 EMPTY_RESPONSE_MESSAGE = "Model returned no assistant text or tool calls."
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
-
-
 def _turn_limit_note(limit: int) -> str:
     return f"Turn limit reached ({limit}) before a final assistant response."
 
@@ -448,7 +438,7 @@ class TurnMachine:
         history: Sequence[ChatMessage] = (),
         session_usage: TokenUsage = TokenUsage(),
         max_protocol_iterations: int = MAX_PROTOCOL_ITERATIONS,
-        new_id: Callable[[], str] = _new_id,
+        new_id: Callable[[], str] = new_id,
     ) -> None:
         if isinstance(max_protocol_iterations, bool) or not isinstance(max_protocol_iterations, int) or (
             max_protocol_iterations < 1
@@ -639,9 +629,13 @@ class TurnMachine:
         reasoning = "".join(self._reasoning)
         calls = tuple(self._calls)
         ids = [call.call_id for call in calls]
-        duplicate = next(
-            (i for n, i in enumerate(ids) if i in ids[:n] or i in self._seen_call_ids), None
-        )
+        seen = set(self._seen_call_ids)  # linear: a response may carry thousands of calls
+        duplicate = None
+        for call_id in ids:
+            if call_id in seen:
+                duplicate = call_id
+                break
+            seen.add(call_id)
         if duplicate is not None:
             self._provider_error(out, f"LLM error: duplicate tool call id `{duplicate}`")
             return

@@ -180,7 +180,7 @@ class ScriptedModel:
                 if not isinstance(call, ModelToolCall):
                     ModelToolCall("check", call[0], call[1])  # validate now, number when served
                     call = _AutoIdCall(call[0], call[1])
-                chunks.append(call)  # type: ignore[arg-type]
+                chunks.append(call)
             if item.usage is not None:
                 chunks.append(ModelUsage(item.usage))
             if item.error is not None:
@@ -222,7 +222,8 @@ class ScriptedModel:
         if isinstance(chunk, _AutoIdCall):
             self._call_counter += 1
             return ModelToolCall(f"call-{self._call_counter}", chunk.name, chunk.args)
-        return chunk
+        numbered: ModelChunk = chunk
+        return numbered
 
     def _estimated_usage(self, request: ModelRequest, response: Sequence[ModelChunk]) -> TokenUsage:
         prompt = sum(len(m.content) + len(m.reasoning) for m in request.messages)

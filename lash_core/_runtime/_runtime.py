@@ -23,19 +23,25 @@ Rules (read these before the code):
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from .._aio import maybe_await
 from .._cursor import SessionRevision
 from .._errors import LashRuntimeError, RuntimeErrorCode, store_commit_failed
 from .._events import TokenUsage, TurnActivity
+from .._ids import new_short_id
 from .._input import TurnInput
-from .._json import short_repr
+from .._json import error_message, short_repr
+from .._processes import (
+    PROCESS_REGISTRY_ASYNC_METHODS,
+    PROCESS_REGISTRY_SYNC_METHODS,
+    ProcessRegistry,
+)
+from .._queue import QUEUED_WORK_STORE_METHODS, QueuedWorkStore
 from .._validate import is_utf8_str
 from ._machine import (
     MAX_PROTOCOL_ITERATIONS,
@@ -147,11 +153,15 @@ class LashRuntimeBuilder:
         self._tools.append((name, fn, description, schema))
         return self
 
-    def with_queue_store(self, store: Any) -> LashRuntimeBuilder:
+    def with_queue_store(self, store: QueuedWorkStore) -> LashRuntimeBuilder:
+        """Durable queued work; every ``QueuedWorkStore`` method must be ``async def`` (checked by
+        ``build``)."""
         self._queue_store = store
         return self
 
-    def with_process_registry(self, registry: Any) -> LashRuntimeBuilder:
+    def with_process_registry(self, registry: ProcessRegistry) -> LashRuntimeBuilder:
+        """Processes and handle grants: a ``ProcessRegistry`` whose listings are ``async def`` and
+        whose other methods are plain (checked by ``build``)."""
         self._process_registry = registry
         return self
 
@@ -173,7 +183,7 @@ class LashRuntimeBuilder:
         def invalid(message: str) -> LashRuntimeError:
             return LashRuntimeError(RuntimeErrorCode.INVALID_CONFIGURATION, message)
 
-        session_id = self._session_id if self._session_id is not None else f"session-{uuid.uuid4().hex[:12]}"
+        session_id = self._session_id if self._session_id is not None else new_short_id("session")
         if not is_utf8_str(session_id) or not session_id:
             raise invalid(
                 f"session id must be a non-empty UTF-8 string, not {short_repr(session_id)}"
@@ -182,9 +192,13 @@ class LashRuntimeBuilder:
             raise invalid(f"policy must be a SessionPolicy, not {type(self._policy).__name__}")
         if self._model is not None and not callable(getattr(self._model, "stream", None)):
             raise invalid("a model provider needs a `stream(request)` method")
-        owner_id = self._owner_id if self._owner_id is not None else f"lash-runtime-{uuid.uuid4().hex[:12]}"
+        owner_id = self._owner_id if self._owner_id is not None else new_short_id("lash-runtime")
         if not is_utf8_str(owner_id) or not owner_id:
             raise invalid(f"owner id must be a non-empty UTF-8 string, not {short_repr(owner_id)}")
+        if self._queue_store is not None:
+            _check_queue_store(self._queue_store, invalid)
+        if self._process_registry is not None:
+            _check_process_registry(self._process_registry, invalid)
         registry = ToolRegistry()
         for name, fn, description, schema in self._tools:
             registry.register(name, fn, description=description, schema=schema)
@@ -202,6 +216,45 @@ class LashRuntimeBuilder:
             queued_work_poke=poke,
             new_id=self._new_id,
         )
+
+
+def _check_queue_store(store: Any, invalid: Callable[[str], LashRuntimeError]) -> None:
+    """Every ``QueuedWorkStore`` method is a coroutine function: the runtime awaits each call."""
+    kind = type(store).__name__
+    for name in QUEUED_WORK_STORE_METHODS:
+        method = getattr(store, name, None)
+        if method is None:
+            raise invalid(f"queue store {kind} has no `{name}` method (see QueuedWorkStore)")
+        if not inspect.iscoroutinefunction(method):
+            raise invalid(
+                f"queue store method {kind}.{name} must be a coroutine function (`async def`):"
+                " every QueuedWorkStore method is awaited"
+            )
+
+
+def _check_process_registry(registry: Any, invalid: Callable[[str], LashRuntimeError]) -> None:
+    """A ``ProcessRegistry``: async listings, plain (synchronous) mutations and ``get_process``."""
+    kind = type(registry).__name__
+    if not isinstance(registry, ProcessRegistry):
+        missing = [
+            name
+            for name in (*PROCESS_REGISTRY_ASYNC_METHODS, *PROCESS_REGISTRY_SYNC_METHODS)
+            if not callable(getattr(registry, name, None))
+        ]
+        raise invalid(
+            f"process registry {kind} is not a ProcessRegistry (missing: {', '.join(missing)})"
+        )
+    for name in PROCESS_REGISTRY_ASYNC_METHODS:
+        if not inspect.iscoroutinefunction(getattr(registry, name)):
+            raise invalid(
+                f"process registry method {kind}.{name} must be a coroutine function (`async def`)"
+            )
+    for name in PROCESS_REGISTRY_SYNC_METHODS:
+        if inspect.iscoroutinefunction(getattr(registry, name)):
+            raise invalid(
+                f"process registry method {kind}.{name} must be a plain method, not `async def`:"
+                " the handle calls it synchronously"
+            )
 
 
 class LashRuntime:
@@ -398,7 +451,7 @@ class LashRuntime:
                 logger.warning("queued work drain failed (session_id=%s)", self._session_id, exc_info=True)
             if stop_event is not None and stop_event.is_set():
                 break
-            waiters = [asyncio.ensure_future(poke.wait())]
+            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(poke.wait())]
             if stop_event is not None:
                 waiters.append(asyncio.ensure_future(stop_event.wait()))
             try:
@@ -442,14 +495,12 @@ class LashRuntime:
         from .._queue import QueuedWorkClaimBoundary
 
         try:
-            return await maybe_await(
-                store.claim_ready_queued_work(
-                    self._session_id,
-                    self._owner_id,
-                    QueuedWorkClaimBoundary(boundary),
-                    QUEUED_WORK_CLAIM_TTL_MS,
-                    QUEUED_WORK_MAX_BATCHES,
-                )
+            return await store.claim_ready_queued_work(
+                self._session_id,
+                self._owner_id,
+                QueuedWorkClaimBoundary(boundary),
+                QUEUED_WORK_CLAIM_TTL_MS,
+                QUEUED_WORK_MAX_BATCHES,
             )
         except Exception as err:
             raise store_commit_failed(err) from err
@@ -457,7 +508,7 @@ class LashRuntime:
     async def _abandon(self, claims: list[Any]) -> None:
         for claim in claims:
             try:
-                await maybe_await(self.queue_store.abandon_queued_work_claim(claim))
+                await self.queue_store.abandon_queued_work_claim(claim)
             except Exception:
                 logger.warning(
                     "failed to abandon queued work claim %s (session_id=%s)",
@@ -469,7 +520,7 @@ class LashRuntime:
     async def _complete(self, claims: list[Any]) -> None:
         for claim in claims:
             try:
-                await maybe_await(self.queue_store.complete_queued_work(claim.completion()))
+                await self.queue_store.complete_queued_work(claim.completion())
             except Exception:
                 logger.warning(
                     "committed turn could not complete queued work claim %s; another holder may "
@@ -555,7 +606,7 @@ class LashRuntime:
                 stream = model.stream(model_request)
                 iterator = aiter(stream)
             except Exception as err:
-                dispatch(machine.send(ModelError(str(err) or type(err).__name__)))
+                dispatch(machine.send(ModelError(error_message(err, with_type=False))))
                 return
             while machine.state is TurnState.AWAITING_MODEL:
                 try:
@@ -564,14 +615,14 @@ class LashRuntime:
                     dispatch(machine.send(ModelResponseEnded()))
                     return
                 except Exception as err:  # the provider failed: data for the turn, not a crash
-                    dispatch(machine.send(ModelError(str(err) or type(err).__name__)))
+                    dispatch(machine.send(ModelError(error_message(err, with_type=False))))
                     return
                 if not isinstance(chunk, MODEL_CHUNK_TYPES):
                     dispatch(
                         machine.send(ModelError(f"model provider yielded {type(chunk).__name__}, not a model chunk"))
                     )
                     return
-                dispatch(machine.send(chunk))
+                dispatch(machine.send(chunk))  # type: ignore[arg-type]  # a model chunk, checked above
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:

@@ -52,7 +52,7 @@ def _positive_limit(name: str, value: Any) -> int:
         raise _config_error(f"{name} must be an int, not {type(value).__name__}")
     if value <= 0:
         raise _config_error(f"{name} must be greater than zero")
-    return value
+    return int(value)
 
 
 def _check_json(name: str, value: Any) -> None:

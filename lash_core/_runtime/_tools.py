@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._errors import JsonValueError, LashRuntimeError, RuntimeErrorCode
-from .._json import encode_json, short_repr, summary_fallback, to_plain_json, truncate
+from .._json import encode_json, error_message, short_repr, summary_fallback, to_plain_json
 from ._state import ToolSpec, ToolState
 
 __all__ = [
@@ -89,13 +89,6 @@ def _encoded(value: Any, default: Callable[[Any], Any] | None = None) -> str:
         return encode_json(value, allow_nan=True, default=default, separators=(", ", ": "))
     except JsonValueError as err:
         return summary_fallback(err)
-
-
-def _str(err: BaseException) -> str:
-    try:
-        return str(err)
-    except Exception:  # an exception whose __str__ fails
-        return "<message unavailable>"
 
 
 def _config_error(message: str) -> LashRuntimeError:
@@ -217,7 +210,7 @@ class ToolRegistry:
             if inspect.isawaitable(result):
                 result = await result
         except Exception as err:  # a tool's failure is data for the model, never a crash
-            return tool_failure(truncate(f"{type(err).__name__}: {_str(err)}", MAX_TOOL_ERROR_CHARS))
+            return tool_failure(error_message(err, MAX_TOOL_ERROR_CHARS))
         try:
             result = to_plain_json(result)  # plain JSON from here on
         except JsonValueError as err:  # too deep, not JSON, NaN, an int past the digit limit
