@@ -13,7 +13,15 @@ import re
 
 from ._errors import MalformedCursorError, WrongSessionError
 
-__all__ = ["SessionRevision", "SessionCursor", "ParsedSessionCursor", "CURSOR_PREFIX", "U64_MAX", "as_cursor"]
+__all__ = [
+    "SessionRevision",
+    "SessionCursor",
+    "ParsedSessionCursor",
+    "CURSOR_PREFIX",
+    "U64_MAX",
+    "as_cursor",
+    "format_cursor",
+]
 
 CURSOR_PREFIX = "lashsc1:"
 U64_MAX = (1 << 64) - 1
@@ -100,7 +108,7 @@ class SessionCursor:
             raise TypeError("live position must be an int")
         if not 0 <= live_position <= U64_MAX:
             raise ValueError(f"live position out of range 0..2**64-1: {live_position}")
-        return cls(f"{CURSOR_PREFIX}{int(revision)}:{live_position}:{session_id}")
+        return format_cursor(revision, live_position, session_id)
 
     def as_str(self) -> str:
         return self._raw
@@ -153,6 +161,12 @@ class SessionCursor:
         if parsed.session_id != expected_session_id:
             raise WrongSessionError(expected_session_id, parsed.session_id)
         return parsed
+
+
+def format_cursor(revision: int, live_position: int, session_id: str) -> SessionCursor:
+    """The one place the cursor format is written. No checks: for parts already validated (a
+    store's hot path); everyone else calls ``SessionCursor.new``."""
+    return SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{live_position}:{session_id}")
 
 
 def as_cursor(cursor: SessionCursor | str) -> SessionCursor:

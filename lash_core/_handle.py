@@ -348,7 +348,6 @@ class RuntimeHandle:
 
     def publish_from(self, runtime: ObservedRuntime) -> None:
         shared = self._live()
-        store = shared.store
         state = runtime.export_persisted_state()
         revision = revision_of(state)
         previous = shared.observation

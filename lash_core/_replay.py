@@ -54,7 +54,14 @@ import time
 import weakref
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from ._cursor import CURSOR_PREFIX, U64_MAX, ParsedSessionCursor, SessionCursor, SessionRevision, as_cursor
+from ._cursor import (
+    U64_MAX,
+    ParsedSessionCursor,
+    SessionCursor,
+    SessionRevision,
+    as_cursor,
+    format_cursor,
+)
 from ._errors import (
     InvalidObservationError,
     LiveReplayStoreFailure,
@@ -165,9 +172,11 @@ class LiveReplaySubscription(Protocol):
 
     * ``await next_event()``: the next event, waiting until there is one.
     * ``next_nowait()``: the next event if one is ready, else ``None``; never waits.
-    * ``await next_batch(max_events=256)``: waits for at least one event, then returns every
-      ready one, up to ``max_events``: a non-empty list.
+    * ``await next_batch(max_events=256)``: waits for at least one event, then returns ready
+      ones, up to ``max_events``: a non-empty list.
     * ``next_batch_nowait(max_events=256)``: up to ``max_events`` ready events, possibly ``[]``.
+    * A batch never spans the replay part and the live part: it may stop where the replay part
+      ends, and the next read goes on with the live part.
     * ``async for event in subscription``: ``next_event()`` in a loop; it raises
       ``SubscriberLagged`` like ``next_event`` (iterate again to go on) and *stops* (no
       exception) once the subscription or its store is closed.
@@ -185,9 +194,11 @@ class LiveReplaySubscription(Protocol):
       ``oldest``, the oldest event still held for it. The replay part never lags.
     * ``ReplayClosed``: after ``close()``, every read raises it at once (events not read are
       dropped), and a read waiting at that moment wakes with it. After the *store* is closed,
-      reads first return every event appended before the close, then raise it.
-    * ``InvalidObservationError``: ``max_events`` is not a positive ``int`` (``bool`` refused);
-      raised before anything is read, so the subscription stays where it was.
+      reads first return every event appended before the close, then raise it (a subscriber
+      already more than its backlog behind is told ``SubscriberLagged`` first, as before a close).
+    * ``InvalidObservationError`` with a message naming ``max_events``: ``max_events`` is not a
+      positive ``int`` (``bool`` refused); raised before anything is read, so the subscription
+      stays where it was.
 
     ``close()`` is idempotent and releases what the store keeps for the subscription; a store
     should also release it when an unclosed subscription is garbage collected. ``session_id`` is
@@ -308,12 +319,18 @@ class LiveReplayStore(Protocol):
     * a revision that is not an ``int`` (``bool`` refused) in ``0..2**64-1``:
       ``InvalidObservationError`` mentioning "revision";
     * a payload that is not an ``EventPayload``: ``InvalidObservationError`` mentioning "payload";
-    * a cursor that is not a ``SessionCursor`` or ``str``, that ``SessionCursor.parse`` refuses,
-      or whose session id is not valid UTF-8: ``MalformedCursorError``.
+    * a cursor that is not a ``SessionCursor`` or ``str``, or whose session id is not valid
+      UTF-8: ``MalformedCursorError``; one that ``SessionCursor.parse`` refuses: the very
+      ``MalformedCursorError`` that ``parse`` raised (its message names the part: "missing cursor
+      prefix", "invalid session revision: ...", ...), passed on unchanged.
+
+    Argument errors come first: a bad argument to a closed store is an argument error. An event's
+    ``revision`` is a ``SessionRevision`` (a plain ``int`` argument is converted).
 
     A store that cannot serve (closed, a failing clock, a lost connection) raises
     ``LiveReplayStoreFailure(message)``; a backend translates its driver's errors into it at its
-    own boundary and never lets them escape.
+    own boundary and never lets them escape. A failure uses no position: an append whose clock
+    read or write failed leaves the tail where it was.
     """
 
     def append(
@@ -641,7 +658,7 @@ class InMemoryLiveReplayStore:
             if log is None:
                 log = self._open(session_id)
             position = log.tail + 1
-            cursor = SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{position}:{session_id}")
+            cursor = format_cursor(revision, position, session_id)
             event = SessionObservationEvent(session_id, revision, cursor, payload, position=position)
             log.events.append(event)
             log.stamps.append(now)
@@ -654,49 +671,50 @@ class InMemoryLiveReplayStore:
 
     def replay_after_cursor(self, cursor: SessionCursor) -> Replayed | Gap:
         parsed = _parse(cursor)
-        position = parsed.live_position
         with self._lock:
-            self._check_open()
-            if self._dropped:
-                self._sweep_dropped()
-            log = self._sessions.get(parsed.session_id)
-            if log is None:
-                tail = self._tail(parsed.session_id)
-                reason = _gap_reason(position, tail + 1, tail)
-                return Replayed(()) if reason is None else Gap(reason)
-            log.trim(self._config, self._read_clock())
-            reason = log.gap_reason(position)
-            result = Replayed(tuple(log.after(position))) if reason is None else Gap(reason)
+            log, gap = self._locate(parsed)
+            if gap is not None or log is None:
+                return gap if gap is not None else Replayed(())
+            result = Replayed(tuple(log.after(parsed.live_position)))
             self._settle(log)
             return result
 
     def subscribe_after_cursor(self, cursor: SessionCursor) -> Subscribed | Gap:
         parsed = _parse(cursor)
-        position = parsed.live_position
         with self._lock:
-            self._check_open()
-            if self._dropped:
-                self._sweep_dropped()
-            log = self._sessions.get(parsed.session_id)
+            log, gap = self._locate(parsed)
+            if gap is not None:
+                return gap
             if log is None:
-                tail = self._tail(parsed.session_id)
-                reason = _gap_reason(position, tail + 1, tail)
-                if reason is not None:
-                    return Gap(reason)
                 log = self._open(parsed.session_id)  # nothing retained: no replay part
             else:
-                log.trim(self._config, self._read_clock())
-                reason = log.gap_reason(position)
-                if reason is not None:
-                    self._settle(log)
-                    return Gap(reason)
                 log.prune_waiters()
+            position = parsed.live_position
             subscription = _InMemorySubscription(self, log, log.after(position), log.tail + 1)
             subscription._finalizer = weakref.finalize(subscription, self._dropped.append, log)
             if log.subscribers is None:
                 log.subscribers = weakref.WeakSet()
             log.subscribers.add(subscription)
             return Subscribed(subscription)
+
+    def _locate(self, parsed: ParsedSessionCursor) -> tuple[_SessionLog | None, Gap | None]:
+        """(Lock held.) The cursor's session log after retention ran (``None`` when the store
+        keeps none for it), or the gap the rules give for the cursor's position."""
+        self._check_open()
+        if self._dropped:
+            self._sweep_dropped()
+        position = parsed.live_position
+        log = self._sessions.get(parsed.session_id)
+        if log is None:
+            tail = self._tail(parsed.session_id)
+            reason = _gap_reason(position, tail + 1, tail)
+            return None, (Gap(reason) if reason is not None else None)
+        log.trim(self._config, self._read_clock())
+        reason = log.gap_reason(position)
+        if reason is not None:
+            self._settle(log)
+            return log, Gap(reason)
+        return log, None
 
     def current_cursor(self, session_id: str, revision: int) -> SessionCursor:
         session_id = _session_id(session_id)
@@ -706,7 +724,7 @@ class InMemoryLiveReplayStore:
                 self._sweep_dropped()
             log = self._sessions.get(session_id)
             tail = log.tail if log is not None else self._tail(session_id)
-        return SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{tail}:{session_id}")
+        return format_cursor(revision, tail, session_id)
 
     def trim_session(self, session_id: str) -> None:
         session_id = _session_id(session_id)

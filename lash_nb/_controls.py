@@ -5,6 +5,14 @@ Every button has a method doing the same thing (``EnqueuePanel.enqueue``, ``Queu
 without a browser. Methods raise lash_core's typed errors; buttons show them in a status line
 instead, so a bad input never prints a traceback and never clears what the user typed.
 
+Stores that fail. Every call into a store (the live replay store, the queue store) goes through
+``_boundary.translated``, so a store's own exception (a ``ConnectionError``) leaves as that
+store's lash error, never bare. Each panel keeps its last failure, bounded, in ``last_error``
+(and shows it); a method that failed also raises it, a button only shows it, and a redraw
+(``refresh``, ``pump``) never raises for a store: it shows what it could not read. An action
+that already happened is reported as done: an enqueue whose recorded events cannot be read back
+is a successful enqueue with a note (``replay_note``), never an error that invites a retry.
+
 Nothing here grows with time: logs (cancel outcomes, errors, gaps) keep the newest entries in
 ``deque``s with named bounds and count the rest, and every view renders a bounded number of rows
 through ``_render``'s bounded helpers, so a redraw costs the same after a day as after a minute.
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
@@ -30,16 +39,19 @@ from lash_core import (
     QueueChanged,
     QueuedWorkBatch,
     Replayed,
+    SessionCursor,
     SlotPolicy,
     TurnInput,
     short_repr,
 )
-from lash_core._validate import enum_member
+from lash_core._validate import enum_member, is_number
 from lash_core.testing import FakeClock, ReconnectOutcome, SimulatedClient
 
 from . import _render as render
-from ._loop import spawn
-from ._render import REPLAY_LIST_LIMIT  # noqa: F401  (re-exported: it used to live here)
+from ._boundary import QUEUE_STORE, REPLAY_STORE, translated
+from ._frames import type_name
+from ._loop import logger, spawn
+from ._state import check_names
 
 __all__ = ["EnqueuePanel", "QueuePanel", "ReconnectSimulator"]
 
@@ -71,6 +83,11 @@ class EnqueuePanel(widgets.VBox):
     enqueued = traitlets.Int(0, help="successful enqueue calls")
     last_batch_id = traitlets.Unicode("", help="batch id the last successful enqueue returned")
     last_error = traitlets.Unicode("", help="message of the last refused enqueue, else empty")
+    replay_note = traitlets.Unicode(
+        "",
+        help="why the events recorded for the last (successful) enqueue could not be read back "
+        "from the stream, bounded; empty when they were",
+    )
 
     busy = traitlets.Bool(False, help="an enqueue is in flight (the button is disabled)")
     matched_existing = traitlets.Bool(
@@ -153,37 +170,76 @@ class EnqueuePanel(widgets.VBox):
             delivery = enum_member(DeliveryPolicy, delivery_policy, "delivery policy", InvalidQueuedWorkError)
             slot = enum_member(SlotPolicy, slot_policy, "slot policy", InvalidQueuedWorkError)
             if not isinstance(text, (str, bytes)):
-                raise InvalidTurnInputError(f"turn input must be text, not {type(text).__name__}")
+                raise InvalidTurnInputError(f"turn input must be text, not {type_name(text)}")
             turn_input = TurnInput.text(text)
             if not turn_input.content.strip():
                 raise InvalidTurnInputError("nothing to enqueue: the turn input is empty")
-            mark = self._handle.current_session_observation().cursor
-            batch = await self._handle.enqueue_turn_input(turn_input, delivery, slot, key or None)
+            mark, note = self._mark()
+            with translated(QUEUE_STORE, "enqueueing turn input"):
+                batch = await self._handle.enqueue_turn_input(turn_input, delivery, slot, key or None)
         except LashError as err:
             self._show_error(err)
             raise
         finally:
             self.busy = self.button.disabled = False
-        replay = self._handle.resume_session_observation(mark)
-        recorded = [
-            e
-            for e in (replay.events if isinstance(replay, Replayed) else ())
-            if isinstance(e.payload, QueueChanged) and batch.batch_id in e.payload.batch_ids
-        ]
+        # The batch is queued: from here on nothing may report a failure (a retry would queue it
+        # twice). Reading back what was recorded for it is best-effort.
+        recorded, note = self._recorded(mark, batch, note)
         existing = batch.items[0].payload != turn_input
         with _hold(self, self.result, self.text, self.source_key):
             self.enqueued += 1
             self.last_batch_id = batch.batch_id
             self.matched_existing = existing
             self.last_error = ""
-            self.result.value = render.enqueue_result_html(batch, recorded, existing=existing)
+            self.replay_note = note
+            self.result.value = render.enqueue_result_html(batch, recorded, existing=existing, note=note)
             if from_form and self.text.value == text:
                 self.text.value = ""  # only what was sent; newer typing stays
             if from_form and key and self.source_key.value == key:
                 self.source_key.value = ""
         if self._on_change is not None:
-            self._on_change()
+            try:
+                self._on_change()
+            except Exception:  # a listener's failure is not the enqueue's
+                logger.exception("lash_nb: an enqueue listener failed")
         return batch
+
+    def _mark(self) -> tuple[SessionCursor | None, str]:
+        """The stream's cursor before the enqueue (to read back what it records), or ``None``
+        and why when the stream cannot say."""
+        try:
+            with translated(REPLAY_STORE, "reading the stream's cursor before the enqueue"):
+                cursor = self._handle.current_session_observation().cursor
+        except LashError as err:
+            return None, _stream_note(err)
+        return (cursor, "") if isinstance(cursor, SessionCursor) else (None, "")
+
+    def _recorded(
+        self, mark: SessionCursor | None, batch: QueuedWorkBatch, note: str
+    ) -> tuple[list[Any], str]:
+        """The ``queue_changed`` events recorded for ``batch`` after ``mark``, and a note when
+        they could not be read (the store is down): never raises."""
+        if mark is None:
+            return [], note
+        try:
+            with translated(REPLAY_STORE, "reading back the events recorded for the enqueue"):
+                replay = self._handle.resume_session_observation(mark)
+                recorded = [
+                    e
+                    for e in (replay.events if isinstance(replay, Replayed) else ())
+                    if isinstance(e.payload, QueueChanged) and batch.batch_id in e.payload.batch_ids
+                ]
+        except Exception as err:
+            return [], _stream_note(err)
+        return recorded, note
+
+
+def _stream_note(err: BaseException) -> str:
+    return render.clip(
+        "enqueued; the events it recorded could not be read from the stream: "
+        + render.error_text(err),
+        2 * render.ERROR_MAX_CHARS,
+    )
 
 
 class QueuePanel(widgets.VBox):
@@ -198,6 +254,10 @@ class QueuePanel(widgets.VBox):
     listed = traitlets.List(
         traitlets.Unicode(), help="batch ids listed, each with a Cancel button (the first QUEUE_ROWS_MAX)"
     )
+    last_error = traitlets.Unicode(
+        "", help="the last failed refresh or cancel, bounded (its log keeps the newest few); "
+        "empty after one succeeds"
+    )
 
     def __init__(self, handle: Any, *, style: bool = True) -> None:
         self._handle = handle
@@ -207,6 +267,7 @@ class QueuePanel(widgets.VBox):
         #: the newest errors of the panel's buttons, shown in its log
         self.errors: collections.deque[BaseException] = collections.deque(maxlen=ERROR_LOG_LINES)
         self._last_message = ""
+        self._shown: BaseException | None = None  # the error a method showed before raising it
         self.rows_box = widgets.VBox()
         self.more_rows = widgets.HTML()
         self.cancel_log = widgets.HTML()
@@ -234,10 +295,18 @@ class QueuePanel(widgets.VBox):
         return store
 
     async def refresh(self) -> list[QueuedWorkBatch]:
-        store = self._store()
-        session_id = self._handle.session_id
-        batches = await store.list_queued_work(session_id)
-        pending = {b.batch_id for b in await store.list_pending_queued_work(session_id)}
+        """List the session's queued batches again. A store that fails raises its lash error
+        (``QueuedWorkError`` for a foreign one), also shown in the log and ``last_error``."""
+        try:
+            with translated(QUEUE_STORE, "listing queued work"):
+                store = self._store()
+                session_id = self._handle.session_id
+                batches = await store.list_queued_work(session_id)
+                pending = {b.batch_id for b in await store.list_pending_queued_work(session_id)}
+        except Exception as err:
+            self._show_error(err)
+            raise
+        self.last_error = ""
         shown = batches[:QUEUE_ROWS_MAX]
         rows = []
         for batch in shown:
@@ -274,7 +343,11 @@ class QueuePanel(widgets.VBox):
         return row[2]
 
     def _show_error(self, err: BaseException) -> None:
+        if err is self._shown:
+            return  # the method showed it already; the button's task reports it again
+        self._shown = err
         self.errors.append(err)
+        self.last_error = render.error_text(err)
         self._render_log()
 
     def _render_log(self) -> None:
@@ -284,11 +357,17 @@ class QueuePanel(widgets.VBox):
         )
 
     async def cancel(self, batch_id: str) -> QueuedWorkBatch | None:
-        """Cancel ``batch_id``: the batch, or ``None`` when it is claimed (refused) or unknown."""
-        store = self._store()
-        session_id = self._handle.session_id
-        known = any(b.batch_id == batch_id for b in await store.list_queued_work(session_id))
-        batch = await self._handle.cancel_queued_work_batch(session_id, batch_id)
+        """Cancel ``batch_id``: the batch, or ``None`` when it is claimed (refused) or unknown.
+        A store that fails raises its lash error, also shown in the log and ``last_error``."""
+        try:
+            with translated(QUEUE_STORE, "cancelling queued work"):
+                store = self._store()
+                session_id = self._handle.session_id
+                known = any(b.batch_id == batch_id for b in await store.list_queued_work(session_id))
+                batch = await self._handle.cancel_queued_work_batch(session_id, batch_id)
+        except Exception as err:
+            self._show_error(err)
+            raise
         if batch is not None:
             outcome, message = "cancelled", f"{batch_id}: cancelled"
         elif known:
@@ -300,8 +379,35 @@ class QueuePanel(widgets.VBox):
         self.last_cancel = outcome
         self._last_message = message
         self._render_log()
-        await self.refresh()
+        try:
+            await self.refresh()
+        except Exception:  # shown by refresh; the cancel itself is done and must not look failed
+            pass
         return batch
+
+
+class _Client(SimulatedClient):
+    """A ``SimulatedClient`` that comes up disconnected when its first connect fails (the store
+    is down) instead of failing to exist: the failure is kept in ``connect_error``, and
+    ``reconnect()`` tries again. Later connects raise as a ``SimulatedClient``'s do."""
+
+    def __init__(self, handle: Any, name: str) -> None:
+        self.connect_error: LashError | None = None
+        self._starting = True
+        try:
+            super().__init__(handle, name)
+        finally:
+            self._starting = False
+
+    def connect(self) -> ReconnectOutcome:
+        if not self._starting:
+            return super().connect()
+        try:
+            with translated(REPLAY_STORE, f"connecting simulated client {short_repr(self.name, 40)}"):
+                return super().connect()
+        except LashError as err:
+            self.connect_error = err
+            return None  # type: ignore[return-value]  # only __init__ calls this now, and drops it
 
 
 class ReconnectSimulator(widgets.VBox):
@@ -309,6 +415,11 @@ class ReconnectSimulator(widgets.VBox):
 
     Retention sliders change the store's bounds live, and (with a ``FakeClock``) a button moves
     time forward, so a learner sees exactly where replay turns into a gap.
+
+    A store that fails never breaks the simulator: a method whose action failed raises the
+    store's lash error and shows it (``last_error``, ``error_view``); a redraw that cannot read
+    the store's statistics shows why (``store_error``) and the clients all the same; a client
+    whose first connect failed comes up disconnected, ready to reconnect.
     """
 
     selected = traitlets.Unicode(help="name of the client the buttons act on")
@@ -316,6 +427,12 @@ class ReconnectSimulator(widgets.VBox):
     gap_count = traitlets.Int(0, help="gaps seen by all simulated clients, ever")
     reconnect_count = traitlets.Int(0, help="connects and reconnects of all simulated clients, ever")
     views_match = traitlets.Bool(True, help="every connected client's view equals the server's")
+    last_error = traitlets.Unicode(
+        "", help="the last failed action (a button or its method), bounded; empty after one succeeds"
+    )
+    store_error = traitlets.Unicode(
+        "", help="why the store's statistics could not be read at the last redraw, else empty"
+    )
 
     def __init__(
         self,
@@ -325,23 +442,24 @@ class ReconnectSimulator(widgets.VBox):
         clients: Sequence[str] = ("A", "B"),
         style: bool = True,
     ) -> None:
+        names = check_names("clients", clients)
         self._handle = handle
         self._clock = clock
-        self.clients = {name: SimulatedClient(handle, name) for name in clients}
+        self._shown: BaseException | None = None  # the error a method showed before raising it
+        with translated(REPLAY_STORE, "following the session"):
+            self.clients: dict[str, SimulatedClient] = {name: _Client(handle, name) for name in names}
         self.last: ReconnectOutcome | None = None
         #: the newest gaps of all clients as ``(client name, gap)``, oldest first
         self.gap_entries: collections.deque[tuple[str, LiveReplayGap]] = collections.deque(
             maxlen=GAP_LOG_ROWS
         )
         self._gaps_seen = {name: 0 for name in self.clients}
-        self.picker = widgets.ToggleButtons(options=list(clients), description="client")
+        self.picker = widgets.ToggleButtons(options=list(names), description="client")
         self.disconnect_button = widgets.Button(description="Disconnect", icon="unlink")
         self.reconnect_button = widgets.Button(description="Reconnect", icon="link", button_style="info")
         self.disconnect_button.add_class("lash-disconnect")
         self.reconnect_button.add_class("lash-reconnect")
-        config = getattr(self._replay_store, "config", None)
-        max_events = getattr(config, "max_events_per_session", 2048)
-        max_age = float(getattr(config, "max_age", 120.0))
+        max_events, max_age = self._retention_now()
         self.retention = widgets.IntSlider(
             value=max_events, min=0, max=max(max_events, 64), description="max events"
         )
@@ -354,6 +472,8 @@ class ReconnectSimulator(widgets.VBox):
         self.advance_button.add_class("lash-advance")
         self.trim_button.add_class("lash-trim")
         self.status = widgets.HTML()
+        self.error_view = widgets.HTML()
+        self.error_view.add_class("lash-simulator-error")
         self.replayed_view = widgets.HTML()
         self.gap_view = widgets.HTML()
         self.gap_log = widgets.HTML()
@@ -373,11 +493,16 @@ class ReconnectSimulator(widgets.VBox):
                 widgets.HBox([self.retention, self.max_age]),
                 widgets.HBox([self.advance_seconds, self.advance_button, self.trim_button]),
                 self.status,
+                self.error_view,
                 widgets.HBox([self.replayed_view, self.gap_view]),
                 self.gap_log,
             ]
         )
         self.add_class("lash-reconnect-simulator")
+        for client in self.clients.values():
+            failed = getattr(client, "connect_error", None)
+            if failed is not None:
+                self._show_error(failed)  # the newest shown; each client says disconnected
         self._render()
 
     def __repr__(self) -> str:
@@ -391,6 +516,20 @@ class ReconnectSimulator(widgets.VBox):
         """The handle's store as it is now (a simulated restart replaces it)."""
         return self._handle.live_replay_store
 
+    def _retention_now(self) -> tuple[int, float]:
+        """The store's retention bounds for the sliders; the defaults when it cannot say."""
+        try:
+            config = getattr(self._replay_store, "config", None)
+            max_events = getattr(config, "max_events_per_session", 2048)
+            max_age = float(getattr(config, "max_age", 120.0))
+        except Exception:  # a store that is down: the sliders start at the defaults
+            return 2048, 120.0
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 0:
+            max_events = 2048
+        if not 0.0 <= max_age < math.inf:
+            max_age = 120.0
+        return max_events, max_age
+
     def _client(self, name: str | None) -> SimulatedClient:
         name = name or self.selected
         client = self.clients.get(name) if isinstance(name, str) else None  # never hash user data
@@ -400,21 +539,50 @@ class ReconnectSimulator(widgets.VBox):
             )
         return client
 
+    def _show_error(self, err: BaseException) -> None:
+        """Keep ``err`` (bounded) in ``last_error`` and show it under the clients."""
+        self._shown = err
+        with _hold(self, self.error_view):
+            self.last_error = render.error_text(err)
+            self.error_view.value = render.error_html(err)
+
+    def _clear_error(self) -> None:
+        if self.last_error:
+            with _hold(self, self.error_view):
+                self.last_error = ""
+                self.error_view.value = ""
+
+    def _act(self, action: str, do: Callable[[], Any]) -> Any:
+        """Run one action on the store or a client: a failure is shown and raised (a foreign
+        one as ``LiveReplayStoreFailure``); a success clears the last error."""
+        try:
+            with translated(REPLAY_STORE, action):
+                result = do()
+        except Exception as err:
+            self._show_error(err)
+            raise
+        self._clear_error()
+        return result
+
     def _guard(self, action: Callable[[], Any]) -> None:
+        """What a button runs: ``action``, any failure shown instead of raised (a button has
+        nowhere to raise to)."""
         try:
             action()
-        except (LashError, ValueError, TypeError, KeyError, AttributeError) as err:
-            self.status.value = render.error_html(err)
+        except Exception as err:
+            if err is not self._shown:
+                self._show_error(err)
 
     # -- methods behind the buttons ----------------------------------------------------------------
 
     def disconnect(self, client: str | None = None) -> None:
-        self._client(client).disconnect()
+        target = self._client(client)
+        self._act(f"disconnecting {short_repr(target.name, 40)}", target.disconnect)
         self._render()
 
     def reconnect(self, client: str | None = None) -> ReconnectOutcome:
         target = self._client(client)
-        outcome = target.reconnect()
+        outcome: ReconnectOutcome = self._act(f"reconnecting {short_repr(target.name, 40)}", target.reconnect)
         self.last = outcome
         with _hold(self.replayed_view, self.gap_view):
             self.last_outcome = outcome.kind
@@ -433,7 +601,10 @@ class ReconnectSimulator(widgets.VBox):
         self, max_events: int | None = None, max_age: float | None = None
     ) -> Any:
         """Change the store's retention bounds now (and move the sliders to match)."""
-        config = self._replay_store.reconfigure(max_events_per_session=max_events, max_age=max_age)
+        config = self._act(
+            "changing retention",
+            lambda: self._replay_store.reconfigure(max_events_per_session=max_events, max_age=max_age),
+        )
         self._syncing = True
         try:
             self.retention.max = max(self.retention.max, config.max_events_per_session)
@@ -450,26 +621,39 @@ class ReconnectSimulator(widgets.VBox):
             self._guard(lambda: self.set_retention(self.retention.value, self.max_age.value))
 
     def advance_clock(self, seconds: float) -> None:
-        """Move the scenario's fake clock forward and apply retention."""
+        """Move the scenario's fake clock forward by ``seconds`` (a finite number >= 0) and
+        apply retention."""
         if self._clock is None:
             raise ValueError("this session runs on a real clock; only a FakeClock can be advanced")
+        if not is_number(seconds) or seconds < 0:  # NaN, infinities, bool and huge ints fail
+            raise ValueError(f"seconds must be a finite number >= 0, not {short_repr(seconds)}")
         self._clock.advance(float(seconds))
         self.trim()
 
     def trim(self) -> None:
-        self._replay_store.trim_session(self._handle.session_id)
+        """Apply the store's retention to the session now."""
+        self._act("trimming the session", lambda: self._replay_store.trim_session(self._handle.session_id))
         self._render()
 
     def pump(self, *, render: bool = True) -> None:
         """Let connected clients apply what is ready. The monitor pumps on every batch and
-        renders only when it redraws (``render=False``), so the frontend is not flooded."""
+        renders only when it redraws (``render=False``), so the frontend is not flooded. Never
+        raises: a client whose read fails is shown in ``last_error`` and the others go on."""
         for client in self.clients.values():
-            client.pump()
+            try:
+                with translated(REPLAY_STORE, f"reading for {short_repr(client.name, 40)}"):
+                    client.pump()
+            except Exception as err:
+                self._show_error(err)
         if render:
             self._render()
 
     def refresh(self) -> None:
-        self._render()
+        """Redraw from the clients and the store; never raises (see ``store_error``)."""
+        try:
+            self._render()
+        except Exception as err:  # a bug in a view must not break the monitor's redraw
+            self._show_error(err)
 
     def view_matches(self, client: str | None = None) -> bool:
         return self._client(client).view_matches_server()
@@ -489,19 +673,30 @@ class ReconnectSimulator(widgets.VBox):
                     self.gap_entries.append((name, gap))
             self._gaps_seen[name] = client.gap_count
 
+    def _statistics(self) -> tuple[Any, str]:
+        """The store's statistics for the session, or ``None`` and why they cannot be read."""
+        try:
+            with translated(REPLAY_STORE, "reading the store's statistics"):
+                store = self._replay_store
+                if not hasattr(store, "statistics"):
+                    return None, ""
+                return store.statistics(self._handle.session_id), ""
+        except LashError as err:
+            return None, render.error_text(err)
+
     def _render(self) -> None:
-        store = self._replay_store
-        stats = store.statistics(self._handle.session_id) if hasattr(store, "statistics") else None
+        stats, store_error = self._statistics()
         self._collect_gaps()
         matches = {name: _view_matches(c) for name, c in self.clients.items()}
         clients = [
-            (name, c.connected, c.cursor, c.received, c.gap_count, c.lagged, matches[name])
+            (name, c.connected, c.follower.cursor, c.received, c.gap_count, c.lagged, matches[name])
             for name, c in self.clients.items()
         ]
         gap_count = sum(c.gap_count for c in self.clients.values())
         reconnect_count = sum(c.reconnects for c in self.clients.values())
-        with _hold(self.status, self.gap_log):
-            self.status.value = render.clients_html(clients, stats)
+        with _hold(self, self.status, self.gap_log):
+            self.status.value = render.clients_html(clients, stats, store_error=store_error)
+            self.store_error = store_error
             self.gap_log.value = render.gap_log_html(
                 tuple(self.gap_entries), total=gap_count, reconnects=reconnect_count
             )

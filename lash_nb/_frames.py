@@ -38,6 +38,8 @@ import collections
 import dataclasses
 import itertools
 import math
+import operator
+import sys
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -53,6 +55,7 @@ from lash_core import (
     CodeBlockStarted,
     Committed,
     FinalValue,
+    InvalidObservationError,
     JsonValueError,
     ModelRequestStarted,
     ProcessChanged,
@@ -89,6 +92,8 @@ __all__ = [
     "json_text",
     "event_row",
     "event_text",
+    "type_name",
+    "check_events",
     "to_frame",
     "rows_to_frame",
     "EventHistory",
@@ -128,7 +133,8 @@ SUMMARY_MAX_CHARS = 160
 #: Characters of a bounded ``repr`` shown where a string or number belongs but something else was
 #: found (an event built in code with a wrong field): enough to recognise it, however big it is.
 REPR_MAX_CHARS = 80
-#: ``text`` of a row whose event could not be summarised at all; ``{reason}`` is the error's type.
+#: ``text`` of a row whose event could not be summarised at all; ``{reason}`` is the error's type
+#: (its name cut at ``REPR_MAX_CHARS``: a class name is data too).
 FALLBACK_TEXT = "<event not shown: {reason}>"
 
 _NO_IDS: tuple[str, ...] = ()
@@ -136,6 +142,44 @@ _U64_MAX = (1 << 64) - 1
 
 
 # --- one event ------------------------------------------------------------------------------------
+
+
+def type_name(value: Any, limit: int = REPR_MAX_CHARS) -> str:
+    """The name of ``value``'s type, cut at ``limit`` characters (a class may be named anything,
+    a megabyte long or with lone surrogates) and encodable as UTF-8. Never raises."""
+    name = type(value).__name__
+    if not name.isascii():
+        name = name.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return truncate(name, limit)
+
+
+def check_events(events: Any) -> list[SessionObservationEvent]:
+    """``events`` as a list, read once; ``InvalidObservationError`` for a bare string (or bytes),
+    which would otherwise make one fallback row per character, or for a non-iterable."""
+    if isinstance(events, list):
+        return events
+    if isinstance(events, (str, bytes, bytearray)):
+        raise InvalidObservationError(
+            f"events must be an iterable of SessionObservationEvent, not {type_name(events)} "
+            f"{short_repr(events)}"
+        )
+    try:
+        return list(events)
+    except TypeError:
+        raise InvalidObservationError(
+            f"events must be an iterable of SessionObservationEvent, not {short_repr(events)}"
+        ) from None
+
+
+def _index(value: Any) -> int | None:
+    """``value`` as a plain int when it is an integer (a numpy one too), else ``None``: a missing
+    value (``pd.NA``, ``None``, NaN), ``bool`` or anything else identifies no row."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 class FallbackRow(tuple):  # type: ignore[type-arg]
@@ -164,7 +208,7 @@ def json_text(value: Any, limit: int = SUMMARY_MAX_CHARS) -> tuple[str, bool]:
     except JsonValueError as err:
         return truncate(summary_fallback(err), limit), False
     except Exception as err:  # a container subclass whose own methods fail while it is walked
-        fallback = JsonValueError("unsupported", type(err).__name__)
+        fallback = JsonValueError("unsupported", type_name(err))
         return truncate(summary_fallback(fallback), limit), False
     return truncate(text, limit), True
 
@@ -321,7 +365,7 @@ def event_text(event: SessionObservationEvent) -> str:
     try:
         return _event_text(event, _Summary())
     except Exception as err:
-        return FALLBACK_TEXT.format(reason=type(err).__name__)
+        return FALLBACK_TEXT.format(reason=type_name(err))
 
 
 def _row(event: SessionObservationEvent, received_at: Any) -> tuple[Any, ...]:
@@ -378,7 +422,7 @@ def _fallback_row(event: Any, received_at: Any, err: BaseException) -> FallbackR
             _attempt(lambda: s.text(event.session_id), None),
             _attempt(lambda: s.text(payload.type), "?"),
             _attempt(lambda: s.text(activity.event.type), None) if activity is not None else None,
-            FALLBACK_TEXT.format(reason=type(err).__name__),
+            FALLBACK_TEXT.format(reason=type_name(err)),
             _NO_IDS,
             _NO_IDS,
             None,
@@ -452,7 +496,8 @@ def rows_to_frame(rows: Iterable[tuple[Any, ...]], *, start: int = 0) -> pd.Data
 
 def to_frame(events: Iterable[SessionObservationEvent], received_at: Any = None) -> pd.DataFrame:
     """One row per event, columns ``COLUMNS``; ``received_at`` is stamped on every row
-    (``None``: now, UTC)."""
+    (``None``: now, UTC). ``InvalidObservationError`` for a bare string in place of events."""
+    events = check_events(events)
     stamp = _utc_timestamp(received_at)
     return rows_to_frame([event_row(event, stamp) for event in events])
 
@@ -517,8 +562,8 @@ class EventHistory:
     def __init__(self, max_rows: int = DEFAULT_MAX_ROWS) -> None:
         if isinstance(max_rows, bool) or not isinstance(max_rows, int):
             raise ValueError(f"max_rows must be an int >= 1, not {short_repr(max_rows)}")
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        if not 1 <= max_rows <= sys.maxsize:  # a deque's bound is a C ssize_t
+            raise ValueError(f"max_rows must be >= 1 and <= sys.maxsize, got {short_repr(max_rows)}")
         self._max_rows = max_rows
         self._rows: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=max_rows)
         self._events: collections.deque[SessionObservationEvent] = collections.deque(maxlen=max_rows)
@@ -564,9 +609,10 @@ class EventHistory:
 
         Returns how many events the batch held. Only the rows that will be kept are built. Never
         raises for an event: one whose row cannot be built becomes a ``FallbackRow`` (counted in
-        ``fallback_rows``) and the rest of the batch goes in.
+        ``fallback_rows``) and the rest of the batch goes in. A bare string in place of the
+        events is refused (``InvalidObservationError``) before anything changes.
         """
-        events = events if isinstance(events, (list, tuple)) else list(events)
+        events = events if isinstance(events, tuple) else check_events(events)
         count = len(events)
         if not count:
             return 0
@@ -616,15 +662,20 @@ class EventHistory:
     def event(self, label: int) -> SessionObservationEvent:
         """The whole event behind the row whose frame index label is ``label``.
 
-        Raises ``KeyError`` for a label never appended or already rolled out."""
-        valid = isinstance(label, int) and not isinstance(label, bool)
-        index = label - self._dropped if valid else -1
+        Raises ``KeyError`` for a label never appended or already rolled out (or not an int)."""
+        value = _index(label)
+        index = value - self._dropped if value is not None else -1
         if not 0 <= index < len(self._events):
             raise KeyError(f"no kept row with label {short_repr(label)}")
         return self._events[index]
 
     def find(self, position: int) -> SessionObservationEvent | None:
-        """The newest kept event at live replay ``position``, or ``None``. O(rows) at worst."""
+        """The newest kept event at live replay ``position``, or ``None``; also ``None`` for a
+        missing position (``pd.NA`` or ``None``, as a fallback row has) or one that is not an
+        integer. numpy integers (a frame cell) are fine. O(rows) at worst."""
+        position = _index(position)
+        if position is None:
+            return None
         for row, event in zip(reversed(self._rows), reversed(self._events)):
             if row[_POSITION] == position:
                 return event
@@ -674,8 +725,8 @@ class EventHistory:
         Unfiltered it costs O(n); filtered it scans back from the newest row until ``n`` rows
         match, so a rare type costs up to one pass over the history.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be an int >= 0, not {short_repr(n)}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= sys.maxsize:
+            raise ValueError(f"n must be an int >= 0 (and <= sys.maxsize), not {short_repr(n)}")
         payload_set = _type_set("payload_types", payload_types)
         event_set = _type_set("event_types", event_types)
         newest_first = reversed(self._rows)

@@ -11,6 +11,12 @@ on a thread or writes to an ``Output`` from a background task.
 One bad event never costs a batch, one bad batch never ends the live view (its error stays in the
 header), and every view is bounded (``_render`` rules): a 2,000,000-character delta makes a table
 cell, not a 2 MB redraw; ``detail(position)`` shows one event's whole wire document on demand.
+
+A store that is down never raises out of the monitor's own methods: ``start()`` (so creating a
+monitor) leaves it disconnected with the error in ``last_error``; ``stop()`` always completes;
+``flush()``, ``redraw()`` and ``ingest()`` draw what they can (the simulator shows what it could
+not read). Foreign exceptions become lash errors at ``_boundary`` first. ``max_redraw_hz`` is
+bounded (``MIN_REDRAW_HZ``..``MAX_REDRAW_HZ``), and changing it reschedules a pending redraw.
 """
 
 from __future__ import annotations
@@ -25,10 +31,9 @@ import traitlets
 from lash_core import LiveReplayStoreError, ReplayClosed, SessionObservationEvent, short_repr
 
 from . import _render as render
+from ._boundary import PROCESS_REGISTRY, REPLAY_STORE, as_lash_error, translated
 from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator, _hold
 from ._loop import kernel_loop, spawn
-from ._render import LIVE_COLUMNS  # noqa: F401  (re-exported: it used to live here)
-from ._state import GAP_LOG_KEPT  # noqa: F401  (re-exported: it used to live here)
 from ._state import (
     DEFAULT_HISTORY_ROWS,
     DEFAULT_MAX_REDRAW_HZ,
@@ -37,6 +42,7 @@ from ._state import (
     PAYLOAD_TYPES,
     READ_BATCH,
     MonitorState,
+    check_names,
     check_redraw_hz,
     check_types,
     check_visible_rows,
@@ -104,7 +110,9 @@ class SessionMonitor(widgets.VBox):
     ) -> None:
         """``handle`` is the session's ``RuntimeHandle`` (the controls act on it too); ``state``
         a ``MonitorState`` of that session to show (default: a new one following ``handle`` from
-        its current observation, with ``max_rows``, ``visible_rows`` and ``max_redraw_hz``)."""
+        its current observation, with ``max_rows``, ``visible_rows`` and ``max_redraw_hz``).
+        ``clients`` names the simulated clients (a list: a bare string is refused)."""
+        clients = check_names("clients", clients)
         if state is None:
             state = MonitorState(
                 handle, max_rows=max_rows, visible_rows=visible_rows, max_redraw_hz=max_redraw_hz
@@ -218,6 +226,10 @@ class SessionMonitor(widgets.VBox):
 
     def _hz_changed(self, change: dict[str, Any]) -> None:
         self.state.throttle.max_hz = change["new"]
+        if self._timer is not None:  # scheduled at the old rate: schedule it at the new one
+            self._timer.cancel()
+            self._timer = None
+            self.request_redraw()
 
     def _error_changed(self, change: dict[str, Any]) -> None:
         self.state.last_error = change["new"]
@@ -252,6 +264,9 @@ class SessionMonitor(widgets.VBox):
             items = follower.poll(READ_BATCH) if follower.cursor is not None else []
         except TypeError:  # an asynchronous source: the task subscribes at its first read
             items = []
+        except Exception as err:  # the store is down: stay stopped and say why (start() retries)
+            self._stopped(as_lash_error(REPLAY_STORE, "subscribing to the session", err))
+            return
         self._apply(items)
         self.connected = self.state.connected
         self._task = spawn(self._run(), on_error=self._task_failed, loop=loop)
@@ -260,16 +275,20 @@ class SessionMonitor(widgets.VBox):
         self._refresh_processes_soon()
 
     def stop(self) -> None:
-        """Stop the task and drop the subscription; the cursor is kept for ``start()``."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        self.state.disconnect()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Stop the task and drop the subscription; the cursor is kept for ``start()``. Always
+        completes: a subscription that fails to close is dropped all the same, its error shown."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        try:
+            self.state.disconnect()
+        except Exception as err:
+            self._show_error(err)
         self.connected = False
-        self.redraw()
+        self._redraw_showing_errors()
 
     async def _run(self) -> None:
         follower = self.state.follower
@@ -281,6 +300,9 @@ class SessionMonitor(widgets.VBox):
                 return
             except LiveReplayStoreError as err:  # the source cannot serve
                 self._stopped(err)
+                return
+            except Exception as err:  # the source's own failure, as a lash error
+                self._stopped(as_lash_error(REPLAY_STORE, "reading the session", err))
                 return
             try:
                 self._apply(items)
@@ -302,19 +324,24 @@ class SessionMonitor(widgets.VBox):
         self._stopped(err)
 
     def _stopped(self, err: BaseException | None) -> None:
-        self.state.disconnect()
+        try:
+            self.state.disconnect()
+        except Exception:  # dropped all the same; the error that stopped us is the one to show
+            pass
         self.connected = False
         if err is not None:
             self._show_error(err)
         else:
-            self.redraw()
+            self._redraw_showing_errors()
 
     def ingest(self, batch: Iterable[SessionObservationEvent]) -> None:
         """Apply a batch of events (the follower's task calls this; tests may too): into the
         state, then the traits, the simulated clients, and a (throttled) redraw.
 
         Every event goes in: one that cannot be shown in full becomes a fallback row (counted in
-        ``fallback_rows``), and one whose effects cannot be read is skipped for them alone."""
+        ``fallback_rows``), and one whose effects cannot be read is skipped for them alone. An
+        event of another session is a row too (``state.foreign_events`` counts them), but never
+        the resume point: ``cursor`` and ``revision`` only move to this session's cursors."""
         state = self.state
         if not state.ingest(batch):
             return
@@ -362,7 +389,13 @@ class SessionMonitor(widgets.VBox):
 
     def _timer_fired(self) -> None:
         self._timer = None
-        self.redraw()
+        self._redraw_showing_errors()  # a loop callback has nowhere to raise to
+
+    def _redraw_showing_errors(self) -> None:
+        try:
+            self.redraw()
+        except Exception as err:
+            self._show_error(err)
 
     @property
     def redraw_pending(self) -> bool:
@@ -426,7 +459,10 @@ class SessionMonitor(widgets.VBox):
         spawn(self.refresh_processes(), on_error=self._show_error)
 
     async def refresh_processes(self) -> list[Any]:
-        handles = list(await self._handle.observe().list_process_handles())
+        """List the session's live processes again (a foreign failure of the registry raises
+        ``ProcessRegistryError``)."""
+        with translated(PROCESS_REGISTRY, "listing processes"):
+            handles = list(await self._handle.observe().list_process_handles())
         self.processes_view.value = render.processes_html(handles)
         return handles
 

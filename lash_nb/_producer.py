@@ -6,7 +6,11 @@ import asyncio
 import dataclasses
 from typing import Any, Sequence
 
+from lash_core import InvalidTurnInputError, short_repr
+from lash_core._validate import is_number
+
 from ._loop import spawn
+from ._state import check_names
 
 __all__ = ["BackgroundProducer", "start_producer"]
 
@@ -51,11 +55,24 @@ def start_producer(
     queue_worker: bool = True,
 ) -> BackgroundProducer:
     """Run a turn every ``interval`` seconds (cycling through ``prompts``) and, with
-    ``queue_worker``, drain queued work as soon as it is enqueued."""
-    if interval < 0:
-        raise ValueError("interval must not be negative")
+    ``queue_worker``, drain queued work as soon as it is enqueued.
+
+    Checked before anything starts: ``interval`` a finite number of seconds >= 0 (``ValueError``:
+    NaN would stall the loop, ``bool`` is not a number of seconds); ``prompts`` a non-empty list
+    of non-empty strings (``InvalidTurnInputError``: a bare string would run one turn per
+    character); ``max_turns`` ``None`` or an int >= 0; ``queue_worker`` a bool."""
+    if not is_number(interval) or interval < 0:  # NaN, infinities, bool and huge ints fail
+        raise ValueError(f"interval must be a finite number of seconds >= 0, not {short_repr(interval)}")
+    prompts = check_names("prompts", prompts, InvalidTurnInputError, unique=False)
     if not prompts:
-        raise ValueError("prompts must not be empty")
+        raise InvalidTurnInputError("prompts must not be empty")
+    if max_turns is not None and (
+        isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 0
+    ):
+        raise ValueError(f"max_turns must be None or an int >= 0, not {short_repr(max_turns)}")
+    if not isinstance(queue_worker, bool):
+        raise ValueError(f"queue_worker must be a bool, not {short_repr(queue_worker)}")
+    interval = float(interval)
     stop = asyncio.Event()
 
     async def run_turns() -> int:

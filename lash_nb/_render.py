@@ -14,7 +14,12 @@ Rules (read these before the code)
   Numbers print safely past Python's int digit limit, and nothing here calls ``repr``/``str`` of
   a user value unbounded: ``short_repr`` and the JSON codec of ``lash_core`` do.
 * Never raising for an event. ``event_html``, ``events_table_html``, ``event_detail_html`` and the
-  plain text read events through ``event_row``, which never raises (``_frames`` rules).
+  plain text read events through ``event_row``, which never raises (``_frames`` rules). A read
+  view, message, usage or process summary is whatever the runtime committed: its attributes are
+  read through ``_attr``, so one whose properties raise renders as "?" instead of raising.
+* Plain text is valid UTF-8. ``plain_text`` (so ``mimebundle``'s ``text/plain`` and ``Rich``'s
+  repr) and ``error_text`` (status traits) repair lone surrogates (``repair_text``); HTML escapes
+  them instead (``escape``). Exception class names are data too: cut at ``ID_MAX_CHARS``.
 * Cursors. The HTML may show a cursor's raw string inside ``<code>`` (escaped); the plain-text
   rendering never does: it stays ``SessionCursor(<opaque>)``.
 * Themes. Colours come from JupyterLab's ``--jp-*`` CSS variables with light fallbacks, so one
@@ -30,6 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -38,7 +44,6 @@ import pandas as pd
 from lash_core import (
     GapResume,
     JsonValueError,
-    LashError,
     LiveReplayGap,
     LiveReplayGapReason,
     ObservationSummary,
@@ -52,8 +57,9 @@ from lash_core import (
     summary_fallback,
 )
 from lash_core._json import truncate
+from lash_core._validate import repair_text
 
-from ._frames import COLUMNS, EventHistory, event_row, is_fallback_row, json_text
+from ._frames import COLUMNS, EventHistory, event_row, is_fallback_row, json_text, type_name
 
 __all__ = [
     "STYLE",
@@ -250,6 +256,26 @@ def _text(value: Any) -> str:
     return text if isinstance(text, str) else short_repr(value, ID_MAX_CHARS)
 
 
+_MISSING: Any = object()
+
+
+def _attr(obj: Any, name: str, default: Any = None) -> Any:
+    """``getattr(obj, name, default)`` that never raises: a property that fails (a read view
+    built in code, a proxy whose backend is gone) reads as ``default``."""
+    try:
+        return getattr(obj, name, default)
+    except Exception:
+        return default
+
+
+def _truthy(value: Any) -> bool:
+    """``bool(value)``, ``False`` when the value's own ``__bool__``/``__len__`` fails."""
+    try:
+        return bool(value)
+    except Exception:
+        return False
+
+
 def escape(value: Any) -> str:
     """HTML-escape ``value`` as text (``_text``; no length bound: see ``clip_html``). Lone
     surrogates (valid in JSON, not in UTF-8) become ``\\udXXX`` so the frontend message carrying
@@ -261,6 +287,14 @@ def escape(value: Any) -> str:
 
 
 _e = escape
+
+
+def _check_count(name: str, value: Any) -> int:
+    """A row or character bound given by a caller: an int in ``1..sys.maxsize`` (``bool`` is
+    refused), else ``ValueError`` with a bounded message."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= sys.maxsize:
+        raise ValueError(f"{name} must be an int >= 1 (and <= sys.maxsize), not {short_repr(value)}")
+    return value
 
 
 def _more_note(hidden: int, unit: str = "characters") -> str:
@@ -334,7 +368,7 @@ def _raw_cursor(cursor: Any) -> str:
 def _epoch_ms(ms: Any) -> str:
     try:
         stamp = _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc)
-    except (OverflowError, OSError, ValueError, TypeError):
+    except Exception:  # out of range, not a number, a number type whose arithmetic fails
         return clip_html(f"{_text(ms)} ms", ID_MAX_CHARS)
     title = clip(f"{_text(ms)} ms since the epoch", ID_MAX_CHARS)
     return f'<span title="{_e(title)}">{_e(stamp.isoformat(timespec="milliseconds"))}</span>'
@@ -344,17 +378,17 @@ def _usage(usage: Any) -> str:
     if usage is None:
         return _muted("none")
     count = {
-        name: getattr(usage, name, 0)
+        name: _attr(usage, name, 0)
         for name in (
             "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
             "reasoning_output_tokens",
         )
     }
     parts = [f"in {_text(count['input_tokens'])}", f"out {_text(count['output_tokens'])}"]
-    if count["cache_read_input_tokens"] or count["cache_write_input_tokens"]:
+    if _truthy(count["cache_read_input_tokens"]) or _truthy(count["cache_write_input_tokens"]):
         parts.append(f"cache read {_text(count['cache_read_input_tokens'])}")
         parts.append(f"cache write {_text(count['cache_write_input_tokens'])}")
-    if count["reasoning_output_tokens"]:
+    if _truthy(count["reasoning_output_tokens"]):
         parts.append(f"reasoning {_text(count['reasoning_output_tokens'])}")
     return clip_html(" / ".join(parts) + " tokens", ID_MAX_CHARS)
 
@@ -364,14 +398,14 @@ def _messages(view: Any) -> Sequence[Any] | None:
     never travel, or a view built in code without a message list)."""
     if isinstance(view, ObservationSummary):
         return None
-    messages = getattr(view, "messages", None)
+    messages = _attr(view, "messages", None)
     return messages if isinstance(messages, (list, tuple)) else None
 
 
 def _missed(gap: LiveReplayGap) -> int | None:
     try:
         return gap.missed_events
-    except (LashError, ValueError, AttributeError):  # a gap from elsewhere: unparsable cursors
+    except Exception:  # a gap from elsewhere: unparsable cursors, fields of the wrong type
         return None
 
 
@@ -384,21 +418,23 @@ def _message(err: BaseException) -> str:
     try:
         message = str(err)
     except Exception:  # an exception's own __str__ may fail
-        return f"<message not shown: {type(err).__name__}.__str__ failed>"
+        return f"<message not shown: {type_name(err, ID_MAX_CHARS)}.__str__ failed>"
     return message if isinstance(message, str) else short_repr(message)
 
 
 def error_text(err: BaseException, limit: int = ERROR_MAX_CHARS, *, with_type: bool = True) -> str:
-    """``"Type: message"`` (or the message alone) for a status line or trait: at most ``limit``
-    characters of message, then a note; never raises (a message may quote a huge value)."""
+    """``"Type: message"`` (or the message alone) for a status line or trait: the type name cut
+    at ``ID_MAX_CHARS`` (ending in "…"), at most ``limit`` characters of message, then a note;
+    valid UTF-8 (lone surrogates repaired); never raises (a message may quote a huge value)."""
     message = clip(_message(err), limit)
-    return f"{type(err).__name__}: {message}" if with_type else message
+    text = f"{type_name(err, ID_MAX_CHARS)}: {message}" if with_type else message
+    return repair_text(text)
 
 
 def error_html(err: BaseException, limit: int = ERROR_MAX_CHARS) -> str:
     """One error as a red status line, bounded like ``error_text``."""
     return (
-        f'<div class="lash-error"><b>{_e(type(err).__name__)}</b>: '
+        f'<div class="lash-error"><b>{_e(type_name(err, ID_MAX_CHARS))}</b>: '
         f"{clip_html(_message(err), limit)}</div>"
     )
 
@@ -461,13 +497,13 @@ def _wire_json(event: Any) -> tuple[str | None, str]:
     try:
         document = event.to_dict()
     except Exception as err:
-        return None, f"no wire document: {type(err).__name__}"
+        return None, f"no wire document: {type_name(err, ID_MAX_CHARS)}"
     try:
         return encode_json(document, separators=(", ", ": ")), ""
     except JsonValueError as err:
         return None, f"{summary_fallback(err)}; a bounded repr follows: {short_repr(document, 2_000)}"
     except Exception as err:  # a container subclass whose own methods fail while it is walked
-        return None, f"<value not shown: {type(err).__name__}>"
+        return None, f"<value not shown: {type_name(err, ID_MAX_CHARS)}>"
 
 
 def event_detail_html(
@@ -476,8 +512,7 @@ def event_detail_html(
     """One event in full: its card, then its wire document (``event.to_dict()`` as JSON) up to
     ``max_chars`` characters, with a note when cut. A document the codec refuses (a value too
     deep, NaN, ...) shows the codec's reason and a bounded ``repr``. Never raises."""
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-        raise ValueError(f"max_chars must be an int >= 1, not {short_repr(max_chars)}")
+    _check_count("max_chars", max_chars)
     head, fields = _event_card(event_row(event, None))
     text, problem = _wire_json(event)
     if text is None:
@@ -543,6 +578,11 @@ def _table_rows(source: Any, max_rows: int, columns: Sequence[str]) -> tuple[lis
             raise ValueError(f"frame lacks columns {missing}; build it with lash_nb.to_frame")
         frame = source.tail(max_rows)
         return list(frame[list(columns)].itertuples(index=False, name=None)), len(source), ""
+    if isinstance(source, (str, bytes, bytearray)):  # one "row" per character otherwise
+        raise ValueError(
+            "events_table_html takes a DataFrame, an EventHistory, or a list of events or rows, "
+            f"not the string {short_repr(source)}"
+        )
     rows = source if isinstance(source, (list, tuple)) else list(source)
     total = len(rows)
     picked = rows[max(total - max_rows, 0) :]
@@ -562,8 +602,9 @@ def events_table_html(
     tuples from ``event_row``, of events, or of an ``EventHistory``); every cell escaped and
     bounded (text cut at ``TABLE_TEXT_MAX_CHARS``, tooltips at ``TOOLTIP_MAX_CHARS``), so the
     table's size depends on ``max_rows``, never on the data."""
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise ValueError(f"max_rows must be an int >= 1, not {short_repr(max_rows)}")
+    _check_count("max_rows", max_rows)
+    if isinstance(columns, (str, bytes)):  # one character per column otherwise
+        raise ValueError(f"columns must be a list of column names, not the string {short_repr(columns)}")
     columns = tuple(columns)
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown:
@@ -661,27 +702,27 @@ def gap_log_html(
 
 
 def _message_html(message: Any) -> str:
-    role = _text(getattr(message, "role", "message"))
+    role = _text(_attr(message, "role", "message"))
     role_class = role if role in ("user", "assistant", "tool", "system") else "other"
     parts = [_badge(role)]
-    tool_name = getattr(message, "tool_name", None)
-    if tool_name:
-        call_id = getattr(message, "tool_call_id", "")
+    tool_name = _attr(message, "tool_name", None)
+    if _truthy(tool_name):
+        call_id = _attr(message, "tool_call_id", "")
         parts.append(_muted(f"{clip(tool_name, ID_MAX_CHARS)} ({clip(call_id, ID_MAX_CHARS)})", 2 * ID_MAX_CHARS + 64))
-    content = _text(getattr(message, "content", ""))
+    content = _text(_attr(message, "content", ""))
     if content:
         parts.append(f'<div class="lash-text">{clip_html(content, MESSAGE_MAX_CHARS)}</div>')
-    reasoning = getattr(message, "reasoning", "")
-    if reasoning:
+    reasoning = _attr(message, "reasoning", "")
+    if _truthy(reasoning):
         parts.append(
             "<details><summary>reasoning</summary>"
             f'<div class="lash-text">{clip_html(reasoning, MESSAGE_MAX_CHARS)}</div></details>'
         )
-    calls = getattr(message, "tool_calls", ())
+    calls = _attr(message, "tool_calls", ())
     calls = calls if isinstance(calls, (list, tuple)) else ()
     for call in calls[:MESSAGE_MAX_TOOL_CALLS]:
-        args, _ok = json_text(getattr(call, "args", None), TOOL_ARGS_MAX_CHARS)
-        name = clip_html(getattr(call, "name", "?"), ID_MAX_CHARS)
+        args, _ok = json_text(_attr(call, "args", None), TOOL_ARGS_MAX_CHARS)
+        name = clip_html(_attr(call, "name", "?"), ID_MAX_CHARS)
         parts.append(f'<div class="lash-mono">→ {name}({_e(args)})</div>')
     if len(calls) > MESSAGE_MAX_TOOL_CALLS:
         parts.append(_muted(_more_note(len(calls) - MESSAGE_MAX_TOOL_CALLS, "tool calls")))
@@ -703,25 +744,27 @@ def _transcript(view: Any) -> str:
 
 def observation_html(observation: SessionObservation | RuntimeObservation, *, with_style: bool = True) -> str:
     """Turn index, message count, usage, cursor and the newest committed messages as a transcript.
-    A read view is whatever the runtime committed, so every field is read defensively."""
-    view = observation.read_view
+    A read view is whatever the runtime committed, so every field is read defensively: one whose
+    attributes raise shows "?" / "unknown" for them, and this never raises."""
+    view = _attr(observation, "read_view", None)
     messages = _messages(view)
     title = "Runtime observation" if isinstance(observation, RuntimeObservation) else "Session observation"
     pairs = [
-        ("session", _code_or_unknown(getattr(view, "session_id", None))),
-        ("turn index", clip_html(getattr(view, "turn_index", "?"), ID_MAX_CHARS)),
+        ("session", _code_or_unknown(_attr(view, "session_id", None))),
+        ("turn index", clip_html(_attr(view, "turn_index", "?"), ID_MAX_CHARS)),
         ("messages", _e(len(messages)) if messages is not None else _muted("not on the wire")),
     ]
     if isinstance(observation, RuntimeObservation):
-        pairs.append(("revision", clip_html(observation.revision, ID_MAX_CHARS)))
-    pairs.append(("usage", _usage(getattr(view, "usage", None))))
-    report = getattr(observation, "usage_report", None)
-    if report is not None and hasattr(report, "requests"):
-        pairs.append(("model requests", clip_html(report.requests, ID_MAX_CHARS)))
-    frame_id = getattr(view, "current_agent_frame_id", "")
-    if frame_id:
+        pairs.append(("revision", clip_html(_attr(observation, "revision", "?"), ID_MAX_CHARS)))
+    pairs.append(("usage", _usage(_attr(view, "usage", None))))
+    report = _attr(observation, "usage_report", None)
+    requests = _attr(report, "requests", _MISSING) if report is not None else _MISSING
+    if requests is not _MISSING:
+        pairs.append(("model requests", clip_html(requests, ID_MAX_CHARS)))
+    frame_id = _attr(view, "current_agent_frame_id", "")
+    if _truthy(frame_id):
         pairs.append(("agent frame", _code(frame_id)))
-    pairs.append(("cursor", _code(_raw_cursor(observation.cursor))))
+    pairs.append(("cursor", _code(_raw_cursor(_attr(observation, "cursor", None)))))
     body = f'<span class="lash-title">{_e(title)}</span>' + _fields(pairs) + _transcript(view)
     return _box("lash-observation", body, with_style)
 
@@ -780,11 +823,14 @@ def cancel_log_html(
 
 
 def clients_html(
-    clients: Sequence[tuple[str, bool, Any, int, int, int, bool | None]], store: Any = None
+    clients: Sequence[tuple[str, bool, Any, int, int, int, bool | None]],
+    store: Any = None,
+    *,
+    store_error: str = "",
 ) -> str:
     """The simulated clients as a table: ``(name, connected, cursor, events received, gaps,
     events lagged, view equals the server's (None: could not be compared))``, under a line about
-    the store (its ``statistics()``) when given."""
+    the store (its ``statistics()``) when given, or ``store_error`` (why they could not be read)."""
     rows = []
     for name, connected, cursor, received, gaps, lagged, match in clients:
         tone = "ok" if match else "bad"
@@ -800,13 +846,21 @@ def clients_html(
         )
     held = ""
     if store is not None:
+        def field(name: str) -> str:
+            return clip(_attr(store, name, "?"), ID_MAX_CHARS)
+
         held = clip_html(
-            f"store: {_text(store.retained_events)} events held (positions "
-            f"{_text(store.oldest_position)}..{_text(store.newest_position)}), tail "
-            f"#{_text(store.tail_position)}, {_text(store.evicted_total)} evicted",
+            f"store: {field('retained_events')} events held (positions "
+            f"{field('oldest_position')}..{field('newest_position')}), tail "
+            f"#{field('tail_position')}, {field('evicted_total')} evicted",
             4 * ID_MAX_CHARS,
         )
         held = f"<div>{held}</div>"
+    if store_error:
+        held += (
+            '<div class="lash-error">store statistics unavailable: '
+            f"{clip_html(store_error, ERROR_MAX_CHARS)}</div>"
+        )
     return (
         held
         + '<table class="lash-table"><tr><th>client</th><th>state</th><th>cursor</th>'
@@ -818,9 +872,10 @@ def clients_html(
 
 def processes_html(handles: Sequence[Any], *, max_rows: int = PROCESS_ROWS_MAX) -> str:
     """Live processes (id and status), the first ``max_rows`` of them under an exact count."""
+    _check_count("max_rows", max_rows)
     rows = "".join(
-        f"<tr><td>{_code(getattr(p, 'process_id', '?'))}</td>"
-        f"<td>{clip_html(getattr(p, 'status', ''), ID_MAX_CHARS)}</td></tr>"
+        f"<tr><td>{_code(_attr(p, 'process_id', '?'))}</td>"
+        f"<td>{clip_html(_attr(p, 'status', ''), ID_MAX_CHARS)}</td></tr>"
         for p in handles[:max_rows]
     )
     more = ""
@@ -861,6 +916,9 @@ def monitor_header_html(stats: Any) -> str:
         if stats.fallback_rows
         else ""
     )
+    if stats.foreign_events:
+        fallback += f' · <span class="lash-bad">{_e(stats.foreign_events)} events of other sessions</span>'
+
     error = (
         # error_text bounds it already; the clip guards a value set on the trait directly
         f'<div class="lash-error">{clip_html(stats.last_error, 2 * ERROR_MAX_CHARS)}</div>'
@@ -889,16 +947,19 @@ def monitor_table_html(frame: pd.DataFrame, visible_rows: int) -> str:
 
 
 def enqueue_result_html(
-    batch: QueuedWorkBatch, recorded: Sequence[SessionObservationEvent], *, existing: bool
+    batch: QueuedWorkBatch,
+    recorded: Sequence[SessionObservationEvent],
+    *,
+    existing: bool,
+    note: str = "",
 ) -> str:
-    """What an enqueue gave: a note when the source key matched a queued batch, the batch, and
-    the ``queue_changed`` events recorded for it."""
-    note = (
-        note_html("the source key matched a batch already queued: that batch was returned unchanged")
-        if existing
-        else ""
-    )
-    return note + batch_html(batch, with_style=False) + "".join(
+    """What an enqueue gave: ``note`` (why the recorded events could not be read, say) and a note
+    when the source key matched a queued batch, the batch, and the ``queue_changed`` events
+    recorded for it."""
+    head = note_html(note, 2 * ERROR_MAX_CHARS) if note else ""
+    if existing:
+        head += note_html("the source key matched a batch already queued: that batch was returned unchanged")
+    return head + batch_html(batch, with_style=False) + "".join(
         event_html(e, with_style=False) for e in recorded[-REPLAY_LIST_LIMIT:]
     )
 
@@ -956,8 +1017,8 @@ def _view_plain(name: str, view: Any, extra: str = "") -> str:
     messages = _messages(view)
     count = "?" if messages is None else len(messages)
     return (
-        f"<{name} session={short_repr(getattr(view, 'session_id', None))}{extra} "
-        f"turn={clip(getattr(view, 'turn_index', '?'), 40)} messages={count}>"
+        f"<{name} session={short_repr(_attr(view, 'session_id', None))}{extra} "
+        f"turn={clip(_attr(view, 'turn_index', '?'), 40)} messages={count}>"
     )
 
 
@@ -995,12 +1056,13 @@ def _renderer(obj: Any) -> _Renderer:
         if found is not None:
             return found
     names = ", ".join(t.__name__ for t in RICH_TYPES)
-    raise TypeError(f"no lash_nb rendering for {type(obj).__name__}; supported: {names}")
+    raise TypeError(f"no lash_nb rendering for {type_name(obj, ID_MAX_CHARS)}; supported: {names}")
 
 
 def plain_text(obj: Any) -> str:
-    """The text/plain rendering: a one-line summary; a cursor stays ``SessionCursor(<opaque>)``."""
-    return _renderer(obj)[0](obj)
+    """The text/plain rendering: a one-line summary; a cursor stays ``SessionCursor(<opaque>)``.
+    Always valid UTF-8: a lone surrogate from the data becomes U+FFFD (``repair_text``)."""
+    return repair_text(_renderer(obj)[0](obj))
 
 
 def html_for(obj: Any, *, with_style: bool = True) -> str:
@@ -1010,5 +1072,5 @@ def html_for(obj: Any, *, with_style: bool = True) -> str:
 
 def mimebundle(obj: Any) -> dict[str, str]:
     """``{"text/plain": ..., "text/html": ...}`` for any of ``RICH_TYPES`` (TypeError otherwise)."""
-    plain, rich = _renderer(obj)
-    return {"text/plain": plain(obj), "text/html": rich(obj)}
+    rich = _renderer(obj)[1]
+    return {"text/plain": plain_text(obj), "text/html": rich(obj)}

@@ -20,7 +20,18 @@ Rules (read these before the code)
   ``processes_dirty`` (processes changed). Applying sets them; the view clears what it drew.
 * Bounded. The history keeps ``max_rows`` rows (counted when they roll over), the gap log the
   newest ``GAP_LOG_KEPT`` gaps (``gaps`` counts them all), the error line is cut by whoever sets it.
+  The redraw rate and the visible rows stay inside named limits, so a live table can neither
+  stop (a rate so low its next redraw is hours away) nor flood the frontend.
 * Positions are never read from cursor strings: ``SessionObservationEvent.live_position`` says.
+* One session. The resume point (``cursor``, ``revision``) only ever moves to a cursor that
+  parses for this session (``SessionCursor.parse_for_session``, once per batch, on the newest
+  candidate). An event of another session handed to ``ingest`` goes into the history as a row
+  like any other (its ``session_id`` column says whose it is) and is counted in
+  ``foreign_events``, but it never moves the resume point and has no effects (its read view is
+  not this session's). A malformed cursor never moves it either.
+* Foreign errors. What the follower's source raises reaches callers as a lash error: a
+  ``LashError`` as it is, anything else as ``LiveReplayStoreFailure`` (``_boundary``); ``poll``
+  also keeps it, bounded, in ``last_error``.
 """
 
 from __future__ import annotations
@@ -34,11 +45,14 @@ from lash_core import (
     Committed,
     EventPayload,
     GapResume,
+    InvalidObservationError,
     Lagged,
     LiveReplayGap,
+    LiveReplayStoreError,
     ProcessChanged,
     QueueChanged,
     SessionCursor,
+    SessionCursorError,
     SessionFollower,
     SessionObservation,
     SessionObservationEvent,
@@ -48,7 +62,8 @@ from lash_core import (
 )
 from lash_core._cursor import U64_MAX
 
-from ._frames import EventHistory
+from ._boundary import REPLAY_STORE, as_lash_error, translated
+from ._frames import EventHistory, check_events, type_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,9 +76,13 @@ __all__ = [
     "check_types",
     "check_visible_rows",
     "check_redraw_hz",
+    "check_names",
     "PAYLOAD_TYPES",
     "EVENT_TYPES",
     "DEFAULT_MAX_REDRAW_HZ",
+    "MIN_REDRAW_HZ",
+    "MAX_REDRAW_HZ",
+    "MAX_VISIBLE_ROWS",
     "DEFAULT_HISTORY_ROWS",
     "DEFAULT_VISIBLE_ROWS",
     "GAP_LOG_KEPT",
@@ -72,6 +91,15 @@ __all__ = [
 
 #: Redraws per second at most: fast enough to feel live, slow enough not to flood the frontend.
 DEFAULT_MAX_REDRAW_HZ = 10.0
+#: The lowest ``max_redraw_hz``: a pending redraw is at most 10 s away, so a live table never
+#: looks stopped (and ``1 / hz`` stays a finite, sane timer delay).
+MIN_REDRAW_HZ = 0.1
+#: The highest ``max_redraw_hz``: a browser paints about 60 frames a second; more redraws only
+#: flood the comm channel with tables nobody sees.
+MAX_REDRAW_HZ = 60.0
+#: The most rows the live table shows: it is resent whole on every redraw (up to
+#: ``MAX_REDRAW_HZ`` a second), and a thousand rows already make some hundreds of KB.
+MAX_VISIBLE_ROWS = 1_000
 #: Events read from the follower per batch.
 READ_BATCH = 1024
 #: Rows kept in the monitor's history by default (older rows roll over, counted).
@@ -101,19 +129,54 @@ def check_types(name: str, values: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def check_visible_rows(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"visible_rows must be at least 1, not {short_repr(value)}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VISIBLE_ROWS:
+        raise ValueError(
+            f"visible_rows must be an int, at least 1 and at most {MAX_VISIBLE_ROWS}, "
+            f"not {short_repr(value)}"
+        )
+    return int(value)
 
 
 def check_redraw_hz(value: Any) -> float:
+    """``value`` as a float in ``MIN_REDRAW_HZ..MAX_REDRAW_HZ``; ``ValueError`` otherwise (NaN,
+    infinities, ``bool`` and non-numbers included)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not 0 < value < math.inf  # NaN fails too
+        or not MIN_REDRAW_HZ <= value <= MAX_REDRAW_HZ  # NaN fails too; a huge int compares fine
     ):
-        raise ValueError(f"max_redraw_hz must be a positive finite number, not {short_repr(value)}")
+        raise ValueError(
+            f"max_redraw_hz must be a number from {MIN_REDRAW_HZ:g} to {MAX_REDRAW_HZ:g}, "
+            f"not {short_repr(value)}"
+        )
     return float(value)
+
+
+def check_names(
+    name: str,
+    values: Any,
+    error: type[Exception] = InvalidObservationError,
+    *,
+    unique: bool = True,
+) -> tuple[str, ...]:
+    """``values`` (a list of strings: simulated clients, prompts) as a tuple of non-empty strings,
+    distinct when ``unique``; ``error`` otherwise. A bare ``str`` is refused: iterating it would
+    make one name per character ("Alice" -> five clients, "Say hello" -> nine turns)."""
+    if isinstance(values, (str, bytes, bytearray)):
+        raise error(
+            f"{name} must be a list of strings, not a single {type_name(values)} "
+            f"{short_repr(values)}: write [{short_repr(values)}]"
+        )
+    try:
+        names = tuple(values)
+    except TypeError:
+        raise error(f"{name} must be a list of strings, not {short_repr(values)}") from None
+    bad = [v for v in names if not isinstance(v, str) or not v]
+    if bad:
+        raise error(f"{name} must hold non-empty strings only, got {short_repr(bad)}")
+    if unique and len(set(names)) != len(names):
+        raise error(f"{name} must not repeat a name, got {short_repr(list(names))}")
+    return names
 
 
 # --- the throttle -----------------------------------------------------------------------------------
@@ -193,6 +256,8 @@ class MonitorStatistics:
     redraws: int
     last_gap: LiveReplayGap | None
     last_error: str
+    #: events of other sessions handed to ``ingest`` (rows, never the resume point)
+    foreign_events: int = 0
 
 
 def _u64(value: Any) -> TypeGuard[int]:
@@ -221,7 +286,8 @@ class MonitorState:
                 raise TypeError("a SessionFollower brings its own cursor; pass cursor=None")
             self.follower = source
         else:
-            self.follower = SessionFollower(source, cursor)
+            with translated(REPLAY_STORE, "reading the session's current observation"):
+                self.follower = SessionFollower(source, cursor)
         self.session_id: str = self.follower.session_id
         self.history = EventHistory(max_rows=max_rows)
         #: the newest gaps applied, oldest first; ``gaps`` counts them all
@@ -235,6 +301,8 @@ class MonitorState:
         self.revision = 0
         self._read_view: Any = None
         self.event_count = 0
+        #: events of other sessions ingested (rows only: see the module rules)
+        self.foreign_events = 0
         self.lagged = 0
         self.lag_count = 0
         self.gaps = 0
@@ -313,6 +381,7 @@ class MonitorState:
             redraws=self.redraws,
             last_gap=self.gap_log[-1] if self.gap_log else None,
             last_error=self.last_error,
+            foreign_events=self.foreign_events,
         )
 
     def table(self) -> pd.DataFrame:
@@ -347,14 +416,30 @@ class MonitorState:
 
     def poll(self) -> int:
         """Read what is ready from a synchronous source now (subscribing when not connected) and
-        apply it; the number of items applied."""
-        items = self.follower.poll(READ_BATCH)
+        apply it; the number of items applied. A source that cannot serve raises a lash error
+        (a foreign one as ``LiveReplayStoreFailure``), also kept in ``last_error``; the state is
+        then disconnected with its cursor kept, and the next ``poll`` tries again. An
+        asynchronous source raises ``TypeError`` (the follower's: ``await`` it instead)."""
+        from ._render import error_text  # pure, and only needed on failure
+
+        try:
+            items = self.follower.poll(READ_BATCH)
+        except TypeError:  # an asynchronous source: the caller's mistake, not the store's
+            raise
+        except Exception as err:
+            mapped = as_lash_error(REPLAY_STORE, "reading the session", err)
+            if isinstance(mapped, LiveReplayStoreError):
+                self.last_error = error_text(mapped)
+            if mapped is err:
+                raise
+            raise mapped from err
         self.apply(items)
         return len(items)
 
     def apply(self, items: Iterable[Any]) -> None:
-        """Apply the follower's items (events, ``GapResume``, ``Lagged``) in order."""
-        for run in follow_runs(items):
+        """Apply the follower's items (events, ``GapResume``, ``Lagged``) in order
+        (``InvalidObservationError`` for a bare string, before anything is applied)."""
+        for run in follow_runs(check_events(items)):
             if isinstance(run, list):
                 self.ingest(run)
             else:
@@ -365,41 +450,79 @@ class MonitorState:
         if isinstance(item, GapResume):
             self.gap_log.append(item.gap)
             self.gaps += 1
-            self.cursor = item.observation.cursor
-            revision = item.gap.latest_revision
-            if _u64(revision):
-                self.revision = int(revision)
-            self.read_view = item.observation.read_view
-            self.view_dirty = True
+            if self._own_cursor(item.observation.cursor):  # never another session's resume point
+                self.cursor = item.observation.cursor
+                revision = item.gap.latest_revision
+                if _u64(revision):
+                    self.revision = int(revision)
+                self.read_view = item.observation.read_view
+                self.view_dirty = True
         elif isinstance(item, Lagged):
             self.lag_count += 1
             self.lagged += item.count
         else:
-            raise TypeError(f"not a GapResume or Lagged: {type(item).__name__}")
+            raise TypeError(f"not a GapResume or Lagged: {type_name(item)}")
 
     def ingest(self, batch: Iterable[SessionObservationEvent]) -> int:
         """Apply a batch of events: rows into the history, their effects (read view, queue and
         process changes) into the flags, the newest real cursor and its revision. Every event
-        goes in; returns how many."""
-        batch = batch if isinstance(batch, list) else list(batch)
+        goes in; returns how many.
+
+        An event of another session is a row and is counted in ``foreign_events``; it has no
+        effects and never moves the resume point. The resume point moves to the newest event of
+        this session that carries a ``SessionCursor``, when that cursor parses for this session
+        (checked once per batch); otherwise it stays where it was."""
+        batch = check_events(batch)
         if not batch:
             return 0
         self.history.append(batch)
+        own = self._own_session
+        foreign = 0
         for event in batch:
             try:
+                if not own(event):
+                    foreign += 1
+                    continue
                 self._effects(event)
             except Exception:  # odd fields (an event built in code): its row says so already
                 continue
-        for last in reversed(batch):  # the newest event that carries a real resume point
-            cursor = getattr(last, "cursor", None)
-            if isinstance(cursor, SessionCursor):
-                self.cursor = cursor
-                revision = getattr(last, "revision", None)
-                if _u64(revision):
-                    self.revision = int(revision)
-                break
+        self._adopt_resume_point(batch)
+        self.foreign_events += foreign
         self.event_count += len(batch)
         return len(batch)
+
+    def _adopt_resume_point(self, batch: list[Any]) -> None:
+        """Move the resume point to the newest event of this session carrying a
+        ``SessionCursor``, if that one cursor parses for this session."""
+        for last in reversed(batch):
+            try:
+                cursor, revision = last.cursor, last.revision
+            except Exception:  # an event built in code without them: its row says so
+                continue
+            if isinstance(cursor, SessionCursor) and self._own_session(last):
+                if self._own_cursor(cursor):  # the one parse of this batch
+                    self.cursor = cursor
+                    if _u64(revision):
+                        self.revision = int(revision)
+                return
+
+    def _own_session(self, event: Any) -> bool:
+        """Whether ``event`` says it is of this session (an event built in code may not)."""
+        try:
+            session_id = event.session_id
+        except Exception:
+            return False
+        return isinstance(session_id, str) and session_id == self.session_id
+
+    def _own_cursor(self, cursor: Any) -> bool:
+        """Whether ``cursor`` is a resume point of this session (it parses, and for this id)."""
+        if not isinstance(cursor, SessionCursor):
+            return False
+        try:
+            cursor.parse_for_session(self.session_id)
+        except SessionCursorError:
+            return False
+        return True
 
     def _effects(self, event: SessionObservationEvent) -> None:
         payload = event.payload
@@ -424,5 +547,8 @@ class MonitorState:
         self.throttle.drew(now)
 
     def disconnect(self) -> None:
-        """Drop the follower's subscription; the cursor is kept for the next ``poll``."""
-        self.follower.disconnect()
+        """Drop the follower's subscription; the cursor is kept for the next ``poll``. A
+        subscription whose ``close`` fails is dropped all the same (the failure is raised as a
+        lash error)."""
+        with translated(REPLAY_STORE, "closing the subscription"):
+            self.follower.disconnect()

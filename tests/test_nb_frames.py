@@ -642,3 +642,66 @@ def test_filters_with_values_that_cannot_be_printed_fail_with_short_messages():
     with pytest.raises(ValueError, match="max_rows must be an int") as caught:
         EventHistory(deep_list())
     assert len(str(caught.value)) < 200
+
+
+# -- positions from a frame, bare strings, numbers past a deque's bound ----------------------------------
+
+
+def test_find_and_event_take_frame_cells_and_a_missing_position_finds_nothing():
+    odd = event_at(7, Committed(read_view=object()))  # a fallback row, with a position
+    nowhere = SessionObservationEvent("s", SessionRevision(1), SessionCursor("not a cursor"), Committed(None))
+    history = EventHistory()
+    history.append([*synthetic_events(1, 3, "s"), odd, nowhere], STAMP)
+    frame = history.frame()
+    assert frame["position"].iloc[3] == 7 and frame["position"].iloc[-1] is pd.NA
+    missing = frame["position"].iloc[-1]
+    # a position taken from the fallback row of the position-less event: nothing, not TypeError
+    assert history.find(missing) is None and history.find(None) is None
+    assert history.find(float("nan")) is None and history.find(True) is None and history.find("7") is None
+    # a numpy integer from a frame cell finds the event, as an int does
+    cell = frame["position"].iloc[3]
+    assert not isinstance(cell, int) and history.find(cell) is odd and history.find(7) is odd
+    label = frame.index[3]
+    assert history.event(np.int64(label)) is odd and history.event(int(label)) is odd
+    with pytest.raises(KeyError):
+        history.event(pd.NA)
+    with pytest.raises(KeyError):
+        history.event(True)
+
+
+def test_a_bare_string_is_not_a_list_of_events():
+    from lash_core import InvalidObservationError
+
+    history = EventHistory()
+    for bad in ("abc", b"abc"):
+        with pytest.raises(InvalidObservationError, match="events must be an iterable"):
+            to_frame(bad)
+        with pytest.raises(InvalidObservationError, match="events must be an iterable"):
+            history.append(bad)
+    with pytest.raises(InvalidObservationError, match="events must be an iterable"):
+        history.append(42)
+    assert (len(history), history.total_rows, history.fallback_rows) == (0, 0, 0)  # nothing went in
+    assert history.append(tuple(synthetic_events(1, 2)), STAMP) == 2  # a tuple is a list of events
+
+
+def test_row_bounds_past_a_deques_limit_are_value_errors():
+    with pytest.raises(ValueError, match="max_rows must be >= 1 and <= sys.maxsize"):
+        EventHistory(max_rows=10**100)
+    history = EventHistory(max_rows=3)
+    history.append(synthetic_events(1, 5), STAMP)
+    with pytest.raises(ValueError, match="n must be an int"):
+        history.tail(10**100)
+    assert history.tail(2)["position"].tolist() == [4, 5]
+
+
+def test_a_huge_exception_class_name_is_cut_in_the_fallback_text():
+    huge = type("E" * 1_000_000, (Exception,), {})
+
+    class View:
+        @property
+        def turn_index(self):
+            raise huge("boom")
+
+    row = event_row(event_at(1, Committed(read_view=View())), STAMP)
+    text = row[COLUMNS.index("text")]
+    assert is_fallback_row(row) and text.startswith("<event not shown: EEE") and len(text) < 200

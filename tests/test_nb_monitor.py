@@ -706,7 +706,8 @@ async def test_error_lines_are_bounded(monkeypatch):
     monkeypatch.setattr(history_type, "append", real_append)
     sim = m.simulator
     sim._guard(lambda: (_ for _ in ()).throw(ValueError("y" * 1_000_000)))
-    assert len(sim.status.value) < render.ERROR_MAX_CHARS + 1_000
+    assert sim.last_error.startswith("ValueError: yyy") and len(sim.last_error) < render.ERROR_MAX_CHARS + 100
+    assert len(sim.error_view.value) < render.ERROR_MAX_CHARS + 1_000
 
 
 async def test_the_monitor_keeps_only_the_newest_gaps():
@@ -802,3 +803,294 @@ async def test_bad_arguments_fail_with_short_typed_messages():
     assert len(str(caught.value)) < 300
     assert len(repr(m)) < 200 and len(repr(m.enqueue_panel)) < 200 and len(repr(m.simulator)) < 200
     assert len(repr(m.state)) < 200
+
+
+# -- a replay store that is down ------------------------------------------------------------------------
+
+
+class DownStore:
+    """A live replay store that went away after the widgets were built: every method (and
+    ``config``) raises what a network store's driver raises. ``calls`` counts what was asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        if name == "config":
+            raise ConnectionError("replay store unreachable (config)")
+
+        def unreachable(*args, **kwargs):
+            self.calls.append(name)
+            raise ConnectionError(f"replay store unreachable ({name})")
+
+        return unreachable
+
+
+def take_store_down(s):
+    """Swap the scenario's replay store for a ``DownStore``; returns a function that brings the
+    real one back."""
+    real, down = s.store, DownStore()
+    s.handle._shared.store = down
+
+    def restore():
+        s.handle._shared.store = real
+
+    return down, restore
+
+
+async def test_an_enqueue_while_the_replay_store_is_down_is_done_once_with_a_note():
+    s, m = await make()
+    panel = m.enqueue_panel
+    down, restore = take_store_down(s)
+    panel.text.value = "while down"
+    panel.source_key.value = "k-down"
+    batch = await panel.enqueue()  # the form, as the button sends it
+    assert "replay_after_cursor" in down.calls  # it did try to read back what was recorded
+    queued = await s.queue.list_queued_work(s.session_id)
+    assert [b.batch_id for b in queued] == [batch.batch_id]
+    assert (panel.enqueued, panel.last_batch_id, panel.last_error) == (1, batch.batch_id, "")
+    assert panel.replay_note.startswith("enqueued; the events it recorded could not be read from the stream")
+    assert "ConnectionError: replay store unreachable" in panel.replay_note
+    assert (panel.text.value, panel.source_key.value, panel.busy) == ("", "", False)  # cleared as on success
+    # a second click finds nothing to send: no second batch
+    panel.button.click()
+    await settle(m)
+    assert panel.enqueued == 1 and "nothing to enqueue" in panel.last_error
+    assert len(await s.queue.list_queued_work(s.session_id)) == 1
+    # the button path while down: one batch per click, each reported done
+    panel.text.value = "by the button"
+    panel.button.click()
+    await settle(m)
+    assert panel.enqueued == 2 and panel.text.value == "" and panel.last_error == ""
+    assert len(await s.queue.list_queued_work(s.session_id)) == 2
+    # the store is back: the recorded events are read again and the note goes away
+    restore()
+    again = await panel.enqueue("store is back")
+    assert panel.replay_note == "" and panel.last_batch_id == again.batch_id and panel.enqueued == 3
+
+
+async def test_a_replay_store_that_is_down_is_shown_by_the_monitor_never_raised():
+    from lash_core import LiveReplayStoreFailure
+
+    s, m = await make()
+    sim = m.simulator
+    down, restore = take_store_down(s)
+    m.flush()  # the redraw reads the store's statistics: shown as unavailable
+    assert "ConnectionError: replay store unreachable (statistics)" in sim.store_error
+    assert sim.last_error == "" and m.last_error == ""
+    m.disconnect("A")  # needs no store
+    assert not sim.clients["A"].connected and sim.last_error == ""
+    with pytest.raises(LiveReplayStoreFailure, match="trimming the session: ConnectionError") as caught:
+        sim.trim()
+    assert isinstance(caught.value.__cause__, ConnectionError)
+    assert sim.last_error == render.error_text(caught.value)
+    with pytest.raises(LiveReplayStoreFailure, match="ConnectionError"):
+        m.reconnect("A")
+    assert not sim.clients["A"].connected and "subscribe_after_cursor" in down.calls
+    with pytest.raises(LiveReplayStoreFailure, match="changing retention"):
+        sim.set_retention(max_events=3)
+    # buttons and sliders show what failed, never raise
+    sim.last_error = ""
+    for button in (sim.trim_button, sim.reconnect_button):
+        sim.picker.value = "A"
+        button.click()
+        assert "ConnectionError" in sim.last_error
+        sim.last_error = ""
+    sim.retention.value = 5
+    assert "changing retention" in sim.last_error
+    sim.pump()  # B's subscription (on the real store) still reads; nothing raises
+    # stop() completes, and start() while down stays stopped and says why
+    m.stop()
+    assert not m.connected and not m.state.connected and not m.redraw_pending
+    m.start()
+    assert not m.connected and m.last_error.startswith("LiveReplayStoreFailure: ")
+    assert "ConnectionError" in m.last_error and m.state.last_error == m.last_error
+    # a monitor created while the store is down comes up, disconnected, saying why
+    m2 = SessionMonitor(s.handle, clock=s.clock)
+    assert not m2.connected and "ConnectionError" in m2.last_error
+    assert not any(c.connected for c in m2.simulator.clients.values())
+    assert "ConnectionError" in m2.simulator.last_error and m2.simulator.retention.value == 2048
+    # the store comes back: starting and reconnecting recover, and the errors clear
+    restore()
+    m.start()
+    m2.start()
+    assert m.connected and m2.connected
+    assert m2.simulator.reconnect("A").kind == "replayed" and m2.simulator.last_error == ""
+    m2.flush()
+    assert m2.simulator.store_error == "" and m2.simulator.clients["A"].connected
+    delta(s.handle, "after the outage")
+    await settle(m)
+    await settle(m2)
+    assert texts(m.frame())[-1] == texts(m2.frame())[-1] == "after the outage"
+    m.stop()
+    m2.stop()
+
+
+async def test_a_subscription_that_fails_to_close_still_stops_the_monitor():
+    class BrokenClose:  # a store's subscription whose close fails after releasing what it held
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def close(self):
+            self.inner.close()
+            raise ConnectionError("close failed")
+
+    s, m = await make()
+    follower = m.state.follower
+    follower._subscription = BrokenClose(follower._subscription)
+    m.stop()
+    assert not m.connected and not m.state.connected and m._task is None
+    assert "LiveReplayStoreFailure" in m.last_error and "close failed" in m.last_error
+    m.start()
+    assert m.connected
+
+
+async def test_queue_store_and_process_registry_failures_are_typed_and_shown(monkeypatch):
+    from lash_core import ProcessRegistryError, QueuedWorkError
+
+    from lash_nb import QueuePanel
+
+    s, m = await make()
+    panel = QueuePanel(s.handle)  # alone: no monitor refreshing it on queue events
+    batch = await s.handle.enqueue_turn_input("q", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE)
+
+    async def unreachable(*args, **kwargs):
+        raise ConnectionError("queue store unreachable")
+
+    monkeypatch.setattr(s.queue, "list_queued_work", unreachable)
+    with pytest.raises(QueuedWorkError, match="listing queued work: ConnectionError: queue store unreachable"):
+        await panel.refresh()
+    assert "queue store unreachable" in panel.last_error and len(panel.errors) == 1
+    with pytest.raises(QueuedWorkError, match="cancelling queued work"):
+        await panel.cancel(batch.batch_id)
+    assert len(panel.errors) == 2 and panel.cancel_count == 0
+    panel.refresh_button.click()  # the button's task: shown once, never raised
+    await asyncio.sleep(0.05)
+    assert len(panel.errors) == 3 and "queue store unreachable" in panel.last_error
+    monkeypatch.undo()
+    await panel.refresh()
+    assert panel.last_error == "" and panel.listed == [batch.batch_id]
+
+    class Registry:
+        async def list_process_handles(self):
+            raise ConnectionError("registry unreachable")
+
+    monkeypatch.setattr(type(s.handle), "observe", lambda self: Registry())
+    with pytest.raises(ProcessRegistryError, match="listing processes: ConnectionError: registry unreachable"):
+        await m.refresh_processes()
+
+
+async def test_the_monitor_never_adopts_another_sessions_cursor():
+    from lash_core import Committed, SessionObservationEvent, SessionRevision, SessionCursor
+
+    s, m = await make()
+    delta(s.handle, "mine")
+    await settle(m)
+    mine = m.cursor
+    other = SessionObservationEvent("other", SessionRevision(9), SessionCursor("lashsc1:9:999:other"), Committed(None))
+    junk = SessionObservationEvent(s.session_id, SessionRevision(9), SessionCursor("junk"), Committed(None))
+    m.ingest([other])
+    m.ingest([junk])
+    assert m.cursor == mine == str(m.state.resume_cursor) and m.revision == 0
+    assert m.state.foreign_events == 1 and m.event_count == 3
+    m.stop()
+    m.start()  # resubscribes from this session's cursor
+    delta(s.handle, "after")
+    await settle(m)
+    assert m.connected and m.last_error == "" and texts(m.frame())[-1] == "after"
+    assert m.cursor == str(s.handle.current_session_observation().cursor)
+    assert_traits_match_state(m)
+    m.stop()
+
+
+# -- the redraw rate ----------------------------------------------------------------------------------
+
+
+async def test_a_new_redraw_rate_reschedules_the_pending_redraw():
+    from lash_nb._state import MAX_REDRAW_HZ, MIN_REDRAW_HZ
+
+    s = await Scenario.create()
+    clock = ManualTime()
+    m = SessionMonitor(s.handle, time_source=clock, controls=False, max_redraw_hz=MIN_REDRAW_HZ, start=False)
+    feed = SessionFollower(s.handle)
+    clock.now = 100.0
+    for name in ("a", "b"):  # the first draws, the second waits 1 / 0.1 = 10 s
+        s.handle.record_queue_changed("enqueued", [name])
+        m.ingest(feed.poll())
+    base = m.redraws
+    assert m.redraw_pending and m.state.undrawn == 1
+    loop = asyncio.get_running_loop()
+    assert m._timer.when() - loop.time() > 9
+    m.max_redraw_hz = 10  # back to live: the pending redraw is due in 0.1 s, not 10 s
+    assert m.state.throttle.max_hz == 10.0 and m.redraw_pending
+    assert m._timer.when() - loop.time() <= 0.1 + 1e-3
+    await asyncio.sleep(0.2)
+    assert not m.redraw_pending and m.redraws == base + 1 and m.state.undrawn == 0
+    for bad in (1e-320, 0.001, MAX_REDRAW_HZ + 1, float("inf")):
+        with pytest.raises(traitlets.TraitError, match="max_redraw_hz must be a number from 0.1 to 60"):
+            m.max_redraw_hz = bad
+    with pytest.raises(ValueError, match="max_redraw_hz"):
+        SessionMonitor(s.handle, controls=False, max_redraw_hz=0.001, start=False)
+    with pytest.raises(traitlets.TraitError, match="at most 1000"):
+        m.visible_rows = 10**100
+    assert m.max_redraw_hz == 10 and m.visible_rows == m.state.visible_rows
+    m.max_redraw_hz = MAX_REDRAW_HZ  # no redraw pending: nothing is scheduled
+    assert not m.redraw_pending
+
+
+# -- bare strings and bad numbers at every entry point -----------------------------------------------------
+
+
+async def test_a_bare_string_of_names_and_bad_numbers_are_typed_errors_at_every_entry_point():
+    from lash_core import InvalidObservationError
+    from lash_nb import ReconnectSimulator
+
+    s = await Scenario.create()
+    h = s.handle
+    with pytest.raises(InvalidObservationError, match="clients must be a list of strings, not a single str 'Alice'"):
+        ReconnectSimulator(h, clients="Alice")
+    for controls in (True, False):
+        with pytest.raises(InvalidObservationError, match="clients must be a list"):
+            SessionMonitor(h, clients="Alice", controls=controls, start=False)
+    with pytest.raises(InvalidObservationError, match="must not repeat"):
+        ReconnectSimulator(h, clients=["A", "A"])
+    with pytest.raises(InvalidObservationError, match="non-empty strings"):
+        ReconnectSimulator(h, clients=["A", 7])
+    assert s.store.statistics(s.session_id).subscribers == 0  # nothing was built
+    sim = ReconnectSimulator(h, clock=s.clock, clients=["Alice", "Bob"])
+    assert list(sim.clients) == ["Alice", "Bob"] and sim.picker.options == ("Alice", "Bob")
+    before = s.clock.now
+    for bad in (True, float("nan"), float("inf"), -1, "30"):
+        with pytest.raises(ValueError, match="seconds must be a finite number >= 0"):
+            sim.advance_clock(bad)
+    assert s.clock.now == before
+    sim.advance_seconds.value = float("nan")
+    sim.advance_button.click()  # shown, not raised
+    assert "finite number" in sim.last_error and s.clock.now == before
+
+
+async def test_start_producer_checks_its_arguments_before_starting_anything():
+    from lash_core import InvalidTurnInputError
+
+    s = await Scenario.create()
+    tasks = len(asyncio.all_tasks())
+    with pytest.raises(InvalidTurnInputError, match="prompts must be a list of strings, not a single str 'Say hello'"):
+        start_producer(s.handle, prompts="Say hello")
+    for prompts in ([], ["ok", 3], [""]):
+        with pytest.raises(InvalidTurnInputError, match="prompts"):
+            start_producer(s.handle, prompts=prompts)
+    for interval in (float("nan"), float("inf"), -1, True, "1"):
+        with pytest.raises(ValueError, match="interval must be a finite number of seconds >= 0"):
+            start_producer(s.handle, interval=interval)
+    for max_turns in (True, -1, 1.5):
+        with pytest.raises(ValueError, match="max_turns"):
+            start_producer(s.handle, max_turns=max_turns)
+    with pytest.raises(ValueError, match="queue_worker must be a bool"):
+        start_producer(s.handle, queue_worker="yes")
+    assert len(asyncio.all_tasks()) == tasks  # nothing started
+    producer = start_producer(s.handle, interval=0, prompts=["Say hello", "Say hello"], max_turns=2, queue_worker=False)
+    assert await asyncio.wait_for(producer.wait(), 10) == 2
+    assert s.handle.observe().revision == 2

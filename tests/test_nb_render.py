@@ -699,6 +699,8 @@ def test_monitor_header_shows_the_state_escaped_and_bounded():
     )
     parsed = assert_safe(header, IMG, "2 fallback rows", "Replay gap", "lashsc1:1:2:s")
     assert 'class="lash-badge lash-stopped"' in header and '<div class="lash-error">' in header
+    header = render.monitor_header_html(monitor_stats(foreign_events=3))
+    assert_safe(header, "3 events of other sessions")
     huge = render.monitor_header_html(monitor_stats(session_id="s" * 100_000, last_error="e" * 1_000_000))
     assert len(huge) < 3 * render.ERROR_MAX_CHARS + 2 * render.ID_MAX_CHARS + 2_000
     assert_safe(huge)
@@ -742,3 +744,90 @@ def test_control_markup_counts_what_it_does_not_list():
     assert_safe(render.note_html(IMG), IMG)
     assert_safe(render.panel_title_html(HOSTILE), HOSTILE)
     assert render.panel_title_html("Queued work", with_style=False) == "<b>Queued work</b>"
+
+
+# --- values whose own attributes fail, huge type names, lone surrogates --------------------------------
+
+
+class Exploding:
+    """A read view, message or usage built in code whose every attribute raises (a proxy whose
+    backend went away)."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"backend gone ({name})")
+
+
+def test_an_observation_whose_read_view_attributes_raise_still_renders():
+    cursor = SessionCursor("lashsc1:1:2:s")
+    for view in (Exploding(), type("V", (), {"messages": (Exploding(),), "usage": Exploding()})()):
+        observation = SessionObservation(view, cursor)
+        markup = render.observation_html(observation)
+        parsed = assert_safe(markup, "Session observation", "lashsc1:1:2:s")
+        assert "backend gone" not in markup
+        assert parsed.shows("unknown")  # the session id could not be read
+        bundle = lash_nb.mimebundle(observation)
+        assert bundle["text/plain"].startswith("<SessionObservation session=None")
+        assert render.html_for(GapResume(
+            LiveReplayGap("s", cursor, cursor, SessionRevision(1), LiveReplayGapReason.TRIMMED), observation
+        ))
+    processes = render.processes_html([Exploding()])
+    assert_safe(processes, "live processes (1)")
+    store_line = render.clients_html([("A", True, cursor, 1, 0, 0, True)], Exploding())
+    assert_safe(store_line, "store: ? events held")
+
+
+def test_huge_exception_class_names_are_cut_everywhere_errors_are_shown():
+    huge = type("E" * 1_000_000, (Exception,), {})
+    err = huge("<b>boom</b>")
+    text, markup = render.error_text(err), render.error_html(err)
+    assert text.startswith("EEE") and text.endswith(": <b>boom</b>") and len(text) < render.ID_MAX_CHARS + 100
+    assert len(markup) < render.ID_MAX_CHARS + 500
+    assert_safe(markup, "<b>boom</b>")
+
+    class Mute(Exception):
+        def __str__(self):
+            raise ValueError("nope")
+
+    mute = type("M" * 1_000_000, (Mute,), {})()
+    assert len(render.error_text(mute)) < 2 * render.ID_MAX_CHARS + 100
+    assert len(render.error_html(mute)) < 2 * render.ID_MAX_CHARS + 500
+    with pytest.raises(TypeError, match="no lash_nb rendering") as caught:
+        render.plain_text(type("T" * 1_000_000, (), {})())
+    assert len(str(caught.value)) < render.ID_MAX_CHARS + 500
+
+
+def test_every_plain_text_is_valid_utf8():
+    bad = "x\ud800y"  # a lone surrogate: valid in JSON and in a str, not in UTF-8
+    view = type("V", (), {"session_id": bad, "turn_index": bad, "messages": ()})()
+    cursor = SessionCursor(bad)
+    values = [
+        SessionObservation(view, cursor),
+        cursor,
+        LiveReplayGap(bad, cursor, cursor, SessionRevision(1), LiveReplayGapReason.TRIMMED),
+        make_event("s", 1, TurnActivityPayload(TurnActivity.independent(AssistantProseDelta(bad)))),
+    ]
+    for value in values:
+        plain = lash_nb.mimebundle(value)["text/plain"]
+        plain.encode("utf-8")  # what a kernel's reply message needs
+        assert plain == render.plain_text(value) == repr(Rich(value))
+        lash_nb.mimebundle(value)["text/html"].encode("utf-8")
+    assert render.plain_text(values[0]).endswith("turn=x\ufffdy messages=0>")  # repaired, not dropped
+    err = RuntimeError(bad)  # a provider's message, say
+    assert render.error_text(err) == "RuntimeError: x\ufffdy"
+    render.error_html(err).encode("utf-8")
+
+
+def test_tables_refuse_a_bare_string_of_columns_and_unbounded_row_counts():
+    events = [make_event("s", 1, QueueChanged(SessionQueueEventKind.ENQUEUED, ("b",)))]
+    with pytest.raises(ValueError, match="columns must be a list of column names"):
+        render.events_table_html(events, columns="text")
+    with pytest.raises(ValueError, match="not the string 'abc'"):
+        render.events_table_html("abc")
+    for bad in (10**100, True, 0):
+        with pytest.raises(ValueError, match="max_rows must be an int"):
+            render.events_table_html(EventHistory(), max_rows=bad)
+        with pytest.raises(ValueError, match="max_rows must be an int"):
+            render.processes_html([], max_rows=bad)
+    with pytest.raises(ValueError, match="max_chars must be an int"):
+        render.event_detail_html(events[0], max_chars=True)
+    assert_safe(render.events_table_html(events, columns=["text"]), "enqueued b")

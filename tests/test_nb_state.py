@@ -4,18 +4,22 @@ runtime, no widgets (tests/test_nb_imports.py runs it with ipywidgets and IPytho
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 from sources import MovingOnSource, delta
 from unencodable import BAD_VALUES
 
 from lash_core import (
+    Committed,
     FinalValue,
     GapResume,
     Lagged,
+    LiveReplayGap,
     LiveReplayGapReason,
     SessionCursor,
     SessionFollower,
+    SessionObservation,
     SessionObservationEvent,
     SessionRevision,
     QueueChanged,
@@ -177,3 +181,136 @@ def test_the_throttle_is_time_in_decisions_out():
         with pytest.raises(ValueError, match="max_redraw_hz"):
             RedrawThrottle(bad)
     assert t.max_hz == 2.0
+
+
+# -- another session's events, a store that is down, bounds and bare strings ----------------------------
+
+
+def foreign_event(session_id: str, raw_cursor: str, payload=None) -> SessionObservationEvent:
+    payload = Committed(None) if payload is None else payload
+    return SessionObservationEvent(session_id, SessionRevision(9), SessionCursor(raw_cursor), payload)
+
+
+async def test_only_a_cursor_of_this_session_becomes_the_resume_point():
+    from lash_core import InvalidObservationError
+
+    s = await Scenario.create()
+    sid = s.session_id
+    st = MonitorState(s.handle)
+    delta(s.handle, "mine")
+    st.poll()
+    mine, revision, view = st.cursor, st.revision, st.read_view
+    st.view_dirty = st.queue_dirty = st.processes_dirty = False
+    their_view = types.SimpleNamespace(session_id="other", turn_index=5, messages=())
+    other = foreign_event("other", "lashsc1:9:999:other", Committed(their_view))  # the tester's event
+    wrong_id = foreign_event("other", f"lashsc1:9:999:{sid}")  # this session's cursor, another's id
+    dressed_up = foreign_event(sid, "lashsc1:9:999:other")  # this session's id, another's cursor
+    malformed = foreign_event(sid, "lashsc1:9:junk")
+    for event in (other, wrong_id):
+        assert st.ingest([event]) == 1
+        assert (st.cursor, st.revision, st.resume_cursor) == (mine, revision, mine)
+    # another session's events: counted, and without effects (their view is not this session's)
+    assert st.foreign_events == st.statistics().foreign_events == 2
+    assert st.read_view is view and not (st.view_dirty or st.queue_dirty or st.processes_dirty)
+    for event in (dressed_up, malformed):  # this session's, with cursors that do not resume it
+        assert st.ingest([event]) == 1
+        assert (st.cursor, st.revision, st.resume_cursor) == (mine, revision, mine)
+    assert st.foreign_events == 2
+    # all four are rows; their session_id column says whose they are
+    assert st.event_count == 5 and list(st.frame()["session_id"])[-4:] == ["other", "other", sid, sid]
+    with pytest.raises(InvalidObservationError, match="events must be an iterable"):
+        st.ingest("abc")  # not three events
+    assert st.event_count == 5 and len(st.history) == 5
+    # the resume point still parses for this session: resubscribing works
+    st.disconnect()
+    delta(s.handle, "after")
+    assert st.poll() == 1 and st.connected and texts(st.frame())[-1] == "after"
+    assert st.cursor == st.follower.cursor == s.handle.current_session_observation().cursor
+    # a gap whose fresh cursor is another session's is counted, never adopted
+    fresh = st.cursor
+    gap = LiveReplayGap(sid, fresh, SessionCursor("lashsc1:9:999:other"), SessionRevision(9), TRIMMED)
+    st.apply_item(GapResume(gap, SessionObservation(view, SessionCursor("lashsc1:9:999:other"))))
+    assert st.gaps == 1 and st.cursor == fresh and st.revision == 0
+
+
+async def test_the_resume_point_is_parsed_once_per_batch(monkeypatch):
+    s = await Scenario.create()
+    st = MonitorState(s.handle)
+    feed = SessionFollower(s.handle)
+    for i in range(100):
+        s.handle.record_queue_changed("enqueued", [str(i)])
+    batch = feed.poll()
+    batch.append(foreign_event("other", "lashsc1:9:999:other"))  # newest, and not a candidate
+    calls = []
+    real = SessionCursor.parse_for_session
+    monkeypatch.setattr(SessionCursor, "parse_for_session", lambda c, sid: calls.append(c) or real(c, sid))
+    assert st.ingest(batch) == 101
+    assert calls == [batch[-2].cursor]  # the newest event of this session, parsed once
+    assert st.cursor == batch[-2].cursor and st.foreign_events == 1
+
+
+class DownSource:
+    """A source (a service client), or a replay store, whose backend is unreachable: every
+    method raises what its driver raises."""
+
+    session_id = "down"
+
+    def __getattr__(self, name):
+        def unreachable(*args, **kwargs):
+            raise ConnectionError("backend unreachable")
+
+        return unreachable
+
+
+async def test_a_store_that_is_down_reaches_the_state_as_a_lash_error():
+    from lash_core import LiveReplayStoreFailure
+
+    with pytest.raises(LiveReplayStoreFailure, match="current observation: ConnectionError: backend unreachable") as caught:
+        MonitorState(DownSource())
+    assert isinstance(caught.value.__cause__, ConnectionError)
+    s = await Scenario.create()
+    st = MonitorState(s.handle)
+    st.poll()
+    st.disconnect()
+    real = s.store
+    s.handle._shared.store = DownSource()  # the handle's store is down (the handle maps its errors)
+    with pytest.raises(LiveReplayStoreFailure, match="ConnectionError: backend unreachable"):
+        st.poll()
+    assert not st.connected and "ConnectionError: backend unreachable" in st.last_error
+    assert st.statistics().last_error == st.last_error
+    s.handle._shared.store = real  # back: the next poll subscribes again
+    delta(s.handle, "back")
+    assert st.poll() == 1 and st.connected and texts(st.frame())[-1] == "back"
+
+
+def test_redraw_rates_and_visible_rows_stay_inside_named_bounds():
+    from lash_nb._state import MAX_REDRAW_HZ, MAX_VISIBLE_ROWS, MIN_REDRAW_HZ, check_visible_rows
+
+    assert (MIN_REDRAW_HZ, MAX_REDRAW_HZ) == (0.1, 60.0)
+    for bad in (1e-320, 0.001, 0.09, 60.5, 1e300, 10**400, -0.0):
+        with pytest.raises(ValueError, match="max_redraw_hz must be a number from 0.1 to 60"):
+            RedrawThrottle(bad)
+    for good in (MIN_REDRAW_HZ, 1, MAX_REDRAW_HZ):
+        t = RedrawThrottle(good)
+        t.drew(0.0)
+        assert t.max_hz == float(good) and 0 < t.wait(0.0) <= 1 / MIN_REDRAW_HZ
+    assert check_visible_rows(MAX_VISIBLE_ROWS) == MAX_VISIBLE_ROWS
+    for bad in (MAX_VISIBLE_ROWS + 1, 10**100, 0, True, 2.0):
+        with pytest.raises(ValueError, match="visible_rows must be an int"):
+            check_visible_rows(bad)
+
+
+def test_lists_of_names_refuse_a_bare_string():
+    from lash_core import InvalidObservationError
+    from lash_nb._state import check_names
+
+    assert check_names("clients", ["Alice", "Bob"]) == ("Alice", "Bob")
+    assert check_names("clients", ()) == ()
+    with pytest.raises(InvalidObservationError, match=r"clients must be a list of strings, not a single str 'Alice'"):
+        check_names("clients", "Alice")
+    with pytest.raises(InvalidObservationError, match="must not repeat"):
+        check_names("clients", ["A", "A"])
+    assert check_names("prompts", ["hi", "hi"], unique=False) == ("hi", "hi")
+    for bad in ([1], [""], 5, [b"x"]):
+        with pytest.raises(InvalidObservationError):
+            check_names("clients", bad)
