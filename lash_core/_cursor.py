@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ._errors import MalformedCursorError, WrongSessionError
+from ._errors import MalformedCursorError, SessionCursorError, WrongSessionError
 
 __all__ = [
     "SessionRevision",
@@ -91,12 +91,15 @@ class SessionCursor:
     Construction never validates (a cursor read back from JSON is just a string); parsing does.
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_raw", "_position")
 
     def __init__(self, raw: str) -> None:
         if not isinstance(raw, str):
             raise TypeError(f"session cursor must be a str, not {type(raw).__name__}")
         self._raw = raw
+        #: the live position, once known (set by ``format_cursor``, or by the first
+        #: ``live_position()``); -1 when the cursor does not parse. Never part of the value.
+        self._position: int | None = None
 
     @classmethod
     def new(cls, session_id: str, revision: int, live_position: int) -> SessionCursor:
@@ -156,6 +159,27 @@ class SessionCursor:
             session_id=parts[2], revision=SessionRevision(revision), live_position=live_position
         )
 
+    def live_position(self) -> int | None:
+        """The live position ``parse()`` reads, or ``None`` when the cursor does not parse; read
+        once per cursor object (stores set it when they write the cursor)."""
+        position = self._position
+        if position is None:
+            try:
+                position = self.parse().live_position
+            except SessionCursorError:
+                position = -1
+            self._position = position
+        return None if position < 0 else position
+
+    def belongs_to(self, session_id: str) -> bool:
+        """Whether this is a well-formed cursor of ``session_id`` (``parse_for_session`` would
+        accept it): what a client checks before it adopts a cursor as its resume point."""
+        try:
+            self.parse_for_session(session_id)
+        except SessionCursorError:
+            return False
+        return True
+
     def parse_for_session(self, expected_session_id: str) -> ParsedSessionCursor:
         parsed = self.parse()
         if parsed.session_id != expected_session_id:
@@ -166,7 +190,9 @@ class SessionCursor:
 def format_cursor(revision: int, live_position: int, session_id: str) -> SessionCursor:
     """The one place the cursor format is written. No checks: for parts already validated (a
     store's hot path); everyone else calls ``SessionCursor.new``."""
-    return SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{live_position}:{session_id}")
+    cursor = SessionCursor(f"{CURSOR_PREFIX}{int(revision)}:{live_position}:{session_id}")
+    cursor._position = int(live_position)
+    return cursor
 
 
 def as_cursor(cursor: SessionCursor | str) -> SessionCursor:

@@ -523,15 +523,13 @@ class UnknownPayload(EventPayload):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SessionObservationEvent:
-    """One change of a session, at one live position. ``position`` is that live position when the
-    store that assigned it says so (stores pass it; it never takes part in equality); read
-    ``live_position``, which falls back to the cursor for events built elsewhere."""
+    """One change of a session, at one live position (``live_position``, read from the cursor
+    once and kept by the cursor object; a store that writes the cursor sets it)."""
 
     session_id: str
     revision: SessionRevision
     cursor: SessionCursor
     payload: EventPayload
-    position: int | None = dataclasses.field(default=None, kw_only=True, compare=False, repr=False)
 
     @property
     def type(self) -> str:
@@ -539,16 +537,10 @@ class SessionObservationEvent:
 
     @property
     def live_position(self) -> int | None:
-        """The event's live replay position: the store's, else the cursor's (as
-        ``cursor.parse()`` reads it); ``None`` when the cursor does not parse (a foreign log)."""
-        position = self.position
-        if position is None:
-            try:
-                position = self.cursor.parse().live_position
-            except Exception:  # a malformed or foreign cursor, or no SessionCursor at all
-                return None
-            object.__setattr__(self, "position", position)  # a cache: parse once per event
-        return position
+        """The event's live replay position, as ``cursor.parse()`` reads it; ``None`` when the
+        cursor does not parse (a foreign log) or is not a ``SessionCursor``."""
+        cursor = self.cursor
+        return cursor.live_position() if isinstance(cursor, SessionCursor) else None
 
     def to_dict(
         self, protocol_version: int = DEFAULT_PROTOCOL_VERSION, *, sequence: int | None = None

@@ -52,7 +52,7 @@ import datetime
 import threading
 import time
 import weakref
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, cast, runtime_checkable
 
 from ._cursor import (
     U64_MAX,
@@ -255,8 +255,8 @@ class LiveReplayStore(Protocol):
 
     Positions and cursors. Each session has a *tail*, the last live position assigned to it
     (0 before its first append). ``append(session_id, revision, payload)`` assigns ``tail + 1``
-    and returns ``SessionObservationEvent(session_id, revision, cursor, payload,
-    position=tail + 1)`` with ``cursor = SessionCursor.new(session_id, revision, tail + 1)``.
+    and returns ``SessionObservationEvent(session_id, revision, cursor, payload)`` with
+    ``cursor = SessionCursor.new(session_id, revision, tail + 1)``.
     Positions are per session, start at 1 and are never reused: not after retention dropped
     every event, not after the store forgot the session, not after a durable store reopened.
     ``current_cursor(session_id, revision)`` is ``SessionCursor.new(session_id, revision, tail)``;
@@ -659,7 +659,7 @@ class InMemoryLiveReplayStore:
                 log = self._open(session_id)
             position = log.tail + 1
             cursor = format_cursor(revision, position, session_id)
-            event = SessionObservationEvent(session_id, revision, cursor, payload, position=position)
+            event = SessionObservationEvent(session_id, revision, cursor, payload)
             log.events.append(event)
             log.stamps.append(now)
             log.tail = position
@@ -1045,9 +1045,8 @@ class _InMemorySubscription:
             raise ReplayClosed()
         if self._replay:
             return self._replayed()
-        ready = self._store._poll(self, None)
-        assert not isinstance(ready, asyncio.Future)  # without a loop, _poll never gives a future
-        return ready
+        # without a loop, _poll never gives a future (a cast, not a check: this is a hot path)
+        return cast("SessionObservationEvent | None", self._store._poll(self, None))
 
     def next_batch_nowait(self, max_events: int = 256) -> list[SessionObservationEvent]:
         """Up to ``max_events`` (a positive int) ready events, possibly none, without waiting;

@@ -24,7 +24,7 @@ Rules (read these before the code)
   stop (a rate so low its next redraw is hours away) nor flood the frontend.
 * Positions are never read from cursor strings: ``SessionObservationEvent.live_position`` says.
 * One session. The resume point (``cursor``, ``revision``) only ever moves to a cursor that
-  parses for this session (``SessionCursor.parse_for_session``, once per batch, on the newest
+  belongs to this session (``SessionCursor.belongs_to``, once per batch, on the newest
   candidate). An event of another session handed to ``ingest`` goes into the history as a row
   like any other (its ``session_id`` column says whose it is) and is counted in
   ``foreign_events``, but it never moves the resume point and has no effects (its read view is
@@ -52,7 +52,6 @@ from lash_core import (
     ProcessChanged,
     QueueChanged,
     SessionCursor,
-    SessionCursorError,
     SessionFollower,
     SessionObservation,
     SessionObservationEvent,
@@ -470,7 +469,7 @@ class MonitorState:
 
         An event of another session is a row and is counted in ``foreign_events``; it has no
         effects and never moves the resume point. The resume point moves to the newest event of
-        this session that carries a ``SessionCursor``, when that cursor parses for this session
+        this session that carries a ``SessionCursor``, when that cursor belongs to this session
         (checked once per batch); otherwise it stays where it was."""
         batch = check_events(batch)
         if not batch:
@@ -493,14 +492,14 @@ class MonitorState:
 
     def _adopt_resume_point(self, batch: list[Any]) -> None:
         """Move the resume point to the newest event of this session carrying a
-        ``SessionCursor``, if that one cursor parses for this session."""
+        ``SessionCursor``, if that one cursor belongs to this session."""
         for last in reversed(batch):
             try:
                 cursor, revision = last.cursor, last.revision
             except Exception:  # an event built in code without them: its row says so
                 continue
             if isinstance(cursor, SessionCursor) and self._own_session(last):
-                if self._own_cursor(cursor):  # the one parse of this batch
+                if self._own_cursor(cursor):  # the one check of this batch
                     self.cursor = cursor
                     if _u64(revision):
                         self.revision = int(revision)
@@ -515,14 +514,9 @@ class MonitorState:
         return isinstance(session_id, str) and session_id == self.session_id
 
     def _own_cursor(self, cursor: Any) -> bool:
-        """Whether ``cursor`` is a resume point of this session (it parses, and for this id)."""
-        if not isinstance(cursor, SessionCursor):
-            return False
-        try:
-            cursor.parse_for_session(self.session_id)
-        except SessionCursorError:
-            return False
-        return True
+        """Whether ``cursor`` is a resume point of this session (lash_core reads it: this module
+        never parses a cursor itself)."""
+        return isinstance(cursor, SessionCursor) and cursor.belongs_to(self.session_id)
 
     def _effects(self, event: SessionObservationEvent) -> None:
         payload = event.payload

@@ -262,3 +262,10 @@ def test_rust_error_order_examples(text, message):
 def test_thousands_of_leading_zeros_give_the_small_position():
     cursor = SessionCursor("lashsc1:0:" + "0" * 4400 + "7:s")
     assert cursor.parse().live_position == 7
+
+
+def test_belongs_to_is_parse_for_session_as_a_bool():
+    assert SessionCursor.new("a:b", 1, 2).belongs_to("a:b")
+    assert not SessionCursor.new("a", 1, 2).belongs_to("b")
+    assert not SessionCursor("nonsense").belongs_to("a")
+    assert not SessionCursor("lashsc1:1:" + "9" * 30 + ":a").belongs_to("a")

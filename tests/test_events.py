@@ -440,9 +440,10 @@ def test_live_position_comes_from_the_store_or_the_cursor():
 
     store = InMemoryLiveReplayStore()
     appended = store.append("s", 0, Committed(None))
-    assert appended.position == 1 and appended.live_position == 1
+    assert appended.live_position == 1 and appended.cursor._position == 1  # set when written
     read = SessionObservationEvent.from_dict(appended.to_dict())
-    assert read.position is None and read.live_position == 1 and read == appended
+    assert read.cursor._position is None  # read once, on first use
+    assert read.live_position == 1 and read.cursor._position == 1 and read == appended
     padded = SessionObservationEvent("s", SessionRevision(0), SessionCursor("lashsc1:0:" + "0" * 4400 + "7:s"), Committed(None))
     assert padded.live_position == 7
     foreign = SessionObservationEvent("s", SessionRevision(0), SessionCursor("elsewhere:7"), Committed(None))

@@ -195,7 +195,7 @@ class DocstringReplayStore:
                 self._trim(session, self._now())
             tail = session.tail
             events = [event for _, event in session.retained]
-            first = events[0].position if events else tail + 1
+            first = events[0].live_position if events else tail + 1
         if p > tail:
             return session, Gap(LiveReplayGapReason.UNAVAILABLE)
         if not events:
@@ -204,7 +204,7 @@ class DocstringReplayStore:
             return session, []
         if p + 1 < first:
             return session, Gap(LiveReplayGapReason.TRIMMED)
-        return session, [event for event in events if event.position > p]
+        return session, [event for event in events if event.live_position > p]
 
     # -- the protocol ------------------------------------------------------------------------------
 
@@ -226,7 +226,6 @@ class DocstringReplayStore:
                 revision,
                 SessionCursor.new(session_id, revision, position),
                 payload,
-                position=position,
             )
             session.tail = position
             session.retained.append((now, event))
