@@ -268,6 +268,33 @@ class QueueState:
         self._by_source_key: dict[tuple[str, str], str] = {}
         self._last_seq = 0
 
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[BatchRecord],
+        last_seq: int,
+        *,
+        new_id: Callable[[str], str] = new_prefixed_id,
+    ) -> QueueState:
+        """A state holding ``records`` (any sessions, listed in ``enqueue_seq`` order) whose
+        counter last handed out ``last_seq``: what a durable store loads before it applies one
+        operation of these rules, and writes back after."""
+        state = cls(new_id=new_id)
+        for record in records:
+            if not isinstance(record, BatchRecord):
+                raise InvalidQueuedWorkError(f"records must be BatchRecords, not {type(record).__name__}")
+            batch = record.batch
+            state._sessions.setdefault(batch.session_id, {})[batch.batch_id] = record
+            if batch.source_key is not None:
+                state._by_source_key[(batch.session_id, batch.source_key)] = batch.batch_id
+        state._last_seq = _uint(last_seq, "last_seq")
+        return state
+
+    @property
+    def last_seq(self) -> int:
+        """The last ``enqueue_seq`` handed out (0 before the first enqueue)."""
+        return self._last_seq
+
     # reads
 
     def records(self, session_id: str) -> list[BatchRecord]:

@@ -42,6 +42,8 @@ from lash_core import (
     ProcessRegistry,
     QueuedWorkStore,
 )
+from lash_core.stores._sqlite_processes import SqliteProcessRegistry
+from lash_core.stores._sqlite_queue import SqliteQueueStore
 from lash_core.testing import FakeClock
 
 from .docstring_store import DocstringReplayStoreFactory
@@ -105,19 +107,100 @@ class InMemoryProcessRegistryFactory:
         pass
 
 
+class _SqliteFactory:
+    """A SQLite store per test, on a new file in its own temporary directory (removed by
+    ``close``); ``reopen`` closes the store and opens its class again on the same file and clock."""
+
+    marks = ()
+    kind: Any  # the store class: SqliteQueueStore or SqliteProcessRegistry
+
+    def __init__(self) -> None:
+        self._clocks: dict[int, FakeClock] = {}
+
+    def open(self, *, clock: FakeClock) -> Any:
+        import os.path
+        import tempfile
+
+        path = os.path.join(tempfile.mkdtemp(prefix="lash-sqlite-"), "lash.db")
+        return self._open(path, clock)
+
+    def _open(self, path: str, clock: FakeClock) -> Any:
+        store = self.kind(path, clock_ms=clock.ms)
+        self._clocks[id(store)] = clock
+        return store
+
+    def reopen(self, store: Any) -> Any:
+        clock = self._clocks.pop(id(store))
+        store.close()
+        return self._open(store.path, clock)
+
+    def close(self, store: Any) -> None:
+        import os.path
+        import shutil
+
+        self._clocks.pop(id(store), None)
+        store.close()
+        shutil.rmtree(os.path.dirname(store.path), ignore_errors=True)
+
+
+class SqliteQueueStoreFactory(_SqliteFactory):
+    name = "sqlite"
+    kind = SqliteQueueStore
+
+
+class SqliteProcessRegistryFactory(_SqliteFactory):
+    name = "sqlite"
+    kind = SqliteProcessRegistry
+
+
+class SqliteReplayStoreFactory:
+    """``SqliteLiveReplayStore`` on a fresh file in a temporary directory; ``reopen`` opens the
+    same file again (a kernel restart)."""
+
+    name = "sqlite"
+    marks = ()
+
+    def open(self, *, clock: FakeClock, **config: Any) -> LiveReplayStore:
+        import tempfile
+
+        from lash_core import InMemoryLiveReplayStoreConfig
+        from lash_core.stores._sqlite_replay import SqliteLiveReplayStore
+
+        directory = tempfile.mkdtemp(prefix="lash-replay-")
+        return SqliteLiveReplayStore(
+            f"{directory}/replay.sqlite3", InMemoryLiveReplayStoreConfig(**config), clock=clock
+        )
+
+    def reopen(self, store: Any) -> LiveReplayStore:
+        from lash_core.stores._sqlite_replay import SqliteLiveReplayStore
+
+        store.close()
+        return SqliteLiveReplayStore(store.path, store.config, clock=store.clock)
+
+    def close(self, store: Any) -> None:
+        import os
+        import shutil
+
+        store.close()
+        shutil.rmtree(os.path.dirname(store.path), ignore_errors=True)
+
+
 #: Live replay stores. The docstring store is a replay store written from the
 #: ``LiveReplayStore`` / ``LiveReplaySubscription`` docstrings alone (``docstring_store.py``).
 REPLAY_BACKENDS: list[StoreFactory[Any]] = [
     InMemoryReplayStoreFactory(),
     DocstringReplayStoreFactory(),
+    SqliteReplayStoreFactory(),
 ]
 
 #: Queued-work stores.
 QUEUE_BACKENDS: list[StoreFactory[Any]] = [
     InMemoryQueueStoreFactory(),
+    SqliteQueueStoreFactory(),
 ]
 
 #: Process registries.
 PROCESS_REGISTRY_BACKENDS: list[StoreFactory[Any]] = [
     InMemoryProcessRegistryFactory(),
+    SqliteProcessRegistryFactory(),
 ]
