@@ -387,6 +387,36 @@ PROCESS_REGISTRY_SYNC_METHODS: tuple[str, ...] = (
 # --- in-memory registry ---------------------------------------------------------------------------
 
 
+def check_start_args(scope: Any, name: Any, kind: Any, process_id: Any) -> None:
+    """``start_process``'s arguments, checked before anything changes (every registry): a
+    ``ProcessScope``, a ``str`` name, a ``str`` kind or ``None``, a non-empty ``str`` id or ``None``,
+    all valid UTF-8."""
+    _check_scope(scope)
+    if not isinstance(name, str):
+        raise TypeError(f"process name must be a str, not {type(name).__name__}")
+    if kind is not None and not isinstance(kind, str):
+        raise TypeError(f"process kind must be a str or None, not {type(kind).__name__}")
+    _utf8("process name", name)
+    _utf8("process kind", kind)
+    if process_id is not None:
+        if not isinstance(process_id, str) or process_id == "":
+            raise ValueError("process id must be a non-empty string")
+        _utf8("process id", process_id)
+
+
+def finished_already(record: ProcessRecord, status: ProcessStatus) -> bool:
+    """``complete_process``'s rule (every registry): ``True`` when ``record`` already ended with
+    ``status`` (a no-op); ``ProcessRegistryError`` when it ended otherwise; ``False`` to go on."""
+    if record.status is status:
+        return True
+    if record.is_terminal:
+        raise ProcessRegistryError(
+            f"process `{record.process_id}` is already terminal (`{record.status}`); "
+            f"cannot mark it `{status}`"
+        )
+    return False
+
+
 def _check_scope(scope: Any) -> None:
     if not isinstance(scope, ProcessScope):
         raise TypeError(f"scope must be a ProcessScope, not {type(scope).__name__}")
@@ -456,18 +486,9 @@ class InMemoryProcessRegistry:
         kind: str | None = None,
     ) -> ProcessHandleSummary:
         """Register a running process owned by ``scope`` and grant ``scope`` a handle on it."""
-        _check_scope(scope)
-        if not isinstance(name, str):
-            raise TypeError(f"process name must be a str, not {type(name).__name__}")
-        if kind is not None and not isinstance(kind, str):
-            raise TypeError(f"process kind must be a str or None, not {type(kind).__name__}")
-        _utf8("process name", name)
-        _utf8("process kind", kind)
+        check_start_args(scope, name, kind, process_id)
         if process_id is None:
             process_id = self._generate_id()
-        elif not isinstance(process_id, str) or process_id == "":
-            raise ValueError("process id must be a non-empty string")
-        _utf8("process id", process_id)
         existing = self._records.get(process_id)
         if existing is not None:
             if (existing.name, existing.kind, existing.owner_scope.id()) != (name, kind, scope.id()):
@@ -550,13 +571,8 @@ class InMemoryProcessRegistry:
         if not status.is_terminal:
             raise ValueError(f"complete_process needs a terminal status, not `{status}`")
         record = self._require(process_id)
-        if record.status is status:
+        if finished_already(record, status):
             return record
-        if record.is_terminal:
-            raise ProcessRegistryError(
-                f"process `{process_id}` is already terminal (`{record.status}`); "
-                f"cannot mark it `{status}`"
-            )
         return self._set_status(record, status)
 
     # internals

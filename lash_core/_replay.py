@@ -49,6 +49,7 @@ import asyncio
 import collections
 import dataclasses
 import datetime
+import functools
 import threading
 import time
 import weakref
@@ -557,7 +558,85 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class InMemoryLiveReplayStore:
+def store_config(config: Any) -> InMemoryLiveReplayStoreConfig:
+    """A store's retention config: the default for ``None``; anything but an
+    ``InMemoryLiveReplayStoreConfig`` is an ``InvalidObservationError`` (every backend takes it)."""
+    if config is None:
+        return InMemoryLiveReplayStoreConfig()
+    if not isinstance(config, InMemoryLiveReplayStoreConfig):
+        raise InvalidObservationError(
+            f"config must be an InMemoryLiveReplayStoreConfig, not {type(config).__name__}"
+        )
+    return config
+
+
+def read_clock(clock: Callable[[], float]) -> float:
+    """A store clock's reading in finite seconds, read before anything changes; a clock that fails
+    or reads anything else is a ``LiveReplayStoreFailure`` (shared by every backend)."""
+    try:
+        now = clock()
+        if type(now) is float and now - now == 0.0:  # finite (NaN and infinities fail), cheaply
+            return now
+    except Exception as err:
+        raise LiveReplayStoreFailure(f"the store's clock failed: {error_message(err)}") from err
+    if not is_number(now):  # a clock reads finite seconds that fit a float
+        raise LiveReplayStoreFailure(
+            f"the store's clock returned {short_repr(now)}, not finite seconds"
+        )
+    return float(now)
+
+
+class SubscriptionIteration:
+    """``async for`` and ``async with`` for a subscription, in terms of its ``next_event`` and
+    ``close`` (the protocol's rules: ``ReplayClosed`` ends the iteration). Shared by backends."""
+
+    __slots__ = ()
+
+    async def next_event(self) -> SessionObservationEvent:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> SessionObservationEvent:
+        try:
+            return await self.next_event()
+        except ReplayClosed:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class StoreSettings:
+    """The read-only settings every replay store backend shows: ``config`` (retention bounds in
+    force), ``clock`` (seconds) and ``closed``. A backend sets ``_config``, ``_clock``, ``_closed``."""
+
+    _config: InMemoryLiveReplayStoreConfig
+    _clock: Callable[[], float]
+    _closed: bool
+
+    @property
+    def config(self) -> InMemoryLiveReplayStoreConfig:
+        """Retention bounds in force (the in-memory store changes them with ``reconfigure``)."""
+        return self._config
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class InMemoryLiveReplayStore(StoreSettings):
     """The default ``LiveReplayStore``: process-local, bounded by count and age, thread-safe.
 
     Memory: per live session a small log plus what retention and its subscribers can still read;
@@ -569,18 +648,15 @@ class InMemoryLiveReplayStore:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if config is None:
-            config = InMemoryLiveReplayStoreConfig()
-        elif not isinstance(config, InMemoryLiveReplayStoreConfig):
-            raise InvalidObservationError(
-                f"config must be an InMemoryLiveReplayStoreConfig, not {type(config).__name__}"
-            )
+        config = store_config(config)
         if not callable(clock):
             raise InvalidObservationError(
                 f"clock must be a callable returning seconds, not {type(clock).__name__}"
             )
         self._config = config
         self._clock = clock
+        #: ``read_clock(clock)`` bound once: the append path calls it on every event
+        self._read_clock: Callable[[], float] = functools.partial(read_clock, clock)
         self._lock = threading.Lock()
         self._sessions: dict[str, _SessionLog] = {}
         #: forgotten sessions, oldest first: ``tail``, or ``(tail, evicted)`` when the session's
@@ -618,20 +694,6 @@ class InMemoryLiveReplayStore:
             f" max_age={self.config.max_age}, sessions={len(self._sessions)},"
             f" forgotten={len(self._tombstones)}, closed={self._closed})"
         )
-
-    @property
-    def config(self) -> InMemoryLiveReplayStoreConfig:
-        """Retention bounds in force; change them with ``reconfigure`` (never the backlog, which
-        the held events were laid out for)."""
-        return self._config
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        return self._clock
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     # -- LiveReplayStore ---------------------------------------------------------------------------
 
@@ -880,19 +942,6 @@ class InMemoryLiveReplayStore:
                 if tail > self._floor:
                     self._floor = tail
 
-    def _read_clock(self) -> float:
-        try:
-            now = self._clock()
-            if type(now) is float and now - now == 0.0:  # finite (NaN and infinities fail), cheaply
-                return now
-        except Exception as err:
-            raise LiveReplayStoreFailure(f"the store's clock failed: {error_message(err)}") from err
-        if not is_number(now):  # a monotonic clock reads finite seconds that fit a float
-            raise LiveReplayStoreFailure(
-                f"the store's clock returned {short_repr(now)}, not finite seconds"
-            )
-        return float(now)
-
     def _check_open(self) -> None:
         if self._closed:
             raise LiveReplayStoreFailure("the live replay store is closed")
@@ -979,7 +1028,7 @@ class InMemoryLiveReplayStore:
         _wake(waiters)
 
 
-class _InMemorySubscription:
+class _InMemorySubscription(SubscriptionIteration):
     """``LiveReplaySubscription`` of ``InMemoryLiveReplayStore``: the replay part is a list
     snapshot taken under the store's lock; the live part is just the next position to read from
     the session's log (see the layout notes at the top of this module)."""
@@ -1099,17 +1148,3 @@ class _InMemorySubscription:
             finalizer.detach()  # closed: nothing left for the sweep to do
         self._store._unsubscribe(self)
 
-    def __aiter__(self) -> _InMemorySubscription:
-        return self
-
-    async def __anext__(self) -> SessionObservationEvent:
-        try:
-            return await self.next_event()
-        except ReplayClosed:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> _InMemorySubscription:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()

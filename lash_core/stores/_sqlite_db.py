@@ -38,6 +38,7 @@ __all__ = [
     "transaction",
     "translate",
     "database_path",
+    "SqliteBacked",
 ]
 
 #: ``PRAGMA user_version`` of a lash store file; a file with another non-zero value is refused.
@@ -148,3 +149,50 @@ def open_database(
             connection.close()
             raise
     return connection
+
+
+class SqliteBacked:
+    """What a SQLite store holds: its path, the lock that gives its one connection to one thread
+    at a time, and the connection (``None`` once closed). A subclass sets ``_error`` (its lash
+    error class) and ``_kind`` (its class name in messages) and calls ``_attach`` first."""
+
+    _error: Callable[[str], LashError]
+    _kind: str
+    _path: str
+    _lock: threading.Lock | threading.RLock
+    _connection: sqlite3.Connection | None
+
+    def _attach(
+        self,
+        path: str | os.PathLike[str],
+        component: str,
+        version: int,
+        ddl: Sequence[str],
+        busy_timeout_s: float,
+        lock: threading.Lock | threading.RLock,
+    ) -> None:
+        self._path = database_path(path)
+        self._lock = lock
+        self._connection = open_database(self._path, component, version, ddl, self._error)
+        with translate(self._error, f"configure {self._path!r}"):
+            self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return self._connection is None
+
+    def close(self) -> None:
+        """Close the connection (idempotent); later calls raise the store's error."""
+        with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            with translate(self._error, f"close {self._path!r}"):
+                connection.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._connection is None else "open"
+        return f"<{self._kind} {self._path!r} {state}>"

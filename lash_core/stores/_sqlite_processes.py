@@ -40,10 +40,11 @@ from .._processes import (
     ProcessScopeId,
     ProcessStatus,
     _check_scope,
-    _utf8,
+    check_start_args,
+    finished_already,
 )
 from .._validate import is_utf8_str
-from ._sqlite_db import BUSY_TIMEOUT_S, database_path, open_database, transaction, translate
+from ._sqlite_db import BUSY_TIMEOUT_S, SqliteBacked, transaction, translate
 
 __all__ = ["SqliteProcessRegistry", "PROCESS_COMPONENT", "PROCESS_SCHEMA_VERSION"]
 
@@ -108,13 +109,16 @@ def _known_id(process_id: Any) -> bool:
     return isinstance(process_id, str) and is_utf8_str(process_id)
 
 
-class SqliteProcessRegistry:
+class SqliteProcessRegistry(SqliteBacked):
     """``ProcessRegistry`` over a SQLite file; see the rules at the top of this module.
 
     ``clock_ms`` returns epoch milliseconds (default: the wall clock); ``busy_timeout_s`` is how
     long a call waits for another connection's write lock. Generated ids are ``proc-000001``, ...
     as in ``InMemoryProcessRegistry``. ``close()`` is synchronous.
     """
+
+    _error = ProcessRegistryError
+    _kind = "SqliteProcessRegistry"
 
     def __init__(
         self,
@@ -123,35 +127,16 @@ class SqliteProcessRegistry:
         clock_ms: Callable[[], int] | None = None,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> None:
-        self._path = database_path(path)
         self._clock_ms = clock_ms if clock_ms is not None else wall_clock_ms
         # re-entrant: start_process grants inside its own transaction
-        self._lock = threading.RLock()
-        self._connection: sqlite3.Connection | None = open_database(
-            self._path, PROCESS_COMPONENT, PROCESS_SCHEMA_VERSION, _DDL, ProcessRegistryError
+        self._attach(
+            path,
+            PROCESS_COMPONENT,
+            PROCESS_SCHEMA_VERSION,
+            _DDL,
+            busy_timeout_s,
+            threading.RLock(),
         )
-        with translate(ProcessRegistryError, f"configure {self._path!r}"):
-            self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    @property
-    def closed(self) -> bool:
-        return self._connection is None
-
-    def close(self) -> None:
-        """Close the connection (idempotent); later calls raise ``ProcessRegistryError``."""
-        with self._lock:
-            connection, self._connection = self._connection, None
-        if connection is not None:
-            with translate(ProcessRegistryError, f"close {self._path!r}"):
-                connection.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._connection is None else "open"
-        return f"<SqliteProcessRegistry {self._path!r} {state}>"
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -206,17 +191,7 @@ class SqliteProcessRegistry:
         kind: str | None = None,
     ) -> ProcessHandleSummary:
         """Register a running process owned by ``scope`` and grant ``scope`` a handle on it."""
-        _check_scope(scope)
-        if not isinstance(name, str):
-            raise TypeError(f"process name must be a str, not {type(name).__name__}")
-        if kind is not None and not isinstance(kind, str):
-            raise TypeError(f"process kind must be a str or None, not {type(kind).__name__}")
-        _utf8("process name", name)
-        _utf8("process kind", kind)
-        if process_id is not None:
-            if not isinstance(process_id, str) or process_id == "":
-                raise ValueError("process id must be a non-empty string")
-            _utf8("process id", process_id)
+        check_start_args(scope, name, kind, process_id)
         with self._lock, translate(ProcessRegistryError, "start a process"):
             connection = self._open()
             with transaction(connection):
@@ -303,13 +278,8 @@ class SqliteProcessRegistry:
             connection = self._open()
             with transaction(connection):
                 record = self._require(connection, process_id)
-                if record.status is status:
+                if finished_already(record, status):
                     return record
-                if record.is_terminal:
-                    raise ProcessRegistryError(
-                        f"process `{process_id}` is already terminal (`{record.status}`); "
-                        f"cannot mark it `{status}`"
-                    )
                 return self._set_status(connection, record, status)
 
     # --- internals (called holding the lock, inside ``translate``) ------------------------------

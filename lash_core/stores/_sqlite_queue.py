@@ -47,7 +47,7 @@ from .._queue_values import (
     _text,
     _uint,
 )
-from ._sqlite_db import BUSY_TIMEOUT_S, database_path, open_database, transaction, translate
+from ._sqlite_db import BUSY_TIMEOUT_S, SqliteBacked, transaction, translate
 
 __all__ = ["SqliteQueueStore", "QUEUE_COMPONENT", "QUEUE_SCHEMA_VERSION"]
 
@@ -94,14 +94,18 @@ def _loads(batch_id: str, text: str) -> BatchRecord:
         raise QueuedWorkError(message) from err
 
 
-class SqliteQueueStore:
+class SqliteQueueStore(SqliteBacked):
     """``QueuedWorkStore`` over a SQLite file; see the rules at the top of this module.
 
     ``clock_ms`` returns epoch milliseconds (default: the wall clock), read once per call;
     ``new_id(prefix)`` makes batch ids, claim ids and lease tokens (default: prefixed uuid4s);
     ``busy_timeout_s`` is how long a call waits for another connection's write lock.
+    ``close()`` is idempotent; later calls raise ``QueuedWorkError``.
     Several stores (in one process or many) may open the same file. ``close()`` is synchronous.
     """
+
+    _error = QueuedWorkError
+    _kind = "SqliteQueueStore"
 
     def __init__(
         self,
@@ -111,36 +115,12 @@ class SqliteQueueStore:
         new_id: Callable[[str], str] | None = None,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> None:
-        self._path = database_path(path)
         self._clock_ms = clock_ms if clock_ms is not None else wall_clock_ms
         self._new_id = new_id if new_id is not None else new_prefixed_id
-        self._lock = threading.Lock()
         self._parsed: dict[str, BatchRecord] = {}  # stored JSON -> its record (used under the lock)
-        self._connection: sqlite3.Connection | None = open_database(
-            self._path, QUEUE_COMPONENT, QUEUE_SCHEMA_VERSION, _DDL, QueuedWorkError
+        self._attach(
+            path, QUEUE_COMPONENT, QUEUE_SCHEMA_VERSION, _DDL, busy_timeout_s, threading.Lock()
         )
-        with translate(QueuedWorkError, f"configure {self._path!r}"):
-            self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    @property
-    def closed(self) -> bool:
-        return self._connection is None
-
-    def close(self) -> None:
-        """Close the connection (idempotent); later calls raise ``QueuedWorkError``."""
-        with self._lock:
-            connection, self._connection = self._connection, None
-        if connection is not None:
-            with translate(QueuedWorkError, f"close {self._path!r}"):
-                connection.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._connection is None else "open"
-        return f"<SqliteQueueStore {self._path!r} {state}>"
 
     # --- the protocol ---------------------------------------------------------------------------
 

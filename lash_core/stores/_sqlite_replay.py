@@ -59,19 +59,23 @@ from .._errors import (
     SubscriberLagged,
 )
 from .._events import EventPayload, SessionObservationEvent
-from .._json import error_message, short_repr
+from .._json import error_message
 from .._replay import (
     Gap,
     InMemoryLiveReplayStoreConfig,
     Replayed,
     Subscribed,
+    StoreSettings,
+    SubscriptionIteration,
     _gap_reason,
     _parse,
     _read_size,
     _revision,
     _session_id,
+    _wake,
+    read_clock,
+    store_config,
 )
-from .._validate import is_number
 from .._wire import DEFAULT_PROTOCOL_VERSION, event_from_dict, event_to_dict
 from ._sqlite_db import database_path, open_database, transaction, translate
 
@@ -124,7 +128,7 @@ class _Live:
             self.known = position
 
 
-class SqliteLiveReplayStore:
+class SqliteLiveReplayStore(StoreSettings):
     """``LiveReplayStore`` on a SQLite file (see the module rules): replay survives restarts.
 
     ``SqliteLiveReplayStore(path, config=None, *, clock=None)``: ``config`` is an
@@ -154,12 +158,7 @@ class SqliteLiveReplayStore:
         *,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        if config is None:
-            config = InMemoryLiveReplayStoreConfig()
-        elif not isinstance(config, InMemoryLiveReplayStoreConfig):
-            raise InvalidObservationError(
-                f"config must be an InMemoryLiveReplayStoreConfig, not {type(config).__name__}"
-            )
+        config = store_config(config)
         if clock is None:
             clock = time.time
         elif not callable(clock):
@@ -193,18 +192,6 @@ class SqliteLiveReplayStore:
     @property
     def path(self) -> str:
         return self._path
-
-    @property
-    def config(self) -> InMemoryLiveReplayStoreConfig:
-        return self._config
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        return self._clock
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     # -- LiveReplayStore ---------------------------------------------------------------------------
 
@@ -436,15 +423,7 @@ class SqliteLiveReplayStore:
         return events
 
     def _read_clock(self) -> float:
-        try:
-            now = self._clock()
-        except Exception as err:
-            raise LiveReplayStoreFailure(f"the store's clock failed: {error_message(err)}") from err
-        if not is_number(now):
-            raise LiveReplayStoreFailure(
-                f"the store's clock returned {short_repr(now)}, not finite seconds"
-            )
-        return float(now)
+        return read_clock(self._clock)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -494,7 +473,7 @@ class SqliteLiveReplayStore:
         return batch
 
 
-class SqliteLiveReplaySubscription:
+class SqliteLiveReplaySubscription(SubscriptionIteration):
     """``LiveReplaySubscription`` of ``SqliteLiveReplayStore``: the replay part read from the file
     at subscribe time, then this process's live events from the session's window (see the rules
     of ``lash_core.stores._sqlite_replay``). Errors: ``SubscriberLagged``, ``ReplayClosed``,
@@ -585,20 +564,6 @@ class SqliteLiveReplaySubscription:
             waiters = _take_waiters([self])
         _wake(waiters)
 
-    def __aiter__(self) -> SqliteLiveReplaySubscription:
-        return self
-
-    async def __anext__(self) -> SessionObservationEvent:
-        try:
-            return await self.next_event()
-        except ReplayClosed:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> SqliteLiveReplaySubscription:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -642,19 +607,3 @@ def _take_waiters(
             subscription._waiter = None
             waiters.append(waiter)
     return waiters
-
-
-def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    """Resolve waiting reads, each on its own loop (appends may come from any thread)."""
-    for loop, future in waiters:
-        if loop.is_closed():
-            continue
-        try:
-            loop.call_soon_threadsafe(_resolve, future)
-        except RuntimeError:  # closed meanwhile by its own thread: nobody waits there now
-            pass
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
