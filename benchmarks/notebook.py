@@ -436,7 +436,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -
 async def run_monitor(rate: float, seconds: float, *, controls: bool) -> dict[str, Any]:
     """A real ``SessionMonitor`` fed by the producer; its ``ingest`` and ``redraw`` are wrapped
     (instance attributes, which the monitor's task and throttle timer look up) to time them."""
-    scenario = await Scenario.create(session_id=SESSION, fake_clock=False)
+    scenario = await Scenario.create(session_id=SESSION, fake_clock=False, backend="memory")
     monitor = SessionMonitor(scenario.handle, clock=scenario.clock, controls=controls)
     await asyncio.sleep(0.05)  # the monitor's task subscribes and waits; side-panel refreshes finish
     producer = Producer(scenario.handle, rate, seconds)
@@ -563,7 +563,7 @@ async def run_naive(rate: float, seconds: float) -> dict[str, Any]:
     large enough never to lag and is stopped when the producer's schedule ends; what it had not
     reached by then is reported as its backlog."""
     total = int(round(rate * seconds))
-    scenario = await Scenario.create(session_id=SESSION, fake_clock=False, subscriber_backlog=4 * total + 1024)
+    scenario = await Scenario.create(session_id=SESSION, fake_clock=False, backend="memory", subscriber_backlog=4 * total + 1024)
     naive = NaiveMonitor(scenario.handle)
     producer = Producer(scenario.handle, rate, seconds)
     probe = LatencyProbe(producer)

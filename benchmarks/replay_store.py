@@ -966,7 +966,7 @@ def memory_dropped_waiters(loops: int) -> tuple[Any, dict[str, Any]]:
 def memory_reconnecting_client(reconnects: int) -> tuple[Any, dict[str, Any]]:
     from lash_core.testing import Scenario, SimulatedClient
 
-    scenario = asyncio.run(Scenario.create(session_id="memory", max_events=16))
+    scenario = asyncio.run(Scenario.create(session_id="memory", max_events=16, backend="memory"))
     handle = scenario.handle
     # keep_events=16: the client's own event window is bounded by design; what is measured is
     # what each reconnect leaves behind (its outcome, and the replayed events that outcome holds)

@@ -83,6 +83,7 @@ from ._follower import (
     SessionFollower,
 )
 from ._gap import LiveReplayGap, LiveReplayGapReason, ObservationSummary, SessionObservation
+from ._store_source import StoreSource
 from ._handle import GapResume, RuntimeHandle, RuntimeObservation
 from ._input import MAX_TURN_INPUT_BYTES, TurnInput
 from ._processes import (
@@ -113,6 +114,7 @@ from ._replay import (
     DEFAULT_LIVE_REPLAY_TTL,
     DEFAULT_SUBSCRIBER_BACKLOG,
     MAX_FORGOTTEN_SESSIONS,
+    POSITION_BASE_SHIFT,
     Gap,
     InMemoryLiveReplayStore,
     InMemoryLiveReplayStoreConfig,
@@ -121,8 +123,10 @@ from ._replay import (
     LiveReplaySubscription,
     Replayed,
     Subscribed,
+    instance_position_base,
 )
 from ._runtime import (
+    QUEUED_WORK_RENEWALS_PER_LEASE,
     ChatMessage,
     ChatRole,
     LashRuntime,
@@ -191,6 +195,8 @@ __all__ = [
     "DEFAULT_LIVE_REPLAY_TTL",
     "DEFAULT_SUBSCRIBER_BACKLOG",
     "MAX_FORGOTTEN_SESSIONS",
+    "POSITION_BASE_SHIFT",
+    "instance_position_base",
     "Replayed",
     "Gap",
     "Subscribed",
@@ -201,6 +207,7 @@ __all__ = [
     "ObservationSummary",
     # following a session
     "SessionFollower",
+    "StoreSource",
     "ObservationSource",
     "Lagged",
     "FollowItem",
@@ -210,6 +217,7 @@ __all__ = [
     "RuntimeHandle",
     "RuntimeObservation",
     "LashRuntime",
+    "QUEUED_WORK_RENEWALS_PER_LEASE",
     "LashRuntimeBuilder",
     "SessionPolicy",
     "ModelSpec",

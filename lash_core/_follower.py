@@ -22,6 +22,12 @@ Rules (read these before the code):
   restarted store behind the same source answers with a gap, handled as above). When that fails
   because the store is closed, the follower is disconnected, keeps its cursor, and ``async for``
   stops; ``next_items`` raises ``ReplayClosed`` with the failure chained.
+* **Views that did not travel.** A ``committed`` event read back from a durable store or the
+  wire carries no read view (``Committed(None)``). The follower then marks its view stale
+  (``view_stale``) and, after the batch, reloads it from the source's current observation,
+  adopting it unless its turn index is older than the view held (a source with no transcript, a
+  ``StoreSource``, never replaces a richer view with an empty one). A reload that fails leaves
+  the view stale until the next batch; the cursor is never moved by a reload.
 * Items: ``poll``, ``next_items`` and ``async for`` give ``SessionObservationEvent`` values, a
   ``GapResume`` for each gap and a ``Lagged`` for each lag, in the order they happened.
 * Sources may be synchronous (``RuntimeHandle``) or asynchronous (a service over a network: its
@@ -154,6 +160,7 @@ class SessionFollower:
         self._pending: collections.deque[FollowItem] = collections.deque()
         self._closed = False
         self._cursor: SessionCursor | None = None
+        self._view_stale = False
         #: the gaps of the last ``connect()``, in order (it returns only the first)
         self.last_gaps: tuple[GapResume, ...] = ()
         if cursor is not None:
@@ -210,8 +217,48 @@ class SessionFollower:
         self.received += 1
         self._cursor = event.cursor
         payload = event.payload
-        if isinstance(payload, Committed) and payload.read_view is not None:
-            self._read_view = payload.read_view
+        if isinstance(payload, Committed):
+            if payload.read_view is not None:
+                self._read_view = payload.read_view
+                self._view_stale = False
+            else:
+                self._view_stale = True
+
+    @property
+    def view_stale(self) -> bool:
+        """True after a ``committed`` event that carried no read view (read back from a durable
+        store or the wire) until the view was reloaded from the source (see the module rules)."""
+        return self._view_stale
+
+    def _adopt_view(self, fresh: Any) -> None:
+        view = getattr(fresh, "read_view", None)
+        if view is None:
+            return
+        current = self._read_view
+        if current is None or view.turn_index >= current.turn_index:
+            self._read_view = view
+            self._view_stale = False
+
+    def _reload_view(self) -> None:
+        """(Synchronous source.) Reload the read view after a commit that carried none."""
+        if not self._view_stale:
+            return
+        try:
+            fresh = _now(
+                self._source.current_session_observation(), "current_session_observation"
+            )
+        except LiveReplayStoreError:
+            return  # best effort: the view stays stale, and is reloaded after the next batch
+        self._adopt_view(fresh)
+
+    async def _reload_view_async(self) -> None:
+        if not self._view_stale:
+            return
+        try:
+            fresh = await _later(self._source.current_session_observation())
+        except LiveReplayStoreError:
+            return
+        self._adopt_view(fresh)
 
     def _apply_gap(self, resume: GapResume) -> None:
         self.gaps.append(resume.gap)
@@ -298,6 +345,7 @@ class SessionFollower:
             for event in batch:
                 self._apply(event)
             items.extend(batch)
+        self._reload_view()
         return items
 
     def resume(self) -> Replayed | GapResume:
@@ -308,7 +356,9 @@ class SessionFollower:
         result: Replayed | GapResume = _now(
             self._source.resume_session_observation(self._cursor), "resume_session_observation"
         )
-        return self._applied_resume(result)
+        self._applied_resume(result)
+        self._reload_view()
+        return result
 
     def _applied_resume(self, result: Replayed | GapResume) -> Replayed | GapResume:
         if isinstance(result, GapResume):
@@ -316,6 +366,11 @@ class SessionFollower:
         else:
             for event in result.events:
                 self._apply(event)
+        return result
+
+    async def _applied_resume_async(self, result: Replayed | GapResume) -> Replayed | GapResume:
+        self._applied_resume(result)
+        await self._reload_view_async()
         return result
 
     def _lagged(self, lag: SubscriberLagged) -> Lagged:
@@ -358,7 +413,7 @@ class SessionFollower:
         result: Replayed | GapResume = await _later(
             self._source.resume_session_observation(self._cursor)
         )
-        return self._applied_resume(result)
+        return await self._applied_resume_async(result)
 
     async def _subscribe(self) -> None:
         for _ in range(MAX_CONSECUTIVE_GAPS):
@@ -404,6 +459,7 @@ class SessionFollower:
                 continue
             for event in batch:
                 self._apply(event)
+            await self._reload_view_async()
             return list(batch)
 
     def __aiter__(self) -> SessionFollower:

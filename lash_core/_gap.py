@@ -38,10 +38,14 @@ class LiveReplayGap:
 
     @property
     def missed_events(self) -> int | None:
-        """Live positions between the two cursors, when both parse; ``None`` otherwise
-        (an ``unavailable`` cursor from the future or a restarted store has no meaningful count).
-        An upper bound once a store's forgotten-session floor has risen: positions may then have
-        jumped past numbers no event ever had."""
+        """Live positions between the two cursors of a ``trimmed`` gap, when both parse;
+        ``None`` otherwise. An ``unavailable`` gap has no count, whatever its positions: its cursor
+        is from the future or from an earlier store instance, whose positions say nothing about
+        this one's (an instance-numbered store starts far above them). An upper bound once a
+        store's forgotten-session floor has risen: positions may then have jumped past numbers
+        no event ever had."""
+        if self.reason is not LiveReplayGapReason.TRIMMED:
+            return None
         try:
             requested = self.requested_cursor.parse().live_position
             latest = self.latest_cursor.parse().live_position

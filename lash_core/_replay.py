@@ -19,6 +19,11 @@ Rules (read these before the code):
   tail. So a session's ``tail`` is its log's, else its tombstone's, else the floor (0 on a fresh
   store), and its next append continues from there: a session's positions only ever grow,
   because the floor is at least every tail it stands in for.
+* With ``instance_numbering=True`` the store picks ``position_base`` once, at construction, from
+  its wall clock (``instance_position_base``) and starts the floor there: a session it never saw
+  has tail ``position_base``, and every gap rule below is checked with that base (a cursor
+  ``p < position_base`` is ``unavailable``: rule 0 of ``LiveReplayStore``). Off by default (Rust's
+  numbering); ``Scenario.restart_store()`` of a memory-backed scenario turns it on.
 * A cursor at position ``p`` against a session with that ``tail``:
     - ``p > tail``: gap ``unavailable`` (from the future, or from a store that restarted);
     - nothing retained (always so for a forgotten or unknown session): gap ``trimmed`` if
@@ -80,6 +85,8 @@ __all__ = [
     "DEFAULT_LIVE_REPLAY_TTL",
     "DEFAULT_SUBSCRIBER_BACKLOG",
     "MAX_FORGOTTEN_SESSIONS",
+    "POSITION_BASE_SHIFT",
+    "instance_position_base",
     "LiveReplayStore",
     "InMemoryLiveReplayStoreConfig",
     "InMemoryLiveReplayStore",
@@ -102,6 +109,9 @@ MAX_FORGOTTEN_SESSIONS = 65_536
 #: Dead slots a list's head may carry beyond twice its live part before it is cut: tiny windows
 #: are then not copied on every append, and memory stays proportional to what is held.
 _COMPACT_SLACK = 16
+
+#: ``instance_position_base`` shifts wall-clock seconds by this many bits.
+POSITION_BASE_SHIFT = 32
 
 _TRIMMED = LiveReplayGapReason.TRIMMED
 _UNAVAILABLE = LiveReplayGapReason.UNAVAILABLE
@@ -279,10 +289,22 @@ class LiveReplayStore(Protocol):
     position it assigned there (a per-session tombstone, or a store-wide floor raised to that
     tail). A session the store never saw has tail 0, or that floor if the store keeps one.
 
+    Instance numbering (an opt-in, not the default). Positions as above follow Rust: every
+    store starts each session at tail 0, so a store that lost its data (an in-memory store that
+    restarted, a Redis without persistence) would number 1, 2, ... again, and a client's old
+    cursor at ``p`` would later replay the new store's ``p + 1 ..`` as if nothing happened. A
+    store may instead number per *instance*: it picks ``base = instance_position_base(now)``
+    when its data begins, and a session it never appended to has tail ``base`` (so its first
+    position is ``base + 1``). A cursor at ``p < base`` was then handed out by an earlier
+    instance: ``Gap(UNAVAILABLE)`` (rule 0), while it stays a valid ``lashsc1:`` cursor.
+
     Gap rules, for a cursor at live position ``p`` of a session, after retention ran:
 
+    0. with instance numbering, ``p < base``: ``Gap(LiveReplayGapReason.UNAVAILABLE)``;
+
     1. ``p > tail``: ``Gap(LiveReplayGapReason.UNAVAILABLE)``: the cursor is from the future or
-       from a store that restarted (so for a session never appended to, any ``p > 0``);
+       from a store that restarted (so for a session never appended to, any ``p > 0``, or
+       ``p > base`` with instance numbering);
     2. nothing retained: ``Gap(TRIMMED)`` if ``p < tail``, otherwise ``Replayed(())``;
     3. ``p + 1 < first``: ``Gap(TRIMMED)``: an event the cursor has not seen was dropped;
     4. otherwise ``Replayed(events)``: every retained event with a position above ``p``, oldest
@@ -419,9 +441,28 @@ def _seconds(value: float | datetime.timedelta) -> float:
         raise InvalidObservationError(f"max_age is too large: {short_repr(value)}") from None
 
 
-def _gap_reason(position: int, first: int, tail: int) -> LiveReplayGapReason | None:
-    """The gap rules; ``first == tail + 1`` when nothing is retained."""
-    if position > tail:
+def instance_position_base(wall_seconds: float) -> int:
+    """The position a store instance that numbers per instance counts from (spec section 3 keeps
+    positions opaque; this is our restart-safety opt-in, see "Instance numbering" in
+    ``LiveReplayStore``): whole wall-clock seconds shifted left by ``POSITION_BASE_SHIFT`` bits.
+
+    An instance started at least a second after another starts above every position the other
+    assigned (unless it assigned ``2**32`` or more to one session), so a cursor from an earlier
+    instance is below this instance's base and comes back ``unavailable``. Fits a u64 until 2106.
+    """
+    seconds = int(wall_seconds)
+    if not 0 <= seconds < 1 << (64 - POSITION_BASE_SHIFT):
+        raise InvalidObservationError(f"wall clock out of range for a position base: {seconds}")
+    return seconds << POSITION_BASE_SHIFT
+
+
+def _gap_reason(
+    position: int, first: int, tail: int, base: int = 0
+) -> LiveReplayGapReason | None:
+    """The gap rules; ``first == tail + 1`` when nothing is retained. ``base`` is the position
+    an instance-numbered store counts from (0 otherwise): a cursor below it is another
+    instance's (``unavailable``)."""
+    if position > tail or position < base:
         return _UNAVAILABLE
     if position + 1 < first:  # with nothing retained: ``position < tail``
         return _TRIMMED
@@ -511,9 +552,6 @@ class _SessionLog:
             del self.stamps[:dead]
             self.base = keep_from
         self.compact_at = 2 * len(self.events) + _COMPACT_SLACK + watchers
-
-    def gap_reason(self, position: int) -> LiveReplayGapReason | None:
-        return _gap_reason(position, self.first, self.tail)
 
     def after(self, position: int) -> list[SessionObservationEvent]:
         start = max(position + 1, self.first) - self.base
@@ -640,19 +678,44 @@ class InMemoryLiveReplayStore(StoreSettings):
     """The default ``LiveReplayStore``: process-local, bounded by count and age, thread-safe.
 
     Memory: per live session a small log plus what retention and its subscribers can still read;
-    per forgotten session one tombstone, at most ``MAX_FORGOTTEN_SESSIONS`` of them."""
+    per forgotten session one tombstone, at most ``MAX_FORGOTTEN_SESSIONS`` of them.
+
+    Numbering. By default positions follow Rust: every session starts at tail 0, so after a
+    restart (a new store object) an old cursor can line up with the new store's positions.
+    ``instance_numbering=True`` opts in to per-instance numbering (see "Instance numbering" in
+    ``LiveReplayStore``): the store reads ``wall_clock()`` (wall-clock seconds, ``time.time`` by
+    default) once, here, and counts from ``position_base = instance_position_base(that)``; an
+    unknown session has tail ``position_base``, its first append gets ``position_base + 1``, and a
+    cursor below ``position_base`` (handed out by an earlier instance) comes back
+    ``Gap(UNAVAILABLE)`` from replay and subscribe. ``clock`` (monotonic) still measures ages.
+    """
 
     def __init__(
         self,
         config: InMemoryLiveReplayStoreConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        instance_numbering: bool = False,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         config = store_config(config)
         if not callable(clock):
             raise InvalidObservationError(
                 f"clock must be a callable returning seconds, not {type(clock).__name__}"
             )
+        if not isinstance(instance_numbering, bool):
+            raise InvalidObservationError(
+                f"instance_numbering must be a bool, not {type(instance_numbering).__name__}"
+            )
+        if not callable(wall_clock):
+            raise InvalidObservationError(
+                f"wall_clock must be a callable returning seconds, not {type(wall_clock).__name__}"
+            )
+        #: the position this instance counts from: 0 (Rust numbering), else picked once, here
+        self._position_base = (
+            instance_position_base(read_clock(wall_clock)) if instance_numbering else 0
+        )
+        self._instance_numbering = instance_numbering
         self._config = config
         self._clock = clock
         #: ``read_clock(clock)`` bound once: the append path calls it on every event
@@ -660,13 +723,14 @@ class InMemoryLiveReplayStore(StoreSettings):
         self._lock = threading.Lock()
         self._sessions: dict[str, _SessionLog] = {}
         #: forgotten sessions, oldest first: ``tail``, or ``(tail, evicted)`` when the session's
-        #: evicted count is not its tail (it did not start at position 1); see ``_tombstone``
+        #: evicted count is not ``tail - position_base`` (it did not start at the base + 1)
         self._tombstones: collections.OrderedDict[str, int | tuple[int, int]] = (
             collections.OrderedDict()
         )
         self._max_forgotten = MAX_FORGOTTEN_SESSIONS
-        #: at least the tail of every session forgotten without a tombstone
-        self._floor = 0
+        #: at least the tail of every session forgotten without a tombstone (and the tail of a
+        #: session the store never saw: ``position_base`` with instance numbering, else 0)
+        self._floor = self._position_base
         #: logs whose subscriptions were garbage-collected without ``close()`` (appended by a
         #: ``weakref.finalize``, which must not take the lock: a collection can run while it is held)
         self._dropped: collections.deque[_SessionLog] = collections.deque()
@@ -682,18 +746,34 @@ class InMemoryLiveReplayStore(StoreSettings):
         *,
         clock: Callable[[], float] = time.monotonic,
         subscriber_backlog: int = DEFAULT_SUBSCRIBER_BACKLOG,
+        instance_numbering: bool = False,
+        wall_clock: Callable[[], float] = time.time,
     ) -> InMemoryLiveReplayStore:
         config = InMemoryLiveReplayStoreConfig(
             max_events_per_session, max_age, subscriber_backlog  # type: ignore[arg-type]
         )  # max_age: a timedelta is converted (and checked) by the config
-        return cls(config, clock=clock)
+        return cls(
+            config, clock=clock, instance_numbering=instance_numbering, wall_clock=wall_clock
+        )
 
     def __repr__(self) -> str:
+        numbering = f", position_base={self._position_base}" if self._instance_numbering else ""
         return (
             f"InMemoryLiveReplayStore(max_events_per_session={self.config.max_events_per_session},"
             f" max_age={self.config.max_age}, sessions={len(self._sessions)},"
-            f" forgotten={len(self._tombstones)}, closed={self._closed})"
+            f" forgotten={len(self._tombstones)}{numbering}, closed={self._closed})"
         )
+
+    @property
+    def instance_numbering(self) -> bool:
+        """Whether this store numbers per instance (see the class docstring)."""
+        return self._instance_numbering
+
+    @property
+    def position_base(self) -> int:
+        """The tail of a session this store never saw: 0, or with instance numbering the base
+        picked at construction; a cursor below it is another instance's (``unavailable``)."""
+        return self._position_base
 
     # -- LiveReplayStore ---------------------------------------------------------------------------
 
@@ -769,10 +849,10 @@ class InMemoryLiveReplayStore(StoreSettings):
         log = self._sessions.get(parsed.session_id)
         if log is None:
             tail = self._tail(parsed.session_id)
-            reason = _gap_reason(position, tail + 1, tail)
+            reason = _gap_reason(position, tail + 1, tail, self._position_base)
             return None, (Gap(reason) if reason is not None else None)
         log.trim(self._config, self._read_clock())
-        reason = log.gap_reason(position)
+        reason = _gap_reason(position, log.first, log.tail, self._position_base)
         if reason is not None:
             self._settle(log)
             return log, Gap(reason)
@@ -878,7 +958,7 @@ class InMemoryLiveReplayStore(StoreSettings):
         value = (self._tombstones.pop if pop else self._tombstones.get)(session_id, None)
         if value is None:
             return None
-        return (value, value) if isinstance(value, int) else value
+        return (value, value - self._position_base) if isinstance(value, int) else value
 
     def _tail(self, session_id: str) -> int:
         """The tail of a session without a log: its tombstone's, else the floor."""
@@ -935,7 +1015,9 @@ class InMemoryLiveReplayStore(StoreSettings):
         if log.tail > self._floor:  # else the floor already answers for it
             tombstones = self._tombstones
             tail = log.tail
-            tombstones[session_id] = tail if log.evicted == tail else (tail, log.evicted)
+            # the short form: a session that evicted every position it had since the base
+            short = log.evicted == tail - self._position_base
+            tombstones[session_id] = tail if short else (tail, log.evicted)
             while len(tombstones) > self._max_forgotten:
                 _, value = tombstones.popitem(last=False)
                 tail = value if isinstance(value, int) else value[0]

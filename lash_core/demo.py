@@ -1,23 +1,35 @@
-"""Command-line tour: ``python -m lash_core.demo``.
+"""Command-line tour: ``python -m lash_core.demo [--db PATH]``.
 
-Runs a scripted session offline, prints observation events as a live client receives them,
-disconnects two clients, lets the replay buffer trim, and reconnects them: one replays what it
-missed, the other gets a gap plus a fresh observation. Exit status 0 means every check held.
+Runs a scripted session offline on the embedded SQLite backend (no server), prints observation
+events as a live client receives them, disconnects two clients, lets the replay buffer trim, and
+reconnects them: one replays what it missed, the other gets a gap plus a fresh observation.
+Exit status 0 means every check held.
+
+The stores share one SQLite file: a fresh temporary one, removed at the end (the tour runs on a
+fake clock, which must not meet the stamps of an earlier run), or ``--db PATH``, kept afterwards
+to look into; each run then uses a session of its own in that file.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import uuid
 from typing import TextIO
 
+from ._cursor import SessionCursor
 from ._events import SessionObservationEvent, TurnActivityPayload
 from ._json import short_repr
 from ._queue import DeliveryPolicy, SlotPolicy
-from .testing import ReconnectOutcome, Scenario, SimulatedClient
+from ._replay import LiveReplayStore, Replayed
+from .testing import ReconnectOutcome, Scenario, SimulatedClient, StoreFileError
 
 __all__ = ["main", "describe"]
+
+#: Events the tour's store retains per session: small, so that a short absence trims.
+TOUR_MAX_EVENTS = 8
 
 
 def describe(event: SessionObservationEvent) -> str:
@@ -59,10 +71,34 @@ def _show_outcome(out: TextIO, outcome: ReconnectOutcome, client: SimulatedClien
             )
 
 
-async def run_tour(out: TextIO = sys.stdout, *, delay: float = 0.03) -> bool:
-    scenario = await Scenario.create(session_id="tour", max_events=8, max_age=30.0, delay=delay)
+def retained(store: LiveReplayStore, session_id: str, window: int) -> tuple[int, int]:
+    """``(events retained, tail)`` of a session, asked through the store protocol alone (any
+    backend): the oldest cursor within ``window`` of the tail that still replays holds them all."""
+    tail = store.current_cursor(session_id, 0).parse().live_position
+    for position in range(max(tail - window, 0), tail + 1):
+        result = store.replay_after_cursor(SessionCursor.new(session_id, 0, position))
+        if isinstance(result, Replayed):
+            return len(result.events), tail
+    return 0, tail  # not reached: a cursor at the tail always replays (nothing)
+
+
+async def run_tour(
+    out: TextIO = sys.stdout, *, delay: float = 0.03, path: str | os.PathLike[str] | None = None
+) -> bool:
+    """The tour; ``path`` is a SQLite file to run on and keep (default: a temporary one)."""
+    session_id = "tour" if path is None else f"tour-{uuid.uuid4().hex[:8]}"
+    scenario = await Scenario.create(
+        session_id=session_id, max_events=TOUR_MAX_EVENTS, max_age=30.0, delay=delay, path=path
+    )
+    async with scenario:
+        return await _tour(scenario, out)
+
+
+async def _tour(scenario: Scenario, out: TextIO) -> bool:
     handle = scenario.handle
-    print("lash_core tour: one scripted session, a live replay store of 8 events / 30 s\n", file=out)
+    print("lash_core tour: one scripted session, a live replay store of 8 events / 30 s", file=out)
+    kept = "removed at the end" if scenario.temporary else "kept"
+    print(f"stores: one SQLite file ({kept}): {scenario.path}\n", file=out)
 
     watcher = scenario.client("watcher")
     alice = scenario.client("alice")
@@ -105,12 +141,9 @@ async def run_tour(out: TextIO = sys.stdout, *, delay: float = 0.03) -> bool:
     assert scenario.clock is not None  # the tour runs on a fake clock
     scenario.clock.advance(31.0)
     scenario.store.trim_session(handle.session_id)
-    stats = scenario.store.statistics(handle.session_id)
-    print(
-        f"   31 s pass; retention trims: {stats.retained_events} events held, "
-        f"{stats.evicted_total} evicted, tail at #{stats.tail_position}",
-        file=out,
-    )
+    window = TOUR_MAX_EVENTS
+    held, tail = retained(scenario.store, handle.session_id, window)
+    print(f"   31 s pass; retention trims: {held} events held, tail at #{tail}", file=out)
 
     print("\n5. bob reconnects with his old cursor:", file=out)
     outcome = bob.reconnect()
@@ -129,8 +162,20 @@ async def run_tour(out: TextIO = sys.stdout, *, delay: float = 0.03) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m lash_core.demo", description=__doc__).parse_args(argv)
-    return 0 if asyncio.run(run_tour()) else 1
+    parser = argparse.ArgumentParser(
+        prog="python -m lash_core.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--db", metavar="PATH", help="run on this SQLite file and keep it (its directory must exist)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        return 0 if asyncio.run(run_tour(path=args.db)) else 1
+    except StoreFileError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

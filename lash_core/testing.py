@@ -5,6 +5,28 @@ Tests, the command-line tour, notebooks and benchmarks all build sessions the sa
 would: it keeps the last cursor it saw, can disconnect, and on reconnect either replays what it
 missed or receives a gap plus a fresh observation. Its reconstructed view can be compared with
 the server's.
+
+Where a scenario keeps its data (``Scenario.create(backend=..., path=...)``):
+
+* ``backend="sqlite"`` (the default): the queue store, the process registry and the live replay
+  store share one SQLite file (``lash_core.stores.sqlite``), so no server is needed. The file is
+
+  - ``path`` when given (its directory must exist and be writable);
+  - else, with ``fake_clock=True`` (the default, as tests want), a fresh temporary file of its
+    own, removed by ``close()`` (or when the handle is garbage collected, or at exit): a fake
+    clock restarts at the same reading every run, so reusing a file's stamps would mislead it;
+  - else (a real clock) the project's file: ``$LASH_DB`` if set, else ``./.lash/lash.sqlite3``
+    under the working directory (``default_database_path()``; the ``.lash`` directory is made
+    when missing, with a ``.gitignore``). Data persists across runs: positions continue.
+
+  ``restart_store()`` reopens the same file: a durable store keeps positions, so a client's old
+  cursor replays what it missed (or gets ``trimmed``).
+* ``backend="memory"``: in-memory stores (``path`` refused). ``restart_store()`` starts an empty
+  store with instance numbering, so an old cursor gets an ``unavailable`` gap, never a replay of
+  someone else's positions.
+
+A file that cannot be used (missing or unwritable directory, not a lash file) is a
+``StoreFileError`` naming the path. ``close()`` (or ``async with``) closes the stores.
 """
 
 from __future__ import annotations
@@ -12,28 +34,55 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import os
+import pathlib
+import shutil
 import sys
+import tempfile
 import time
-from typing import Any, Callable, Iterable, Sequence
+import weakref
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 from ._cursor import U64_MAX, SessionCursor
+from ._errors import LashError
 from ._events import SessionObservationEvent
 from ._follower import SessionFollower
 from ._gap import LiveReplayGap, ReadView, SessionObservation
 from ._handle import GapResume, RuntimeHandle
 from ._processes import InMemoryProcessRegistry
 from ._queue import InMemoryQueueStore
-from ._replay import InMemoryLiveReplayStore, InMemoryLiveReplayStoreConfig
+from ._replay import (
+    POSITION_BASE_SHIFT,
+    InMemoryLiveReplayStore,
+    InMemoryLiveReplayStoreConfig,
+    LiveReplayStore,
+)
 from ._runtime import LashRuntime, ModelSpec, ScriptedModel, SessionPolicy
+from .stores.sqlite import SqliteLiveReplayStore, SqliteProcessRegistry, SqliteQueueStore
 
 __all__ = [
     "FakeClock",
     "Scenario",
     "SimulatedClient",
     "ReconnectOutcome",
+    "StoreFileError",
+    "Backend",
+    "default_database_path",
+    "DATABASE_ENV",
+    "DEFAULT_DATABASE_PATH",
     "DEMO_REPLIES",
     "MAX_CLIENT_OUTCOMES",
 ]
+
+#: Where a scenario keeps its data: one SQLite file, or process memory.
+Backend = Literal["sqlite", "memory"]
+_BACKENDS = ("sqlite", "memory")
+#: The environment variable naming the project's SQLite file (real-clock scenarios).
+DATABASE_ENV = "LASH_DB"
+#: The project's SQLite file when ``$LASH_DB`` is not set, relative to the working directory.
+DEFAULT_DATABASE_PATH = pathlib.PurePath(".lash", "lash.sqlite3")
+#: The file's name inside a fake-clock scenario's temporary directory.
+_TEMPORARY_NAME = "lash.sqlite3"
 
 #: Reconnect outcomes a simulated client keeps (each may hold a replayed batch): enough for any
 #: gap log on screen, while a client that reconnects forever stays bounded.
@@ -83,14 +132,94 @@ def _add(a: float, b: float) -> float:
     return a + b
 
 
-@dataclasses.dataclass(slots=True)
+class StoreFileError(LashError):
+    """A scenario's SQLite file cannot be used: its directory is missing or not writable, the
+    path is a directory, or the file is not a lash store file. ``path`` is the file meant;
+    a store's own error, when there was one, is the ``__cause__``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot use {path!r} as the scenario's SQLite file: {reason}")
+
+
+def default_database_path(environ: Any = None) -> pathlib.Path:
+    """The project's SQLite file, absolute: ``$LASH_DB`` (``~`` expanded, relative to the working
+    directory) when set and not empty, else ``./.lash/lash.sqlite3``. Nothing is created here."""
+    env = os.environ if environ is None else environ
+    chosen = env.get(DATABASE_ENV, "")
+    path = pathlib.Path(os.path.expanduser(chosen)) if chosen else pathlib.Path(DEFAULT_DATABASE_PATH)
+    return pathlib.Path(os.path.abspath(path))
+
+
+def _usable_file(path: str | os.PathLike[str]) -> str:
+    """``path`` as an absolute string, checked so that a bad one fails with a clear
+    ``StoreFileError`` before any store opens it (SQLite's own message is terse)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"path must be a text path, not {type(text).__name__}")
+    if text in ("", ":memory:") or text.startswith("file:"):
+        raise StoreFileError(text, "a file path is needed (use backend='memory' for memory)")
+    full = os.path.abspath(os.path.expanduser(text))
+    directory = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise StoreFileError(full, "it is a directory")
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise StoreFileError(full, f"its directory {directory!r} {what}")
+    if os.path.exists(full):
+        if not os.access(full, os.R_OK | os.W_OK):
+            raise StoreFileError(full, "the file is not readable and writable")
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreFileError(full, f"its directory {directory!r} is not writable")
+    return full
+
+
+def _project_file() -> str:
+    """The real-clock default: ``default_database_path()``, with ``./.lash`` made when it is the
+    default directory and missing (a ``$LASH_DB`` directory must exist)."""
+    path = default_database_path()
+    if not os.environ.get(DATABASE_ENV):
+        directory = path.parent
+        if not directory.exists():
+            try:
+                directory.mkdir()
+                (directory / ".gitignore").write_text("# lash's local data (Scenario)\n*\n")
+            except OSError as err:
+                raise StoreFileError(str(path), f"cannot create {str(directory)!r}: {err}") from err
+    return _usable_file(path)
+
+
+def _remove_tree(directory: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+#: The replay store, queue store and process registry of a scenario, by backend.
+ScenarioReplayStore = InMemoryLiveReplayStore | SqliteLiveReplayStore | LiveReplayStore
+ScenarioQueueStore = InMemoryQueueStore | SqliteQueueStore
+ScenarioProcessRegistry = InMemoryProcessRegistry | SqliteProcessRegistry
+
+
+@dataclasses.dataclass(slots=True, eq=False)
 class Scenario:
+    """A runtime with a scripted model, its stores and a handle; see the module docstring for
+    where the data lives. ``backend`` is ``"sqlite"`` or ``"memory"``; ``path`` the SQLite file
+    (``None`` for memory); ``temporary`` whether that file is the scenario's own, removed by
+    ``close()``. ``async with`` closes it too: ``async with await Scenario.create() as s:``."""
+
     clock: FakeClock | None
-    store: InMemoryLiveReplayStore
-    queue: InMemoryQueueStore
-    processes: InMemoryProcessRegistry
+    store: ScenarioReplayStore
+    queue: ScenarioQueueStore
+    processes: ScenarioProcessRegistry
     model: ScriptedModel
     handle: RuntimeHandle
+    backend: Backend = "memory"
+    path: str | None = None
+    temporary: bool = False
+    _cleanup: weakref.finalize[Any, Any] | None = dataclasses.field(default=None, repr=False)
+    _closed: bool = dataclasses.field(default=False, repr=False)
 
     @classmethod
     async def create(
@@ -106,41 +235,182 @@ class Scenario:
         delay: float = 0.0,
         chunk_size: int = 8,
         tools: Sequence[tuple[str, Callable[..., Any]]] = (("add", _add),),
+        backend: Backend = "sqlite",
+        path: str | os.PathLike[str] | None = None,
+        replay_store: LiveReplayStore | None = None,
     ) -> Scenario:
+        """A scenario on ``backend``: ``"sqlite"`` (default) keeps queue, processes and replay in
+        one file (``path``; else a fresh temporary file with ``fake_clock=True``, else
+        ``$LASH_DB`` or ``./.lash/lash.sqlite3``); ``"memory"`` keeps them in this process.
+
+        ``replay_store`` replaces the backend's live replay store with one of your own (a
+        ``RedisLiveReplayStore`` shared with other processes, say); ``max_events``, ``max_age``
+        and ``subscriber_backlog`` are then that store's business. The scenario closes it in
+        ``close()``, and ``restart_store()`` refuses it (restart its server instead)."""
+        if replay_store is not None and not isinstance(replay_store, LiveReplayStore):
+            raise TypeError(
+                f"replay_store must be a LiveReplayStore, not {type(replay_store).__name__}"
+            )
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be 'sqlite' or 'memory', not {backend!r}")
+        if backend == "memory" and path is not None:
+            raise ValueError("path is for backend='sqlite'; a memory scenario keeps no file")
+        config = InMemoryLiveReplayStoreConfig(max_events, max_age, subscriber_backlog)
         clock = FakeClock() if fake_clock else None
-        store = InMemoryLiveReplayStore(
-            InMemoryLiveReplayStoreConfig(max_events, max_age, subscriber_backlog),
-            clock=clock if clock is not None else time.monotonic,
-        )
-        queue = InMemoryQueueStore(clock_ms=clock.ms if clock is not None else None)
-        processes = InMemoryProcessRegistry(clock_ms=clock.ms if clock is not None else None)
+        clock_ms = clock.ms if clock is not None else None
         model = ScriptedModel.from_replies(replies, cycle=cycle, delay=delay, chunk_size=chunk_size)
-        builder = (
-            LashRuntime.builder()
-            .with_session_id(session_id)
-            .with_policy(SessionPolicy(model=ModelSpec.from_token_limits("test-model", None, 1024, None)))
-            .with_model(model)
-            .with_queue_store(queue)
-            .with_process_registry(processes)
+        store: ScenarioReplayStore
+        queue: ScenarioQueueStore
+        processes: ScenarioProcessRegistry
+        file: str | None = None
+        temporary: str | None = None  # the directory a temporary file lives in
+        if replay_store is not None:
+            store = replay_store
+        if backend == "memory":
+            if replay_store is None:
+                store = InMemoryLiveReplayStore(
+                    config, clock=clock if clock is not None else time.monotonic
+                )
+            queue = InMemoryQueueStore(clock_ms=clock_ms)
+            processes = InMemoryProcessRegistry(clock_ms=clock_ms)
+            opened: list[Any] = []
+        else:
+            if path is not None:
+                file = _usable_file(path)
+            elif clock is not None:
+                temporary = tempfile.mkdtemp(prefix="lash-scenario-")
+                file = os.path.join(temporary, _TEMPORARY_NAME)
+            else:
+                file = _project_file()
+            opened = []
+            try:
+                try:
+                    queue = SqliteQueueStore(file, clock_ms=clock_ms)
+                    opened.append(queue)
+                    processes = SqliteProcessRegistry(file, clock_ms=clock_ms)
+                    opened.append(processes)
+                    if replay_store is None:
+                        store = SqliteLiveReplayStore(file, config, clock=clock)
+                        opened.append(store)
+                except LashError as err:
+                    raise StoreFileError(file, str(err)) from err
+            except BaseException:
+                _close_all(opened)
+                if temporary is not None:
+                    _remove_tree(temporary)
+                raise
+        try:
+            builder = (
+                LashRuntime.builder()
+                .with_session_id(session_id)
+                .with_policy(
+                    SessionPolicy(model=ModelSpec.from_token_limits("test-model", None, 1024, None))
+                )
+                .with_model(model)
+                .with_queue_store(queue)
+                .with_process_registry(processes)
+            )
+            for name, fn in tools:
+                builder = builder.with_tool(name, fn)
+            runtime = await builder.build()
+            handle = RuntimeHandle(runtime, store)
+        except BaseException:
+            _close_all(opened)
+            if temporary is not None:
+                _remove_tree(temporary)
+            raise
+        cleanup = None
+        if temporary is not None:  # removed by close(), else once the handle is gone, or at exit
+            cleanup = weakref.finalize(handle, _remove_tree, temporary)
+        return cls(
+            clock,
+            store,
+            queue,
+            processes,
+            model,
+            handle,
+            backend=backend,
+            path=file,
+            temporary=temporary is not None,
+            _cleanup=cleanup,
         )
-        for name, fn in tools:
-            builder = builder.with_tool(name, fn)
-        runtime = await builder.build()
-        return cls(clock, store, queue, processes, model, RuntimeHandle(runtime, store))
 
     @property
     def session_id(self) -> str:
         return self.handle.session_id
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def client(self, name: str = "client") -> SimulatedClient:
         return SimulatedClient(self.handle, name)
 
     def restart_store(self) -> None:
-        """Simulate a server restart: a new, empty replay store behind the same runtime."""
-        self.store.close()
-        clock = self.store.clock
-        self.store = InMemoryLiveReplayStore(self.store.config, clock=clock)
+        """Simulate a server restart: the replay store closes and a new one takes its place
+        behind the same runtime (open subscriptions end; clients resubscribe from their cursors).
+
+        On SQLite the new store reopens the same file: positions continue, so an old cursor
+        replays what it missed (the durable behaviour). In memory the new store is empty and
+        numbers per instance (``instance_numbering=True``) from a base above every position the
+        old one handed out, so an old cursor gets an ``unavailable`` gap, never a replay of the
+        new store's positions."""
+        old = self.store
+        if isinstance(old, SqliteLiveReplayStore):
+            old.close()
+            self.store = SqliteLiveReplayStore(old.path, old.config, clock=old.clock)
+        elif not isinstance(old, InMemoryLiveReplayStore):
+            raise TypeError(
+                f"restart_store() restarts the scenario's own store, not a {type(old).__name__}:"
+                " restart its server instead"
+            )
+        else:
+            tail = old.statistics(self.session_id).tail_position
+            old.close()
+            wall = self.clock.ms() / 1000 if self.clock is not None else time.time()
+            seconds = max(
+                int(wall),
+                (old.position_base >> POSITION_BASE_SHIFT) + 1,
+                (max(tail, old.statistics().forgotten_floor) >> POSITION_BASE_SHIFT) + 1,
+            )
+            self.store = InMemoryLiveReplayStore(
+                old.config,
+                clock=old.clock,
+                instance_numbering=True,
+                wall_clock=lambda: float(seconds),
+            )
         self.handle._shared.store = self.store
+
+    def close(self) -> None:
+        """Close the stores (idempotent; later calls on them raise their typed errors) and
+        remove the scenario's temporary file, if it has one. The runtime's in-memory state stays."""
+        if self._closed:
+            return
+        self._closed = True
+        _close_all([self.store, self.queue, self.processes])
+        if self._cleanup is not None:
+            self._cleanup()
+
+    async def __aenter__(self) -> Scenario:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _close_all(stores: Iterable[Any]) -> None:
+    """Close each store that can be closed; the first failure is raised after all were tried."""
+    failure: BaseException | None = None
+    for store in stores:
+        close = getattr(store, "close", None)
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception as err:  # noqa: PERF203 - each store gets its chance
+            failure = failure or err
+    if failure is not None:
+        raise failure
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from ._state import MonitorState, MonitorStatistics, RedrawThrottle
 if TYPE_CHECKING:  # the widget classes, for type checkers; at run time they load on first use
     from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator
     from ._monitor import SessionMonitor
+    from ._peer import PeerKernel, PeerKernelError
 
 #: name -> module of the widget classes, imported (with ipywidgets) on first access (PEP 562)
 _WIDGETS = {
@@ -51,6 +52,9 @@ _WIDGETS = {
     "EnqueuePanel": "._controls",
     "QueuePanel": "._controls",
     "ReconnectSimulator": "._controls",
+    # a second kernel, driven with jupyter-client (imported on first use)
+    "PeerKernel": "._peer",
+    "PeerKernelError": "._peer",
 }
 
 
@@ -99,6 +103,9 @@ __all__ = [
     "ReconnectSimulator",
     "BackgroundProducer",
     "start_producer",
+    # another kernel
+    "PeerKernel",
+    "PeerKernelError",
     # IPython
     "Rich",
     "load_ipython_extension",

@@ -36,6 +36,7 @@ from lash_core import (
     InvalidTurnInputError,
     LashError,
     LiveReplayGap,
+    LiveReplayStoreFailure,
     QueueChanged,
     QueuedWorkBatch,
     Replayed,
@@ -420,6 +421,12 @@ class ReconnectSimulator(widgets.VBox):
     store's lash error and shows it (``last_error``, ``error_view``); a redraw that cannot read
     the store's statistics shows why (``store_error``) and the clients all the same; a client
     whose first connect failed comes up disconnected, ready to reconnect.
+
+    Any ``LiveReplayStore`` works. What only some stores offer degrades gracefully: a store
+    without ``reconfigure`` (the SQLite store: its bounds are fixed when it opens) greys out the
+    retention sliders (``retention_fixed``) and ``set_retention`` raises a
+    ``LiveReplayStoreFailure`` saying so; a store without ``statistics`` shows its kind and
+    file instead of the held-events line.
     """
 
     selected = traitlets.Unicode(help="name of the client the buttons act on")
@@ -432,6 +439,9 @@ class ReconnectSimulator(widgets.VBox):
     )
     store_error = traitlets.Unicode(
         "", help="why the store's statistics could not be read at the last redraw, else empty"
+    )
+    retention_fixed = traitlets.Bool(
+        False, help="the store cannot change its retention live (no reconfigure): sliders off"
     )
 
     def __init__(
@@ -600,11 +610,19 @@ class ReconnectSimulator(widgets.VBox):
     def set_retention(
         self, max_events: int | None = None, max_age: float | None = None
     ) -> Any:
-        """Change the store's retention bounds now (and move the sliders to match)."""
-        config = self._act(
-            "changing retention",
-            lambda: self._replay_store.reconfigure(max_events_per_session=max_events, max_age=max_age),
-        )
+        """Change the store's retention bounds now (and move the sliders to match); a store that
+        cannot (no ``reconfigure``) is a ``LiveReplayStoreFailure`` saying so."""
+
+        def reconfigure() -> Any:
+            store = self._replay_store
+            if not _can_reconfigure(store):
+                raise LiveReplayStoreFailure(
+                    f"{type_name(store)} fixes its retention when it opens; "
+                    "open it with another config (or use an InMemoryLiveReplayStore) to change it"
+                )
+            return store.reconfigure(max_events_per_session=max_events, max_age=max_age)
+
+        config = self._act("changing retention", reconfigure)
         self._syncing = True
         try:
             self.retention.max = max(self.retention.max, config.max_events_per_session)
@@ -673,19 +691,33 @@ class ReconnectSimulator(widgets.VBox):
                     self.gap_entries.append((name, gap))
             self._gaps_seen[name] = client.gap_count
 
-    def _statistics(self) -> tuple[Any, str]:
-        """The store's statistics for the session, or ``None`` and why they cannot be read."""
+    def _statistics(self) -> tuple[Any, str, str]:
+        """``(statistics, note, error)``: the store's statistics for the session; else (a store
+        without ``statistics``) a note naming the store and its file; and
+        why they could not be read, else ``""``."""
         try:
             with translated(REPLAY_STORE, "reading the store's statistics"):
                 store = self._replay_store
-                if not hasattr(store, "statistics"):
-                    return None, ""
-                return store.statistics(self._handle.session_id), ""
+                if hasattr(store, "statistics"):
+                    return store.statistics(self._handle.session_id), "", ""
+                return None, _store_note(store), ""
         except LashError as err:
-            return None, render.error_text(err)
+            return None, "", render.error_text(err)
+
+    def _sync_retention_controls(self) -> None:
+        """Grey the sliders out while the store (it may have been replaced) cannot reconfigure."""
+        try:
+            fixed = not _can_reconfigure(self._replay_store)
+        except Exception:  # a store that is down: leave the sliders as they are
+            return
+        if fixed != self.retention_fixed:
+            self.retention_fixed = fixed
+            self.retention.disabled = fixed
+            self.max_age.disabled = fixed
 
     def _render(self) -> None:
-        stats, store_error = self._statistics()
+        stats, note, store_error = self._statistics()
+        self._sync_retention_controls()
         self._collect_gaps()
         matches = {name: _view_matches(c) for name, c in self.clients.items()}
         clients = [
@@ -695,7 +727,9 @@ class ReconnectSimulator(widgets.VBox):
         gap_count = sum(c.gap_count for c in self.clients.values())
         reconnect_count = sum(c.reconnects for c in self.clients.values())
         with _hold(self, self.status, self.gap_log):
-            self.status.value = render.clients_html(clients, stats, store_error=store_error)
+            self.status.value = (render.note_html(note) if note else "") + render.clients_html(
+                clients, stats, store_error=store_error
+            )
             self.store_error = store_error
             self.gap_log.value = render.gap_log_html(
                 tuple(self.gap_entries), total=gap_count, reconnects=reconnect_count
@@ -705,6 +739,22 @@ class ReconnectSimulator(widgets.VBox):
             self.views_match = all(
                 matches[name] is True for name, c in self.clients.items() if c.connected
             )
+
+
+def _can_reconfigure(store: Any) -> bool:
+    return callable(getattr(store, "reconfigure", None))
+
+
+def _store_note(store: Any) -> str:
+    """One line about a store that keeps no statistics: its kind and its file (cursors stay
+    opaque here: no tail is read out of one)."""
+    parts = [f"store: {type_name(store)}"]
+    path = getattr(store, "path", None)
+    if isinstance(path, str):
+        parts.append(f"file {short_repr(path, 200)}")
+    if not _can_reconfigure(store):
+        parts.append("retention fixed when it opened")
+    return ", ".join(parts)
 
 
 def _view_matches(client: SimulatedClient) -> bool | None:

@@ -434,7 +434,10 @@ class SessionMonitor(widgets.VBox):
     # -- async side panels -------------------------------------------------------------------------
 
     def _refresh_queue_soon(self) -> None:
-        """One queue refresh at a time; changes during it trigger one more afterwards."""
+        """One queue refresh at a time; changes during it ask for a redraw afterwards, and that
+        (throttled) redraw refreshes once more. So a burst of queue changes costs at most one
+        refresh per redraw window, however slow the store (a SQLite queue answers from a
+        thread, so a burst of enqueues would otherwise alternate with refreshes)."""
         state = self.state
         if self.queue_panel is None:
             state.queue_dirty = False
@@ -451,7 +454,7 @@ class SessionMonitor(widgets.VBox):
             finally:
                 self._queue_refreshing = False
             if state.queue_dirty:
-                self._refresh_queue_soon()
+                self.request_redraw()
 
         spawn(refresh(), on_error=self._show_error)
 

@@ -403,6 +403,9 @@ def _messages(view: Any) -> Sequence[Any] | None:
 
 
 def _missed(gap: LiveReplayGap) -> int | None:
+    """Events the client missed, or ``None`` (shown as unknown). An ``unavailable`` gap has no
+    count: its cursor is from the future or from an earlier store instance, whose positions say
+    nothing about this one's (an instance-numbered store starts far above them)."""
     try:
         return gap.missed_events
     except Exception:  # a gap from elsewhere: unparsable cursors, fields of the wrong type

@@ -295,6 +295,9 @@ def test_gap_missed_events_is_none_when_a_cursor_does_not_parse():
     assert gap.missed_events is None
     future = LiveReplayGap("s", SessionCursor.new("s", 1, 9), SessionCursor.new("s", 1, 5), SessionRevision(1), LiveReplayGapReason.UNAVAILABLE)
     assert future.missed_events is None
+    # an earlier store instance's cursor, below a restarted store's tail: still no count
+    restarted = LiveReplayGap("s", SessionCursor.new("s", 1, 24), SessionCursor.new("s", 1, 2**62 + 10), SessionRevision(1), LiveReplayGapReason.UNAVAILABLE)
+    assert restarted.missed_events is None
 
 
 def test_writing_a_document_with_a_foreign_cursor_keeps_its_sequence():

@@ -178,7 +178,7 @@ async def test_a_source_that_never_stops_gapping_is_a_typed_failure():
 
 
 async def test_a_restarted_store_is_followed_through_an_unavailable_gap():
-    s = await Scenario.create(session_id="chat")
+    s = await Scenario.create(session_id="chat", backend="memory")
     follower = SessionFollower(s.handle)
     for _ in range(3):
         delta(s.handle)

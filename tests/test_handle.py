@@ -361,7 +361,7 @@ async def test_process_handles_list_root_and_frame_scopes_merged():
 
 
 async def test_simulated_clients_replay_or_gap_and_reconstruct_the_view():
-    s = await Scenario.create(max_events=6, max_age=30.0)
+    s = await Scenario.create(max_events=6, max_age=30.0, backend="memory")
     h = s.handle
     alice, bob = s.client("alice"), s.client("bob")
     await h.run_turn("hello")

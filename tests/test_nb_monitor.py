@@ -17,6 +17,7 @@ from lash_core import (
     FinalValue,
     GapResume,
     InvalidTurnInputError,
+    LiveReplayStoreFailure,
     LiveReplayGapReason,
     QueuedWorkClaimBoundary,
     SessionFollower,
@@ -154,7 +155,8 @@ async def test_cancel_button_per_batch():
 
 
 async def test_reconnect_replay_then_trimmed_gap_then_unavailable():
-    s, m = await make(max_events=50, max_age=60.0)
+    # memory: live retention changes, and a restarted store that lost everything (unavailable)
+    s, m = await make(max_events=50, max_age=60.0, backend="memory")
     sim = m.simulator
     await s.handle.run_turn("one")
     await settle(m)
@@ -184,7 +186,7 @@ async def test_reconnect_replay_then_trimmed_gap_then_unavailable():
 
 
 async def test_sliders_and_clock_force_age_trimming():
-    s, m = await make(max_events=100, max_age=60.0)
+    s, m = await make(max_events=100, max_age=60.0, backend="memory")  # sliders reconfigure it
     sim = m.simulator
     m.disconnect("A")
     await s.handle.run_turn("x")
@@ -357,7 +359,7 @@ async def test_a_monitor_of_an_asynchronous_source_subscribes_from_its_task():
 
 
 async def test_a_lone_surrogate_in_an_event_is_escaped_and_the_monitor_lives_on():
-    s, m = await make()
+    s, m = await make(backend="memory")  # a SQLite store refuses to keep text that is not UTF-8
     bad = "bad\ud800id"  # valid in JSON, not in UTF-8 (ids refuse it; a delta's text may hold it)
     s.handle.record_turn_activity(TurnActivity.independent(AssistantProseDelta(bad)))
     await settle(m)
@@ -392,7 +394,7 @@ async def test_a_failing_batch_is_reported_and_the_stream_continues(monkeypatch)
 
 
 async def test_store_restart_is_followed_by_monitor_and_clients():
-    s, m = await make()
+    s, m = await make(backend="memory")  # the restarted store lost everything: unavailable
     await s.handle.run_turn("one")
     await settle(m)
     s.restart_store()
@@ -511,7 +513,7 @@ async def test_queue_panel_refreshes_are_coalesced():
 
 
 async def test_restarting_the_monitor_does_not_leak_subscriptions():
-    s, m = await make()
+    s, m = await make(backend="memory")  # its statistics count subscribers
     before = s.store.statistics(s.session_id).subscribers
     m.stop()
     m.start()
@@ -522,7 +524,7 @@ async def test_restarting_the_monitor_does_not_leak_subscriptions():
 
 
 async def test_simulator_buttons_do_what_their_methods_do():
-    s, m = await make(max_events=100, max_age=60.0)
+    s, m = await make(max_events=100, max_age=60.0, backend="memory")
     sim = m.simulator
     sim.picker.value = "B"
     assert sim.selected == "B"
@@ -544,11 +546,64 @@ async def test_simulator_buttons_do_what_their_methods_do():
     assert m.queue_panel.batch_count == 0
 
 
+# -- a SQLite-backed scenario (the default) -------------------------------------------------------
+
+
+async def test_the_simulator_on_a_sqlite_store_degrades_gracefully():
+    """The SQLite store has no ``reconfigure`` and no ``statistics``: the sliders are off, the
+    status names the store and its file, and retention changes are refused with a typed error."""
+    s, m = await make(max_events=50, max_age=60.0)
+    sim = m.simulator
+    assert s.backend == "sqlite"
+    assert sim.retention_fixed and sim.retention.disabled and sim.max_age.disabled
+    assert (sim.retention.value, sim.max_age.value) == (50, 60.0)  # the bounds it opened with
+    assert "SqliteLiveReplayStore" in sim.status.value and s.path in sim.status.value
+    assert sim.store_error == ""
+    with pytest.raises(LiveReplayStoreFailure, match="fixes its retention"):
+        sim.set_retention(max_events=3)
+    assert "fixes its retention" in sim.last_error
+    assert s.store.config.max_events_per_session == 50  # unchanged
+    # the rest works: replay, and a trimmed gap by age on the fake clock
+    await s.handle.run_turn("one")
+    await settle(m)
+    m.disconnect("A")
+    await s.handle.run_turn("two")
+    assert m.reconnect("A").kind == "replayed" and sim.view_matches("A")
+    m.disconnect("B")
+    await s.handle.run_turn("three")
+    sim.advance_clock(61)
+    outcome = m.reconnect("B")
+    assert outcome.gap.reason is TRIMMED and sim.view_matches("B")
+    m.stop()
+    s.close()
+
+
+async def test_a_sqlite_store_restart_is_durable_for_monitor_and_clients():
+    s, m = await make()
+    sim = m.simulator
+    await s.handle.run_turn("one")
+    await settle(m)
+    m.disconnect("A")
+    s.handle.record_queue_changed("enqueued", ["while A is away"])
+    s.restart_store()  # the same file: positions continue, nothing is lost
+    await settle(m)
+    assert m.connected and m.gaps == 0
+    outcome = m.reconnect("A")
+    assert outcome.kind == "replayed" and [e.type for e in outcome.replayed] == ["queue_changed"]
+    assert sim.view_matches("A")
+    await s.handle.run_turn("two")
+    await settle(m)
+    assert m.revision == 2 and m.connected and m.gaps == 0 and sim.view_matches("A")
+    assert sim.retention_fixed  # the new store's abilities are read again
+    m.stop()
+    s.close()
+
+
 # -- two gaps in a row ----------------------------------------------------------------------------
 
 
 async def test_two_gaps_in_a_row_reach_the_follower_the_simulator_and_the_monitor():
-    s = await Scenario.create(max_age=5.0)
+    s = await Scenario.create(max_age=5.0, backend="memory")  # its restart answers unavailable
     source = MovingOnSource(s)  # the handle, until told to move on before its next subscribes
     m = SessionMonitor(source, clock=s.clock)  # its follower and its simulated clients read through it
     sim = m.simulator
@@ -608,7 +663,7 @@ BAD_VALUES = {name: BAD_VALUES[name] for name in NB_BAD}
 @pytest.mark.parametrize("bad", sorted(BAD_VALUES))
 async def test_a_bad_event_becomes_a_counted_fallback_row_and_its_batch_still_goes_in(bad):
     make_value, kind = BAD_VALUES[bad]
-    s, m = await make()
+    s, m = await make(backend="memory")  # a SQLite store refuses what the wire cannot carry
     h = s.handle
     # no await in between: the monitor reads all four as one batch
     h.record_queue_changed("enqueued", ["before"])
@@ -713,7 +768,7 @@ async def test_error_lines_are_bounded(monkeypatch):
 async def test_the_monitor_keeps_only_the_newest_gaps():
     from lash_nb._state import GAP_LOG_KEPT
 
-    s = await Scenario.create()
+    s = await Scenario.create(backend="memory")  # each restart answers unavailable
     m = SessionMonitor(s.handle, controls=False)
     for i in range(GAP_LOG_KEPT + 5):
         s.handle.record_queue_changed("enqueued", [str(i)])
@@ -1048,7 +1103,7 @@ async def test_a_bare_string_of_names_and_bad_numbers_are_typed_errors_at_every_
     from lash_core import InvalidObservationError
     from lash_nb import ReconnectSimulator
 
-    s = await Scenario.create()
+    s = await Scenario.create(backend="memory")  # its statistics count subscribers
     h = s.handle
     with pytest.raises(InvalidObservationError, match="clients must be a list of strings, not a single str 'Alice'"):
         ReconnectSimulator(h, clients="Alice")

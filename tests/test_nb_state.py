@@ -101,7 +101,7 @@ async def test_two_gaps_in_a_row_are_both_applied():
 
 
 async def test_a_restarted_store_is_followed_through_an_unavailable_gap():
-    s = await Scenario.create()
+    s = await Scenario.create(backend="memory")  # a restarted memory store lost everything
     st = MonitorState(s.handle)
     delta(s.handle)
     st.poll()
@@ -116,13 +116,13 @@ async def test_a_restarted_store_is_followed_through_an_unavailable_gap():
 
 
 async def test_the_gap_log_is_bounded_and_gaps_counts_them_all():
-    s = await Scenario.create()
+    s = await Scenario.create(backend="memory")
     st = MonitorState(s.handle)
     for _ in range(GAP_LOG_KEPT + 7):
         delta(s.handle)
         st.poll()
         st.disconnect()
-        s.restart_store()  # the cursor is from the future for the new store
+        s.restart_store()  # the cursor is from an earlier instance of the store
         st.poll()
     assert st.gaps == GAP_LOG_KEPT + 7 and len(st.gap_log) == GAP_LOG_KEPT
 
@@ -146,7 +146,7 @@ async def test_filters_and_visible_rows_shape_the_table_and_bad_filters_change_n
 
 async def test_bad_events_are_counted_fallback_rows_and_their_batch_goes_in():
     make_value, kind = BAD_VALUES["deep"]
-    s = await Scenario.create()
+    s = await Scenario.create(backend="memory")  # a SQLite store refuses what the wire cannot carry
     st = MonitorState(s.handle)
     s.handle.record_queue_changed("enqueued", ["before"])
     s.handle.record_turn_activity(TurnActivity.independent(FinalValue(make_value())))

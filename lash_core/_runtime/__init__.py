@@ -1,7 +1,8 @@
 """The runtime side of lash_core: an in-memory session, its turn machine and the asyncio driver.
 
 Modules: ``_state`` (values), ``_tools`` (tool registry), ``_machine`` (the sans-IO turn machine),
-``_model`` (model providers, ``ScriptedModel``), ``_poke`` (``QueuedWorkPoke``), ``_runtime``
+``_model`` (model providers, ``ScriptedModel``), ``_poke`` (``QueuedWorkPoke``), ``_lease`` (the
+lease heartbeat that keeps a running turn's queued-work claims alive), ``_runtime``
 (``LashRuntime`` and its builder).
 """
 
@@ -41,6 +42,7 @@ from ._runtime import (
     QUEUED_WORK_CLAIM_TTL_MS,
     QUEUED_WORK_MAX_BATCHES,
     QUEUED_WORK_POLL_INTERVAL,
+    QUEUED_WORK_RENEWALS_PER_LEASE,
     LashRuntime,
     LashRuntimeBuilder,
     ObservationSink,
@@ -76,6 +78,7 @@ __all__ = [
     "QUEUED_WORK_CLAIM_TTL_MS",
     "QUEUED_WORK_MAX_BATCHES",
     "QUEUED_WORK_POLL_INTERVAL",
+    "QUEUED_WORK_RENEWALS_PER_LEASE",
     # values
     "ModelSpec",
     "DEFAULT_MODEL",

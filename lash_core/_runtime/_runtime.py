@@ -15,6 +15,16 @@ Rules (read these before the code):
 * A runtime failure (broken tool catalog, store error, an exception from the sink, cancellation)
   commits nothing, abandons the turn's claims so their batches can be claimed again, and raises
   (``LashRuntimeError`` for the first two).
+* Leases: while a turn holds queued-work claims (its idle claim, and any joined at checkpoints) a
+  heartbeat task renews each one every ``renew_interval_ms`` (default: a third of the lease; see
+  ``_lease.py``). A renewal the store refuses means another worker owns that work now: the turn
+  stops at once (its body is cancelled), commits nothing (its in-flight model output and tool
+  results are dropped, because the new holder runs the same input again), never completes or
+  abandons the lost claim, abandons the claims it still holds, records ``TurnError`` (the claim id,
+  its batch ids, the store's reason), logs a warning, and raises ``LashRuntimeError``
+  (``store_commit_failed``, caused by the store's ``QueuedWorkClaimExpired``). A renewal that
+  merely fails (store down) is retried at the next tick. A loss the heartbeat has not seen yet when
+  the turn commits shows up as a refused completion (the at-least-once rule above).
 * Queued work joins at the idle boundary (``drain_queued_work``: one turn per claim, first activity
   ``QueuedWorkStarted(idle)``) or at a checkpoint inside a turn (only ``earliest_safe_boundary``
   work is eligible there, per the store's claim rules).
@@ -28,11 +38,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from .._cursor import SessionRevision
 from .._errors import LashRuntimeError, RuntimeErrorCode, store_commit_failed
-from .._events import TokenUsage, TurnActivity
+from .._events import TokenUsage, TurnActivity, TurnError
+from .._ids import new_id as _new_uuid
 from .._ids import new_short_id
 from .._input import TurnInput
 from .._json import error_message, short_repr
@@ -42,7 +53,8 @@ from .._processes import (
     ProcessRegistry,
 )
 from .._queue import QUEUED_WORK_STORE_METHODS, QueuedWorkStore
-from .._validate import is_utf8_str
+from .._validate import is_uint, is_utf8_str
+from ._lease import ClaimHeartbeat, ClaimLost, ClaimLostSignal
 from ._machine import (
     MAX_PROTOCOL_ITERATIONS,
     MODEL_CHUNK_TYPES,
@@ -83,6 +95,7 @@ __all__ = [
     "LashRuntimeBuilder",
     "ObservationSink",
     "QUEUED_WORK_CLAIM_TTL_MS",
+    "QUEUED_WORK_RENEWALS_PER_LEASE",
     "QUEUED_WORK_MAX_BATCHES",
     "QUEUED_WORK_POLL_INTERVAL",
 ]
@@ -92,6 +105,9 @@ logger = logging.getLogger("lash_core.runtime")
 #: Lease on claimed queued work (lash: 15 minutes). Longer than any turn, so a live turn never
 #: loses its work; short enough that work of a crashed runtime is retried the same hour.
 QUEUED_WORK_CLAIM_TTL_MS = 15 * 60 * 1000
+#: A running turn renews its claims this many times per lease (every ``ttl / 3``): two renewals
+#: in a row may fail (a store blip) and the lease is still live at the third.
+QUEUED_WORK_RENEWALS_PER_LEASE = 3
 #: Batches one claim may gather (lash: 64); a burst of joinable input becomes one turn, not 64.
 QUEUED_WORK_MAX_BATCHES = 64
 #: How often the queue worker looks for work without a poke (lash: 400 ms): the recovery path for
@@ -134,6 +150,9 @@ class LashRuntimeBuilder:
         self._owner_id: str | None = None
         self._poke: QueuedWorkPoke | None = None
         self._new_id: Callable[[], str] | None = None
+        self._claim_ttl_ms: Any = QUEUED_WORK_CLAIM_TTL_MS
+        self._renew_interval_ms: Any = None
+        self._sleep: Any = None
 
     def with_session_id(self, session_id: str) -> LashRuntimeBuilder:
         self._session_id = session_id
@@ -179,6 +198,24 @@ class LashRuntimeBuilder:
         self._new_id = new_id
         return self
 
+    def with_queued_work_lease(
+        self, ttl_ms: int, *, renew_interval_ms: int | None = None
+    ) -> LashRuntimeBuilder:
+        """The lease on claimed queued work, in milliseconds of the store's clock (default
+        ``QUEUED_WORK_CLAIM_TTL_MS``, 15 minutes), and how often a running turn renews it, in
+        milliseconds (default ``ttl_ms // 3``). ``build`` raises ``LashRuntimeError``
+        (``invalid_configuration``) unless ``ttl_ms`` is an int in ``1..2**64-1`` and the interval
+        an int in ``1..ttl_ms-1`` (a lease renewed no sooner than it runs out protects nothing)."""
+        self._claim_ttl_ms = ttl_ms
+        self._renew_interval_ms = renew_interval_ms
+        return self
+
+    def with_sleep(self, sleep: Callable[[float], Awaitable[Any]]) -> LashRuntimeBuilder:
+        """How the lease heartbeat waits between renewals: ``await sleep(seconds)`` (default
+        ``asyncio.sleep``). Tests pass a fake timer's ``sleep`` to drive renewals by hand."""
+        self._sleep = sleep
+        return self
+
     async def build(self) -> LashRuntime:
         def invalid(message: str) -> LashRuntimeError:
             return LashRuntimeError(RuntimeErrorCode.INVALID_CONFIGURATION, message)
@@ -199,6 +236,21 @@ class LashRuntimeBuilder:
             _check_queue_store(self._queue_store, invalid)
         if self._process_registry is not None:
             _check_process_registry(self._process_registry, invalid)
+        ttl_ms = self._claim_ttl_ms
+        if not is_uint(ttl_ms) or ttl_ms < 1:
+            raise invalid(
+                f"queued work lease must be an int of milliseconds in 1..2**64-1, not {short_repr(ttl_ms)}"
+            )
+        interval_ms = self._renew_interval_ms
+        if interval_ms is None:
+            interval_ms = max(1, ttl_ms // QUEUED_WORK_RENEWALS_PER_LEASE)
+        if not is_uint(interval_ms) or not 1 <= interval_ms < ttl_ms:
+            raise invalid(
+                "lease renew interval must be an int of milliseconds in 1..ttl_ms-1 "
+                f"(ttl_ms={ttl_ms}), not {short_repr(interval_ms)}"
+            )
+        if self._sleep is not None and not callable(self._sleep):
+            raise invalid(f"sleep must be a callable, not {short_repr(self._sleep)}")
         registry = ToolRegistry()
         for name, fn, description, schema in self._tools:
             registry.register(name, fn, description=description, schema=schema)
@@ -215,6 +267,9 @@ class LashRuntimeBuilder:
             owner_id=owner_id,
             queued_work_poke=poke,
             new_id=self._new_id,
+            claim_ttl_ms=ttl_ms,
+            renew_interval_ms=interval_ms,
+            sleep=self._sleep,
         )
 
 
@@ -272,6 +327,9 @@ class LashRuntime:
         owner_id: str,
         queued_work_poke: QueuedWorkPoke | None,
         new_id: Callable[[], str] | None = None,
+        claim_ttl_ms: int = QUEUED_WORK_CLAIM_TTL_MS,
+        renew_interval_ms: int | None = None,
+        sleep: Callable[[float], Awaitable[Any]] | None = None,
     ) -> None:
         self._session_id = session_id
         self._policy = policy
@@ -292,6 +350,13 @@ class LashRuntime:
         self._current_agent_frame_id = initial_frame
         self._turn_lock = asyncio.Lock()
         self._clock: Callable[[], float] = time.monotonic
+        self._claim_ttl_ms = claim_ttl_ms
+        self._renew_interval_ms = (
+            renew_interval_ms
+            if renew_interval_ms is not None
+            else max(1, claim_ttl_ms // QUEUED_WORK_RENEWALS_PER_LEASE)
+        )
+        self._sleep: Callable[[float], Awaitable[Any]] = sleep if sleep is not None else asyncio.sleep
 
     @staticmethod
     def builder() -> LashRuntimeBuilder:
@@ -326,6 +391,16 @@ class LashRuntime:
     @property
     def turn_running(self) -> bool:
         return self._turn_lock.locked()
+
+    @property
+    def queued_work_lease_ms(self) -> int:
+        """The lease asked for when claiming or renewing queued work (milliseconds)."""
+        return self._claim_ttl_ms
+
+    @property
+    def queued_work_renew_interval_ms(self) -> int:
+        """How often a running turn renews its claims (milliseconds)."""
+        return self._renew_interval_ms
 
     def export_persisted_state(self) -> RuntimeSessionState:
         return RuntimeSessionState(
@@ -499,7 +574,7 @@ class LashRuntime:
                 self._session_id,
                 self._owner_id,
                 QueuedWorkClaimBoundary(boundary),
-                QUEUED_WORK_CLAIM_TTL_MS,
+                self._claim_ttl_ms,
                 QUEUED_WORK_MAX_BATCHES,
             )
         except Exception as err:
@@ -530,56 +605,103 @@ class LashRuntime:
                     exc_info=True,
                 )
 
+    def _heartbeat(self) -> ClaimHeartbeat:
+        return ClaimHeartbeat(
+            self.queue_store,
+            session_id=self._session_id,
+            ttl_ms=self._claim_ttl_ms,
+            interval_s=self._renew_interval_ms / 1000,
+            sleep=self._sleep,
+        )
+
     async def _drive_turn(
         self, inputs: tuple[TurnInput, ...], sink: ObservationSink, idle_claim: Any
     ) -> TurnOutcome:
-        claims: list[Any] = [idle_claim] if idle_claim is not None else []
+        heartbeat = self._heartbeat()
+        if idle_claim is not None:
+            heartbeat.hold(idle_claim)
         try:
-            model = self._require_model()
-            max_iterations = self._policy.max_turns or MAX_PROTOCOL_ITERATIONS
-            kwargs = {"new_id": self._new_id} if self._new_id is not None else {}
-            machine = TurnMachine(
-                history=self._messages,
-                session_usage=self._usage,
-                max_protocol_iterations=max_iterations,
-                **kwargs,
-            )
-            requests: deque[TurnOutput] = deque()
-
-            def dispatch(outputs: list[TurnOutput]) -> None:
-                for output in outputs:
-                    if isinstance(output, Emit):
-                        sink.record_turn_activity(output.activity)
-                    else:
-                        requests.append(output)
-
-            batch_ids = tuple(idle_claim.batch_ids) if idle_claim is not None else ()
-            dispatch(machine.send(StartTurn(inputs, batch_ids)))
-            while True:
-                request = requests.popleft()
-                if isinstance(request, RequestModel):
-                    await self._stream_model(model, machine, request, dispatch)
-                elif isinstance(request, CallTool):
-                    started = self._clock()
-                    output = await self._tools.invoke(request.name, request.args)
-                    duration_ms = max(0, int((self._clock() - started) * 1000))
-                    dispatch(machine.send(ToolResult(request.call_id, output, duration_ms)))
-                elif isinstance(request, Checkpoint):
-                    dispatch(machine.send(await self._checkpoint(machine, claims)))
-                elif isinstance(request, FailTurn):
-                    raise LashRuntimeError(request.code, request.message)
-                elif isinstance(request, CommitTurn):
-                    commit = request
-                    break
-                else:  # pragma: no cover - the machine only emits the types above
-                    raise AssertionError(f"unexpected turn output {request!r}")
+            commit = await heartbeat.guard(self._run_machine(inputs, sink, idle_claim, heartbeat))
+            await heartbeat.stop()
+            if heartbeat.lost is not None:  # seen while the body was finishing
+                raise ClaimLostSignal(heartbeat.lost)
+        except ClaimLostSignal as signal:
+            await heartbeat.stop()
+            await self._claim_lost(signal.lost, heartbeat.claims, sink)
         except BaseException:
-            await self._abandon(claims)
+            await heartbeat.stop()
+            await self._abandon(heartbeat.claims)
             raise
         outcome = self._apply_commit(commit)
-        await self._complete(claims)
+        await self._complete(heartbeat.claims)
         sink.publish_from(self)
         return outcome
+
+    async def _run_machine(
+        self,
+        inputs: tuple[TurnInput, ...],
+        sink: ObservationSink,
+        idle_claim: Any,
+        heartbeat: ClaimHeartbeat,
+    ) -> CommitTurn:
+        """The turn body: drive the machine to its ``CommitTurn`` (raises on ``FailTurn``)."""
+        model = self._require_model()
+        max_iterations = self._policy.max_turns or MAX_PROTOCOL_ITERATIONS
+        kwargs = {"new_id": self._new_id} if self._new_id is not None else {}
+        machine = TurnMachine(
+            history=self._messages,
+            session_usage=self._usage,
+            max_protocol_iterations=max_iterations,
+            **kwargs,
+        )
+        requests: deque[TurnOutput] = deque()
+
+        def dispatch(outputs: list[TurnOutput]) -> None:
+            for output in outputs:
+                if isinstance(output, Emit):
+                    sink.record_turn_activity(output.activity)
+                else:
+                    requests.append(output)
+
+        batch_ids = tuple(idle_claim.batch_ids) if idle_claim is not None else ()
+        dispatch(machine.send(StartTurn(inputs, batch_ids)))
+        while True:
+            request = requests.popleft()
+            if isinstance(request, RequestModel):
+                await self._stream_model(model, machine, request, dispatch)
+            elif isinstance(request, CallTool):
+                started = self._clock()
+                output = await self._tools.invoke(request.name, request.args)
+                duration_ms = max(0, int((self._clock() - started) * 1000))
+                dispatch(machine.send(ToolResult(request.call_id, output, duration_ms)))
+            elif isinstance(request, Checkpoint):
+                dispatch(machine.send(await self._checkpoint(machine, heartbeat)))
+            elif isinstance(request, FailTurn):
+                raise LashRuntimeError(request.code, request.message)
+            elif isinstance(request, CommitTurn):
+                return request
+            else:  # pragma: no cover - the machine only emits the types above
+                raise AssertionError(f"unexpected turn output {request!r}")
+
+    async def _claim_lost(
+        self, lost: ClaimLost, held: list[Any], sink: ObservationSink
+    ) -> NoReturn:
+        """The turn no longer owns ``lost``: say so (log, stream), hand back what it still holds,
+        and fail the turn. The lost claim is neither completed nor abandoned: it is not ours."""
+        logger.warning(
+            "lost queued work claim %s (session_id=%s): %s; the turn stops without a commit",
+            lost.claim_id,
+            self._session_id,
+            lost.reason,
+        )
+        new_id = self._new_id or _new_uuid
+        try:
+            sink.record_turn_activity(
+                TurnActivity(id=new_id(), correlation_id=new_id(), event=TurnError(lost.message))
+            )
+        finally:
+            await self._abandon(held)
+        raise LashRuntimeError(RuntimeErrorCode.STORE_COMMIT_FAILED, lost.message) from lost.error
 
     async def _stream_model(
         self,
@@ -631,7 +753,7 @@ class LashRuntime:
                 except Exception:
                     logger.debug("model stream did not close cleanly", exc_info=True)
 
-    async def _checkpoint(self, machine: TurnMachine, claims: list[Any]) -> Any:
+    async def _checkpoint(self, machine: TurnMachine, heartbeat: ClaimHeartbeat) -> Any:
         if self.queue_store is None:
             return CheckpointResolved()
         try:
@@ -640,7 +762,7 @@ class LashRuntime:
             return AbortTurn(err.code, err.message)
         if claim is None:
             return CheckpointResolved()
-        claims.append(claim)
+        heartbeat.hold(claim)
         inputs = tuple(payload for batch in claim.batches for payload in batch.payloads)
         return CheckpointResolved(inputs, tuple(claim.batch_ids))
 

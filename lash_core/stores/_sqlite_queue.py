@@ -130,8 +130,15 @@ class SqliteQueueStore(SqliteBacked):
                 f"expected a QueuedWorkBatchDraft, not {type(draft).__name__}"
             )
         now = self._now()
-        return await self._change(
-            "enqueue queued work", draft.session_id, lambda state: state.enqueue(draft, now)
+        # Enqueue reads nothing but the batch holding the draft's source key (if any): loading
+        # only that row keeps an enqueue O(1) in the session's backlog.
+        return await asyncio.to_thread(
+            self._run,
+            "enqueue queued work",
+            draft.session_id,
+            lambda state: state.enqueue(draft, now),
+            True,
+            (draft.source_key,),
         )
 
     async def claim_ready_queued_work(
@@ -252,8 +259,11 @@ class SqliteQueueStore(SqliteBacked):
         session_id: str,
         operation: Callable[[QueueState], _T],
         write: bool,
+        only_source_key: tuple[str | None] | None = None,
     ) -> _T:
-        """Load the session into a ``QueueState``, run ``operation``, write back what changed."""
+        """Load the session into a ``QueueState``, run ``operation``, write back what changed.
+        ``only_source_key=(key,)`` loads just the batch holding ``key`` (none for ``None``):
+        enough for an enqueue, which reads and changes nothing else."""
         with self._lock, translate(QueuedWorkError, action):
             connection = self._connection
             if connection is None:
@@ -265,19 +275,35 @@ class SqliteQueueStore(SqliteBacked):
                 (last_seq,) = connection.execute(
                     "SELECT value FROM queued_work_counters WHERE name = 'enqueue_seq'"
                 ).fetchone()
-                state, before = self._load(connection, session_id, last_seq=last_seq)
+                state, before = self._load(
+                    connection, session_id, last_seq=last_seq, only_source_key=only_source_key
+                )
                 result = operation(state)
                 self._save(connection, session_id, state, before, last_seq)
             return result
 
     def _load(
-        self, connection: sqlite3.Connection, session_id: str, *, last_seq: int
+        self,
+        connection: sqlite3.Connection,
+        session_id: str,
+        *,
+        last_seq: int,
+        only_source_key: tuple[str | None] | None = None,
     ) -> tuple[QueueState, dict[str, str]]:
-        rows = connection.execute(
-            "SELECT batch_id, record FROM queued_work_batches"
-            " WHERE session_id = ? ORDER BY enqueue_seq",
-            (session_id,),
-        ).fetchall()
+        if only_source_key is None:
+            rows = connection.execute(
+                "SELECT batch_id, record FROM queued_work_batches"
+                " WHERE session_id = ? ORDER BY enqueue_seq",
+                (session_id,),
+            ).fetchall()
+        elif only_source_key[0] is None:
+            rows = []
+        else:
+            rows = connection.execute(
+                "SELECT batch_id, record FROM queued_work_batches"
+                " WHERE session_id = ? AND source_key = ?",
+                (session_id, only_source_key[0]),
+            ).fetchall()
         records = [self._record(batch_id, text) for batch_id, text in rows]
         state = QueueState.from_records(records, last_seq, new_id=self._new_id)
         return state, dict(rows)  # stored text is _dumps of the record: compare with it

@@ -7,10 +7,11 @@ Rules (read these before the code; the protocol docstring in ``lash_core._replay
   never reused, whatever retention dropped. ``lash_replay_events(session_id, position,
   appended_at, event)`` holds the retained events, keyed by ``(session_id, position)``, with
   the store clock's reading at the append and the event's wire JSON (``_wire.event_to_dict``).
-* Append. One ``BEGIN IMMEDIATE`` transaction reads the tail, writes ``tail + 1`` and the event,
-  and applies retention. The write lock makes appends from several threads, connections or
+* Append. One ``BEGIN IMMEDIATE`` transaction raises the tail by one (an upsert returning it) and
+  writes the event. The write lock makes appends from several threads, connections or
   processes on one file get distinct, contiguous positions.
-* Retention, in SQL, after each append and before each replay / subscribe / ``trim_session``:
+* Retention, in SQL, before each replay / subscribe / ``trim_session`` and after every
+  ``TRIM_EVERY``-th append to a session (so the file holds at most that many expired events):
   delete the session's events at positions ``<= tail - max_events_per_session``, then walk the
   oldest events in position order and delete them while ``now - appended_at > max_age``. So the
   retained events are always a run ``first..tail`` and the gap rules read ``first`` as
@@ -79,11 +80,20 @@ from .._replay import (
 from .._wire import DEFAULT_PROTOCOL_VERSION, event_from_dict, event_to_dict
 from ._sqlite_db import database_path, open_database, transaction, translate
 
-__all__ = ["SqliteLiveReplayStore", "SqliteLiveReplaySubscription", "EVENT_CACHE_SIZE"]
+__all__ = [
+    "SqliteLiveReplayStore",
+    "SqliteLiveReplaySubscription",
+    "EVENT_CACHE_SIZE",
+    "TRIM_EVERY",
+]
 
 #: Component name and schema version recorded in ``lash_schema``.
 COMPONENT = "live_replay"
 SCHEMA_VERSION = 1
+#: Appends between two physical retention passes on a session. Retention is also applied before
+#: every replay, subscribe and ``trim_session`` (what a reader sees is always exact); between
+#: passes the file holds at most this many events beyond what retention keeps.
+TRIM_EVERY = 32
 #: Events appended by this object kept as objects for replay: enough for a reconnecting client's
 #: usual replay to skip JSON decoding and keep ``Committed`` read views; small in memory.
 EVENT_CACHE_SIZE = 4096
@@ -209,23 +219,22 @@ class SqliteLiveReplayStore(StoreSettings):
             now = self._read_clock()  # before any change: a failing clock uses no position
             live = self._live_for_append(session_id)
             with self._write("append to the live replay store") as conn:
-                tail = self._tail(session_id)
-                caught_up = self._catch_up(live, tail)
-                position = tail + 1
+                (position,) = conn.execute(
+                    "INSERT INTO lash_replay_sessions (session_id, tail) VALUES (?, 1)"
+                    " ON CONFLICT (session_id) DO UPDATE SET tail = tail + 1 RETURNING tail",
+                    (session_id,),
+                ).fetchone()
+                caught_up = self._catch_up(live, position - 1)
                 event = SessionObservationEvent(
                     session_id, revision, format_cursor(revision, position, session_id), payload
-                )
-                conn.execute(
-                    "INSERT INTO lash_replay_sessions (session_id, tail) VALUES (?, ?)"
-                    " ON CONFLICT (session_id) DO UPDATE SET tail = excluded.tail",
-                    (session_id, position),
                 )
                 conn.execute(
                     "INSERT INTO lash_replay_events (session_id, position, appended_at, event)"
                     " VALUES (?, ?, ?, ?)",
                     (session_id, position, now, _encode(event)),
                 )
-                self._trim(session_id, position, now)
+                if position % TRIM_EVERY == 0:
+                    self._trim(session_id, position, now)
             cache = self._cache
             cache[(session_id, position)] = event
             if len(cache) > EVENT_CACHE_SIZE:

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, TypeVar
 
+import pytest
+
 from lash_core import (
     DEFAULT_LIVE_REPLAY_CAPACITY,
     DEFAULT_LIVE_REPLAY_TTL,
@@ -42,6 +44,7 @@ from lash_core import (
     ProcessRegistry,
     QueuedWorkStore,
 )
+from lash_core._queue import QUEUED_WORK_STORE_METHODS
 from lash_core.stores._sqlite_processes import SqliteProcessRegistry
 from lash_core.stores._sqlite_queue import SqliteQueueStore
 from lash_core.testing import FakeClock
@@ -153,6 +156,177 @@ class SqliteProcessRegistryFactory(_SqliteFactory):
     kind = SqliteProcessRegistry
 
 
+class PostgresQueueStoreFactory:
+    """``PostgresQueueStore`` on the test session's PostgreSQL server (``tests/servers.py``): one
+    new database per factory and a schema per ``open``; ``close`` empties the schema and keeps it
+    for a later ``open`` (a schema per hypothesis example would dominate the run), and ``reopen``
+    closes the store and opens a new one on the same schema and clock.
+
+    The suite opens, reopens and closes synchronously (in fixtures, inside running tests, and per
+    hypothesis example, each example and test on an event loop of its own), while the store's
+    psycopg pool belongs to the loop it was opened on. So ``open`` hands out a ``_LazyStore``:
+    the same coroutine methods, and the real store is opened on the loop of the first call.
+    """
+
+    name = "postgres"
+    marks = (pytest.mark.servers,)
+
+    def __init__(self) -> None:
+        self._dsn: str | None = None
+        self._free: list[str] = []  # emptied schemas, ready for reuse
+        self._schemas = 0
+
+    def open(self, *, clock: FakeClock) -> Any:
+        import servers
+
+        if self._dsn is None:
+            self._dsn = servers.new_database()
+        if self._free:
+            schema = self._free.pop()
+        else:
+            self._schemas += 1
+            schema = f"conformance_{self._schemas}"
+        return _LazyStore(self._dsn, schema, clock)
+
+    def reopen(self, store: Any) -> Any:
+        store.close_soon(empty=False)
+        return _LazyStore(store.dsn, store.schema, store.clock)
+
+    def close(self, store: Any) -> None:
+        import gc
+
+        import psycopg
+
+        opened = store.opened
+        if not store.close_soon(empty=True):
+            if opened:
+                # Its loop is gone or busy. When the loop ended, the keeper's close may have
+                # stopped half way (the pool's workers were cancelled with it): the connections
+                # it dropped sit in reference cycles, and a server stop would wait for them.
+                gc.collect()
+            # Empty the schema on a connection of our own.
+            try:
+                with psycopg.connect(self._dsn, autocommit=True) as admin:
+                    admin.execute("SET lock_timeout = 5000")
+                    admin.execute(_EMPTY.format(schema=store.schema).encode())
+            except psycopg.errors.UndefinedTable:
+                pass  # never opened: nothing was created
+            except psycopg.Error:
+                return  # held by a call that never finished (a failed test): not reused
+        self._free.append(store.schema)
+
+
+_EMPTY = 'DELETE FROM "{schema}".queued_work_batches'
+
+
+class _LazyStore:
+    """A conformance ``PostgresQueueStore`` opened on the event loop of its first call, with
+    the ``QueuedWorkStore`` coroutine methods (added below) forwarding to it.
+
+    A *keeper* task on that loop closes the store when it is cancelled: by ``close_soon``, or by
+    the loop's runner when the loop ends before the suite's ``close`` (a test's loop is closed
+    before its fixtures are torn down)."""
+
+    def __init__(self, dsn: str, schema: str, clock: FakeClock) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.clock = clock
+        self._loop: Any = None
+        self._opening: Any = None  # the future of the opened store
+        self._keeper: Any = None  # the task that opens the store, keeps it, and closes it
+
+    @property
+    def opened(self) -> bool:
+        """Whether a call has opened (or begun to open) the real store."""
+        return self._keeper is not None
+
+    def __repr__(self) -> str:
+        return f"<_LazyStore schema={self.schema!r} opened={self._opening is not None}>"
+
+    async def store(self) -> Any:
+        import asyncio
+
+        from lash_core.stores.postgres import PostgresQueueStore
+
+        loop = asyncio.get_running_loop()
+        opening = self._opening
+        if opening is not None and loop is self._loop and opening.done():
+            return opening.result()
+        if opening is None:
+            self._loop = loop
+            self._opening = loop.create_future()
+            self._keeper = loop.create_task(self._keep(PostgresQueueStore, self._opening))
+        elif loop is not self._loop:
+            raise RuntimeError("a conformance store serves the event loop of its first call")
+        return await asyncio.shield(self._opening)
+
+    async def _keep(self, kind: Any, opened: Any) -> None:
+        import asyncio
+        import contextlib
+
+        try:
+            store = await kind.open(
+                self.dsn, clock_ms=self.clock.ms, schema=self.schema, pool_max_size=4
+            )
+        except asyncio.CancelledError:
+            opened.cancel()
+            raise
+        except BaseException as err:
+            opened.set_exception(err)
+            return
+        opened.set_result(store)
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            # the pool's workers may be cancelled too (the loop is ending): then close() stops
+            # half way, and the idle connections it took out of the pool are freed with it
+            with contextlib.suppress(BaseException):
+                await store.close()
+
+    def close_soon(self, *, empty: bool) -> bool:
+        """Close the real store: now if its loop is idle (first deleting its rows if ``empty``,
+        and then ``True``); in the background if the loop runs (the caller is a test on it);
+        nothing to do once the loop is closed (the keeper did it)."""
+        import asyncio
+
+        keeper, opening = self._keeper, self._opening
+        self._keeper = self._opening = None
+        if keeper is None or self._loop.is_closed():
+            return False
+        idle = not self._loop.is_running()
+        emptied = False
+        if idle and empty and opening.done() and not opening.cancelled():
+            if opening.exception() is None:
+                self._loop.run_until_complete(_delete_rows(opening.result()))
+                emptied = True
+        keeper.cancel()
+        if idle:
+            self._loop.run_until_complete(asyncio.gather(keeper, return_exceptions=True))
+        return emptied
+
+
+async def _delete_rows(store: Any) -> None:
+    connection = await store._pool.getconn()
+    try:
+        await connection.execute(_EMPTY.format(schema=store.schema).encode())
+    finally:
+        await store._pool.putconn(connection)
+
+
+def _forwarding(name: str) -> Any:
+    async def method(self: _LazyStore, *args: Any, **kwargs: Any) -> Any:
+        store = await self.store()
+        return await getattr(store, name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in QUEUED_WORK_STORE_METHODS:
+    setattr(_LazyStore, _name, _forwarding(_name))
+del _name
+
+
 class SqliteReplayStoreFactory:
     """``SqliteLiveReplayStore`` on a fresh file in a temporary directory; ``reopen`` opens the
     same file again (a kernel restart)."""
@@ -185,18 +359,68 @@ class SqliteReplayStoreFactory:
         shutil.rmtree(os.path.dirname(store.path), ignore_errors=True)
 
 
+class RedisReplayStoreFactory:
+    """``RedisLiveReplayStore`` on the test session's Redis (``tests/servers.py``), under a fresh
+    random namespace per ``open`` whose keys ``close`` deletes; ``reopen`` opens a new store
+    object on the same URL and namespace (a kernel restart; Redis keeps the data)."""
+
+    name = "redis"
+    marks = (pytest.mark.servers,)
+
+    def __init__(self) -> None:
+        self._clocks: dict[int, FakeClock] = {}
+
+    def open(self, *, clock: FakeClock, **config: Any) -> LiveReplayStore:
+        import uuid
+
+        import servers
+
+        from lash_core import InMemoryLiveReplayStoreConfig
+
+        url = servers.redis().url
+        namespace = f"lash-test-{uuid.uuid4().hex}"
+        return self._open(url, InMemoryLiveReplayStoreConfig(**config), clock, namespace)
+
+    def _open(self, url: str, config: Any, clock: FakeClock, namespace: str) -> Any:
+        from lash_core.stores.redis import RedisLiveReplayStore
+
+        store = RedisLiveReplayStore.from_url(url, config, clock=clock, namespace=namespace)
+        self._clocks[id(store)] = clock
+        return store
+
+    def reopen(self, store: Any) -> LiveReplayStore:
+        clock = self._clocks.pop(id(store))
+        store.close()
+        return self._open(store.url, store.config, clock, store.namespace)
+
+    def close(self, store: Any) -> None:
+        import redis
+
+        self._clocks.pop(id(store), None)
+        store.close()
+        client = redis.Redis.from_url(store.url)
+        try:
+            keys = list(client.scan_iter(match=f"{store.namespace}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
 #: Live replay stores. The docstring store is a replay store written from the
 #: ``LiveReplayStore`` / ``LiveReplaySubscription`` docstrings alone (``docstring_store.py``).
 REPLAY_BACKENDS: list[StoreFactory[Any]] = [
     InMemoryReplayStoreFactory(),
     DocstringReplayStoreFactory(),
     SqliteReplayStoreFactory(),
+    RedisReplayStoreFactory(),
 ]
 
 #: Queued-work stores.
 QUEUE_BACKENDS: list[StoreFactory[Any]] = [
     InMemoryQueueStoreFactory(),
     SqliteQueueStoreFactory(),
+    PostgresQueueStoreFactory(),
 ]
 
 #: Process registries.

@@ -4,6 +4,8 @@ import pathlib
 import re
 import sys
 
+import servers
+
 import nbclient
 import nbformat
 import pytest
@@ -61,11 +63,27 @@ def html(nb, tag: str) -> str:
 
 def test_every_notebook_is_covered():
     names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
-    assert names == {"01_tour.ipynb", "02_reconnect_and_gaps.ipynb", "03_queue.ipynb"}
+    assert names == {
+        "01_tour.ipynb",
+        "02_reconnect_and_gaps.ipynb",
+        "03_queue.ipynb",
+        "04_durable_and_shared.ipynb",
+    }
+
+
+#: notebooks that start a server of their own (``lash_core.servers``): skipped with the reason
+#: when it cannot start, fatal under LASH_REQUIRE_SERVERS=1 (tests/servers.py)
+NEEDS_REDIS = {"04_durable_and_shared.ipynb"}
+
+
+def _servers_for(name: str) -> None:
+    if name in NEEDS_REDIS:
+        servers.redis()  # skips (or fails under LASH_REQUIRE_SERVERS=1) without redis-server
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")))
 def test_notebook_runs_without_errors_and_shows_widgets(name):
+    _servers_for(name)
     nb = executed(name)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
@@ -129,3 +147,30 @@ def test_queue_outputs():
     drain = text(nb, "drain")
     assert "turns run from the queue: 1" in drain and "queued_work_started" in drain
     assert text(nb, "join").startswith("True | The answer is 42.")
+
+
+@pytest.mark.servers
+def test_durable_and_shared_outputs():
+    _servers_for("04_durable_and_shared.ipynb")
+    nb = executed("04_durable_and_shared.ipynb")
+    enqueued = re.findall(r"qwb-[0-9a-f]+", text(nb, "queue-enqueue"))
+    assert len(enqueued) == 3
+    restart = text(nb, "queue-restart")
+    assert "same batches, no duplicates: True" in restart
+    pids = re.findall(r"pid (\d+)", text(nb, "queue-enqueue") + restart)
+    assert len(set(pids)) == 2, "the peer kernel really restarted (a new process)"
+    assert all(batch in restart for batch in enqueued)  # the frame read by this kernel lists them
+    follow = text(nb, "follow")
+    appended = int(re.search(r"positions appended by this kernel: (\d+)", follow).group(1))
+    seen = int(re.search(r"events the other process has seen: (\d+)", follow).group(1))
+    assert appended > 10 and seen == appended
+    after = text(nb, "restart")
+    assert "positions in order, none missing, none twice: True" in after
+    assert "gaps: 0 | lags: 0 | ended by: signal" in after
+    mine = re.search(r"this kernel's monitor: (\d+) events, gaps: (\d+) \| connected: (\w+)", after)
+    assert mine and int(mine.group(1)) >= appended and mine.group(2) == "0"
+    every_output = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "Task was destroyed" not in every_output and "Traceback" not in every_output
+    assert "closed; Redis stopped" in text(nb, "cleanup")
