@@ -147,6 +147,49 @@ def raw_sqlite(path: str) -> sqlite3.Connection:
     return conn
 
 
+def replay_rows(
+    backend: str,
+    raw_read: str,
+    lengths: dict[int, Any],
+    rounds: int,
+    reads: int,
+    store_replay: Callable[[Any], Any],
+    raw_texts: Callable[[Any], list[Any]],
+    clear: Callable[[], None],
+) -> None:
+    """Replay rows for sessions of each length: ``store_replay(key)`` gives the store's events
+    after the cursor, ``raw_texts(key)`` the raw client's JSON texts for the same positions;
+    ``clear()`` empties the store's object cache between rounds (events decoded from storage)."""
+    first = None
+    for length, key in lengths.items():
+        store_t, raw_t, dec_t = [], [], []
+        for _ in range(rounds):
+
+            def store_reads() -> None:
+                for _ in range(reads):
+                    check(len(store_replay(key).events) == 100, f"{backend} replay count")
+
+            def raw_reads(decode: Callable[[Any], Any]) -> Callable[[], None]:
+                def run() -> None:
+                    for _ in range(reads):
+                        events = [decode(json.loads(text)) for text in raw_texts(key)]
+                        check(len(events) == 100, f"raw {backend} replay count")
+
+                return run
+
+            store_t.append(timed(store_reads))
+            raw_t.append(timed(raw_reads(lambda document: document)))
+            dec_t.append(timed(raw_reads(event_from_dict)))
+            clear()
+        median = statistics.median(store_t)
+        first = first or median
+        report(
+            f"{backend} replay 100 after cursor, {length:>6} held", store_t, dec_t, reads,
+            f"vs {raw_read} + decode to events (store time vs 1k: {median / first:.2f}x)",
+        )  # fmt: skip
+        report(f"  same, vs {raw_read} + json.loads only", store_t, raw_t, reads)
+
+
 def bench_sqlite(args: argparse.Namespace, workdir: str) -> None:
     print("SQLite (stdlib sqlite3, WAL, a file in a temporary directory)")
     n = 300 if args.quick else 1500
@@ -207,52 +250,18 @@ def bench_sqlite(args: argparse.Namespace, workdir: str) -> None:
     path = store.path
     store.close()
     store = SqliteLiveReplayStore(path, config)
-    first_store = None
     reads = 20 if args.quick else 50
-    for length, session in sessions.items():
-        cursor = store.current_cursor(session, 0)
-        after = length - 100
-        start = SessionCursor.new(session, 0, after)
-        store_t, raw_t, dec_t = [], [], []
-        for _ in range(rounds):
-
-            def store_replay() -> None:
-                for _ in range(reads):
-                    result = store.replay_after_cursor(start)
-                    check(len(result.events) == 100, "sqlite replay count")
-
-            def raw_replay() -> None:
-                for _ in range(reads):
-                    rows = raw.execute(
-                        "SELECT position, event FROM events WHERE session_id = ? AND position > ?"
-                        " ORDER BY position",
-                        (session, after),
-                    ).fetchall()
-                    events = [json.loads(text) for _, text in rows]
-                    check(len(events) == 100, "raw sqlite replay count")
-
-            def raw_replay_decoding() -> None:
-                for _ in range(reads):
-                    rows = raw.execute(
-                        "SELECT position, event FROM events WHERE session_id = ? AND position > ?"
-                        " ORDER BY position",
-                        (session, after),
-                    ).fetchall()
-                    events = [event_from_dict(json.loads(text)) for _, text in rows]
-                    check(len(events) == 100, "raw sqlite replay count")
-
-            store_t.append(timed(store_replay))
-            raw_t.append(timed(raw_replay))
-            dec_t.append(timed(raw_replay_decoding))
-            store._cache.clear()  # every round decodes from the file
-        median = statistics.median(store_t)
-        first_store = first_store or median
-        report(
-            f"sqlite replay 100 after cursor, {length:>6} held", store_t, dec_t, reads,
-            f"vs SELECT + decode to events (store time vs 1k: {median / first_store:.2f}x)",
-        )  # fmt: skip
-        report(f"  same, vs SELECT + json.loads only", store_t, raw_t, reads)
-        del cursor
+    replay_rows(
+        "sqlite", "SELECT", sessions, rounds, reads,
+        lambda session: store.replay_after_cursor(
+            SessionCursor.new(session, 0, int(session.rsplit("-", 1)[1]) - 100)
+        ),
+        lambda session: [text for (text,) in raw.execute(
+            "SELECT event FROM events WHERE session_id = ? AND position > ? ORDER BY position",
+            (session, int(session.rsplit("-", 1)[1]) - 100),
+        ).fetchall()],
+        store._cache.clear,
+    )  # fmt: skip
     store.close()
 
     # queue enqueue: one batch per transaction into a session that fills up
@@ -307,9 +316,9 @@ def bench_sqlite(args: argparse.Namespace, workdir: str) -> None:
 
     raw2 = raw_sqlite(os.path.join(workdir, "raw-queue.sqlite3"))
     store_t, raw_t = asyncio.run(enqueue_rounds())
-    report(f"sqlite queue enqueue vs INSERT in to_thread", store_t, hop_t, queue_n,
+    report("sqlite queue enqueue vs INSERT in to_thread", store_t, hop_t, queue_n,
            f"(session grows to {queue_n} batches)")  # fmt: skip
-    report(f"  same, vs INSERT inline (blocks the loop)", store_t, raw_t, queue_n)
+    report("  same, vs INSERT inline (blocks the loop)", store_t, raw_t, queue_n)
     qstore.close()
     raw2.close()
     raw.close()
@@ -356,62 +365,46 @@ def bench_redis(args: argparse.Namespace, url: str) -> None:
                 client.xadd(key + ":e", {"e": wire_json(event)})
 
         enc_t.append(timed(raw_append_encoding))
-    check(store.current_cursor("append-0", 0).parse().live_position == n, "redis append count")
+    base = store.current_cursor("never-appended", 0).parse().live_position  # instance numbering
+    check(
+        store.current_cursor("append-0", 0).parse().live_position - base == n, "redis append count"
+    )
     report("redis append vs XADD + encode (one RTT each)", store_t, enc_t, n)
     report("  same, vs XADD of ready JSON", store_t, raw_t, n)
     report("  same, vs XADD of ready JSON pipelined by 100", store_t, piped_t, n)
 
     lengths = (1000, 10_000) if args.quick else (1000, 10_000, 100_000)
     reads = 20 if args.quick else 50
-    first_store = None
+    sessions = {}
     for length in lengths:
         session = f"replay-{length}"
-        key = f"{namespace}-raw:replay-{length}"
         for _ in range(length):
             store.append(session, 0, payload())
         pipe = client.pipeline(transaction=False)
         for p in range(1, length + 1):
-            pipe.xadd(key, {"e": text}, id=f"{p}-1")
+            pipe.xadd(f"{namespace}-raw:{session}", {"e": text}, id=f"{p}-1")
             if p % 1000 == 0:
                 pipe.execute()
         pipe.execute()
-        after = length - 100
-        start = SessionCursor.new(session, 0, after)
-        fresh = RedisLiveReplayStore.from_url(url, config, namespace=namespace)  # no object cache
-        store_t, raw_t, dec_t = [], [], []
-        for _ in range(rounds):
+        sessions[length] = session
+    fresh = RedisLiveReplayStore.from_url(url, config, namespace=namespace)  # no object cache
 
-            def store_replay() -> None:
-                for _ in range(reads):
-                    result = fresh.replay_after_cursor(start)
-                    check(len(result.events) == 100, "redis replay count")
+    def clear() -> None:
+        cache = getattr(fresh, "_cache", None)
+        if cache is not None:
+            cache.clear()
 
-            def raw_replay() -> None:
-                for _ in range(reads):
-                    entries = client.xrange(key, f"({after}-1", "+")
-                    events = [json.loads(fields[b"e"]) for _, fields in entries]
-                    check(len(events) == 100, "raw redis replay count")
-
-            def raw_replay_decoding() -> None:
-                for _ in range(reads):
-                    entries = client.xrange(key, f"({after}-1", "+")
-                    events = [event_from_dict(json.loads(fields[b"e"])) for _, fields in entries]
-                    check(len(events) == 100, "raw redis replay count")
-
-            store_t.append(timed(store_replay))
-            raw_t.append(timed(raw_replay))
-            dec_t.append(timed(raw_replay_decoding))
-            cache = getattr(fresh, "_cache", None)
-            if cache is not None:
-                cache.clear()
-        fresh.close()
-        median = statistics.median(store_t)
-        first_store = first_store or median
-        report(
-            f"redis replay 100 after cursor, {length:>6} held", store_t, dec_t, reads,
-            f"vs XRANGE + decode to events (store time vs 1k: {median / first_store:.2f}x)",
-        )  # fmt: skip
-        report("  same, vs XRANGE + json.loads only", store_t, raw_t, reads)
+    replay_rows(
+        "redis", "XRANGE", sessions, rounds, reads,
+        lambda session: fresh.replay_after_cursor(
+            SessionCursor.new(session, 0, base + int(session.rsplit("-", 1)[1]) - 100)
+        ),
+        lambda session: [fields[b"e"] for _, fields in client.xrange(
+            f"{namespace}-raw:{session}", f"({int(session.rsplit('-', 1)[1]) - 100}-1", "+"
+        )],
+        clear,
+    )  # fmt: skip
+    fresh.close()
     store.close()
     for key in client.scan_iter(match=f"{namespace}*", count=1000):
         client.delete(key)

@@ -10,8 +10,9 @@ take an injected clock and default to these.
 from __future__ import annotations
 
 import time
+from typing import Any, Callable
 
-__all__ = ["monotonic", "wall_clock_ms"]
+__all__ = ["monotonic", "wall_clock_ms", "read_clock_ms"]
 
 monotonic = time.monotonic
 
@@ -19,3 +20,15 @@ monotonic = time.monotonic
 def wall_clock_ms() -> int:
     """Epoch milliseconds of the wall clock."""
     return time.time_ns() // 1_000_000
+
+
+def read_clock_ms(clock_ms: Callable[[], Any], error: type[Exception]) -> Any:
+    """``clock_ms()``, with a clock that raises reported as ``error("the store's clock failed:
+    ...")`` (the original chained): a store whose clock fails cannot serve the call, like one
+    whose driver fails. The reading itself is the caller's to check."""
+    try:
+        return clock_ms()
+    except Exception as err:
+        from ._json import error_message
+
+        raise error(f"the store's clock failed: {error_message(err, 300)}") from err

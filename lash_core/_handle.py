@@ -83,6 +83,25 @@ class GapResume:
     observation: SessionObservation
 
 
+def gap_resume(
+    session_id: str,
+    requested: SessionCursor,
+    reason: LiveReplayGapReason,
+    fresh: SessionObservation,
+    revision: SessionRevision,
+) -> GapResume:
+    """The ``GapResume`` a source answers for a store's gap (spec section 3): the gap from
+    ``requested`` to the fresh observation's cursor, at ``revision``."""
+    gap = LiveReplayGap(
+        session_id=session_id,
+        requested_cursor=requested,
+        latest_cursor=fresh.cursor,
+        latest_revision=revision,
+        reason=reason,
+    )
+    return GapResume(gap, fresh)
+
+
 @runtime_checkable
 class ObservedRuntime(Protocol):
     """What a ``RuntimeHandle`` needs of a runtime (``LashRuntime`` is one): its session, the
@@ -478,14 +497,7 @@ class RuntimeHandle:
         self, requested: SessionCursor, reason: LiveReplayGapReason, observation: RuntimeObservation
     ) -> GapResume:
         fresh = self._fresh_observation(observation)
-        gap = LiveReplayGap(
-            session_id=observation.session_id,
-            requested_cursor=requested,
-            latest_cursor=fresh.cursor,
-            latest_revision=observation.revision,
-            reason=reason,
-        )
-        return GapResume(gap, fresh)
+        return gap_resume(observation.session_id, requested, reason, fresh, observation.revision)
 
     # -- driving the runtime (each under the writer lock, publishing through this handle) ------------
 

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ._clock import wall_clock_ms
+from ._clock import read_clock_ms, wall_clock_ms
 from ._errors import InvalidProcessError, ProcessRegistryError, UnknownProcessError
 from ._json import short_repr
 from ._validate import is_utf8_str
@@ -497,7 +497,7 @@ class InMemoryProcessRegistry:
                     f"name, kind or owner scope"
                 )
         else:
-            now = self._clock_ms()
+            now = read_clock_ms(self._clock_ms, ProcessRegistryError)
             self._records[process_id] = ProcessRecord(
                 process_id=process_id,
                 name=name,
@@ -537,7 +537,11 @@ class InMemoryProcessRegistry:
             session_id=scope.session_id,
             process_id=process_id,
             descriptor=descriptor,
-            granted_at_ms=previous.granted_at_ms if previous is not None else self._clock_ms(),
+            granted_at_ms=(
+                previous.granted_at_ms
+                if previous is not None
+                else read_clock_ms(self._clock_ms, ProcessRegistryError)
+            ),
         )
         scope_grants[process_id] = grant
         return ProcessHandleGrantEntry(grant, record).summary()
@@ -584,7 +588,7 @@ class InMemoryProcessRegistry:
         return record
 
     def _set_status(self, record: ProcessRecord, status: ProcessStatus) -> ProcessRecord:
-        updated = dataclasses.replace(record, status=status, updated_at_ms=self._clock_ms())
+        updated = dataclasses.replace(record, status=status, updated_at_ms=read_clock_ms(self._clock_ms, ProcessRegistryError))
         self._records[record.process_id] = updated
         return updated
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from ._clock import wall_clock_ms
+from ._clock import read_clock_ms, wall_clock_ms
+from ._errors import QueuedWorkError
 from ._queue_state import (
     BATCH_TRANSITIONS,
     BatchEvent,
@@ -230,7 +231,7 @@ class InMemoryQueueStore:
         return self._state
 
     def _now(self) -> int:
-        return _uint(self._clock_ms(), "clock_ms()")
+        return _uint(read_clock_ms(self._clock_ms, QueuedWorkError), "clock_ms()")
 
     def statistics(self) -> QueueStatistics:
         return self._state.statistics(self._now())

@@ -55,7 +55,6 @@ from ._queue_values import (
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
     QueuedWorkCompletion,
-    QueuedWorkItem,
     SlotPolicy,
     _enum,
     _from_dict,
@@ -341,20 +340,7 @@ class QueueState:
                 return self._sessions[draft.session_id][existing].batch
         seq = self._last_seq + 1
         batch_id = self._new_id("qwb")
-        batch = QueuedWorkBatch(
-            batch_id=batch_id,
-            session_id=draft.session_id,
-            enqueue_seq=seq,
-            source_key=draft.source_key,
-            delivery_policy=draft.delivery_policy,
-            slot_policy=draft.slot_policy,
-            merge_key=draft.merge_key,
-            available_at_ms=draft.available_at_ms,
-            enqueued_at_ms=now_ms,
-            items=tuple(
-                QueuedWorkItem(f"{batch_id}:item:{i}", p) for i, p in enumerate(draft.payloads)
-            ),
-        )
+        batch = draft.to_batch(batch_id, seq, now_ms)
         session = self._sessions.setdefault(draft.session_id, {})
         if batch_id in session:
             raise InvalidQueuedWorkError(f"batch id `{batch_id}` is already in use")

@@ -234,6 +234,25 @@ class QueuedWorkBatchDraft:
         _merge_key(self.merge_key)
         _uint(self.available_at_ms, "available_at_ms")
 
+    def to_batch(self, batch_id: str, enqueue_seq: int, enqueued_at_ms: int) -> QueuedWorkBatch:
+        """The batch this draft becomes when a store assigns it ``batch_id``, ``enqueue_seq`` and
+        ``enqueued_at_ms``: the draft's fields, items ``f"{batch_id}:item:{index}"``."""
+        return QueuedWorkBatch(
+            batch_id=batch_id,
+            session_id=self.session_id,
+            enqueue_seq=enqueue_seq,
+            source_key=self.source_key,
+            delivery_policy=self.delivery_policy,
+            slot_policy=self.slot_policy,
+            merge_key=self.merge_key,
+            available_at_ms=self.available_at_ms,
+            enqueued_at_ms=enqueued_at_ms,
+            items=tuple(
+                QueuedWorkItem(f"{batch_id}:item:{i}", payload)
+                for i, payload in enumerate(self.payloads)
+            ),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id,

@@ -110,8 +110,8 @@ MAX_FORGOTTEN_SESSIONS = 65_536
 #: are then not copied on every append, and memory stays proportional to what is held.
 _COMPACT_SLACK = 16
 
-#: ``instance_position_base`` shifts wall-clock seconds by this many bits.
-POSITION_BASE_SHIFT = 32
+#: ``instance_position_base`` shifts wall-clock milliseconds by this many bits.
+POSITION_BASE_SHIFT = 22
 
 _TRIMMED = LiveReplayGapReason.TRIMMED
 _UNAVAILABLE = LiveReplayGapReason.UNAVAILABLE
@@ -443,17 +443,25 @@ def _seconds(value: float | datetime.timedelta) -> float:
 
 def instance_position_base(wall_seconds: float) -> int:
     """The position a store instance that numbers per instance counts from (spec section 3 keeps
-    positions opaque; this is our restart-safety opt-in, see "Instance numbering" in
-    ``LiveReplayStore``): whole wall-clock seconds shifted left by ``POSITION_BASE_SHIFT`` bits.
+    positions opaque; this is our restart-safety choice, see "Instance numbering" in
+    ``LiveReplayStore``): wall-clock milliseconds (rounded) shifted left by
+    ``POSITION_BASE_SHIFT`` (22) bits.
 
-    An instance started at least a second after another starts above every position the other
-    assigned (unless it assigned ``2**32`` or more to one session), so a cursor from an earlier
-    instance is below this instance's base and comes back ``unavailable``. Fits a u64 until 2106.
+    An instance started at least a millisecond after another starts above every position the
+    other assigned, unless the other assigned ``2**22`` (4,194,304) or more to one session per
+    millisecond between the two starts (a restart taking 50 ms leaves room for 200 million), so a
+    cursor from an earlier instance is below this instance's base and comes back ``unavailable``.
+    Fits a u64 until the year 2109. Raises ``InvalidObservationError`` for a clock outside that.
     """
-    seconds = int(wall_seconds)
-    if not 0 <= seconds < 1 << (64 - POSITION_BASE_SHIFT):
-        raise InvalidObservationError(f"wall clock out of range for a position base: {seconds}")
-    return seconds << POSITION_BASE_SHIFT
+    try:
+        units = round(wall_seconds * 1000)
+    except (OverflowError, ValueError, TypeError):
+        raise InvalidObservationError(
+            f"wall clock out of range for a position base: {short_repr(wall_seconds)}"
+        ) from None
+    if not 0 <= units < 1 << (64 - POSITION_BASE_SHIFT):
+        raise InvalidObservationError(f"wall clock out of range for a position base: {units} ms")
+    return units << POSITION_BASE_SHIFT
 
 
 def _gap_reason(

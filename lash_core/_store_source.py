@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from ._cursor import SessionCursor, SessionRevision, as_cursor
 from ._errors import InvalidObservationError, LiveReplayStoreFailure
-from ._gap import LiveReplayGap, LiveReplayGapReason, ObservationSummary, SessionObservation
-from ._handle import GapResume
+from ._gap import LiveReplayGapReason, ObservationSummary, SessionObservation
+from ._handle import GapResume, gap_resume
 from ._replay import Gap, LiveReplayStore, Replayed, Subscribed, _revision, _session_id
 
 __all__ = ["StoreSource"]
@@ -88,11 +88,4 @@ class StoreSource:
 
     def _gap_resume(self, requested: SessionCursor, reason: LiveReplayGapReason) -> GapResume:
         fresh = self.current_session_observation()
-        gap = LiveReplayGap(
-            session_id=self._session_id,
-            requested_cursor=requested,
-            latest_cursor=fresh.cursor,
-            latest_revision=self._revision,
-            reason=reason,
-        )
-        return GapResume(gap, fresh)
+        return gap_resume(self._session_id, requested, reason, fresh, self._revision)

@@ -18,8 +18,11 @@ One JSON document per line on stdout, flushed per line:
 
 It starts from ``--cursor`` (default: the session's current tail, so only new events), stops after
 ``--idle`` seconds without an item (0: never), after ``--max-events`` events, on SIGTERM/SIGINT, or
-when the store fails for good (exit status 1, with the error in the ``end`` line). A store that is
-down at a read is retried every ``RETRY_S`` seconds for up to ``--retry-for`` seconds (default 30).
+when the store fails for good (exit status 1, with the error in the ``end`` line and one line on
+stderr). A store that is down, at the start or at a read, is retried every ``RETRY_S`` seconds for
+up to ``--retry-for`` seconds (default 30; a Redis read first retries for its own reconnect window,
+10 s, so a shorter ``--retry-for`` gives up after about that long). ``STORE`` must be a Redis URL
+or an existing file: anything else is refused (exit status 1; 2 for bad options).
 """
 
 from __future__ import annotations
@@ -27,15 +30,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from typing import Any
 
-from ._errors import LashError, LiveReplayStoreError, ReplayClosed
+from ._errors import InvalidObservationError, LashError, LiveReplayStoreError, ReplayClosed
 from ._events import SessionObservationEvent
 from ._follower import Lagged, SessionFollower
 from ._handle import GapResume
-from ._json import error_message
+from ._json import error_message, short_repr
 from ._replay import LiveReplayStore
 from ._store_source import StoreSource
 
@@ -46,11 +50,23 @@ RETRY_S = 0.5
 
 
 def open_store(target: str, *, namespace: str = "lash") -> LiveReplayStore:
-    """A replay store for ``target``: a Redis URL or a SQLite file path."""
+    """A replay store for ``target``: a ``redis://`` / ``rediss://`` / ``unix://`` URL, or the
+    path of an existing SQLite store file. Anything else raises ``InvalidObservationError`` (a
+    path that does not exist is refused rather than created: a mistyped URL must not become an
+    empty store file); a missing extra raises ``ImportError`` naming it."""
     if target.startswith(("redis://", "rediss://", "unix://")):
         from .stores.redis import RedisLiveReplayStore
 
         return RedisLiveReplayStore.from_url(target, namespace=namespace)
+    if "://" in target or target.startswith("redis:"):
+        raise InvalidObservationError(
+            f"unsupported store URL {short_repr(target)}: use redis://host:port/db,"
+            " rediss://..., unix://... or the path of a SQLite store file"
+        )
+    if not os.path.isfile(target):
+        raise InvalidObservationError(
+            f"no SQLite store file at {short_repr(target)} (and not a redis:// URL)"
+        )
     from .stores.sqlite import SqliteLiveReplayStore
 
     return SqliteLiveReplayStore(target)
@@ -92,11 +108,22 @@ async def follow(
 ) -> dict[str, Any]:
     """Follow ``session_id`` printing a line per item (see the module docstring); returns the
     ``end`` document (also printed)."""
-    follower = SessionFollower(StoreSource(store, session_id), cursor)
     stop = stop or asyncio.Event()
     reason, error = "closed", None
     loop = asyncio.get_running_loop()
     down_since: float | None = None
+    source = StoreSource(store, session_id)
+    follower: SessionFollower | None = None
+    while follower is None:  # the start reads the store's tail (no --cursor): retried the same way
+        try:
+            follower = SessionFollower(source, cursor)
+        except LiveReplayStoreError as err:
+            now = loop.time()
+            down_since = now if down_since is None else down_since
+            if now - down_since > retry_for or stop.is_set():
+                return _end("error", None, 0, 0, 0, error_message(err))
+            await asyncio.sleep(RETRY_S)
+    down_since = None
     try:
         while not stop.is_set():
             reader = asyncio.ensure_future(follower.next_items())
@@ -133,16 +160,27 @@ async def follow(
                 break
     finally:
         follower.close()
-    end = {
+    cursor_text = str(follower.cursor) if follower.cursor is not None else None
+    return _end(
+        reason, cursor_text, follower.received, follower.gap_count, follower.lag_count, error
+    )
+
+
+def _end(
+    reason: str, cursor: str | None, received: int, gaps: int, lags: int, error: str | None
+) -> dict[str, Any]:
+    """Print (and return) the ``end`` line; an error is also told on stderr, in one line."""
+    end: dict[str, Any] = {
         "kind": "end",
         "reason": reason,
-        "cursor": str(follower.cursor) if follower.cursor is not None else None,
-        "received": follower.received,
-        "gaps": follower.gap_count,
-        "lags": follower.lag_count,
+        "cursor": cursor,
+        "received": received,
+        "gaps": gaps,
+        "lags": lags,
     }
     if error is not None:
         end["error"] = error
+        print(f"lash_core.follow: {error}", file=sys.stderr)
     _line(end)
     return end
 
@@ -155,10 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("session", help="session id")
     parser.add_argument("--cursor", help="resume after this cursor (default: the current tail)")
     parser.add_argument("--namespace", default="lash", help="Redis key namespace (default lash)")
-    parser.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")
-    parser.add_argument("--max-events", type=int, default=None)
-    parser.add_argument("--retry-for", type=float, default=30.0, help="seconds to retry a down store")
+    parser.add_argument(
+        "--idle", type=float, default=5.0, help="stop after this many idle seconds (0: never)"
+    )
+    parser.add_argument(
+        "--max-events", type=int, default=None, help="stop after this many events (default: no limit)"
+    )
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=30.0,
+        help="seconds to keep retrying a store that is down (at least the store's own reconnect"
+        " window: 10 s for Redis)",
+    )
     args = parser.parse_args(argv)
+    if not args.idle >= 0 or not args.retry_for >= 0:  # also refuses nan
+        parser.error("--idle and --retry-for must be seconds >= 0")
+    if args.max_events is not None and args.max_events < 1:
+        parser.error("--max-events must be at least 1")
 
     async def run() -> dict[str, Any]:
         stop = asyncio.Event()
@@ -181,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         end = asyncio.run(run())
-    except LashError as err:
-        _line({"kind": "end", "reason": "error", "error": error_message(err)})
+    except (LashError, ImportError) as err:
+        _end("error", args.cursor, 0, 0, 0, error_message(err))
         return 1
     return 1 if end["reason"] == "error" else 0
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["ServerUnavailable", "LocalRedisServer", "LocalPostgresServer", "free_port"]
 
@@ -60,8 +60,13 @@ def _tail(path: str, lines: int = 12) -> str:
         return "(no log)"
 
 
+_S = TypeVar("_S", bound="_LocalServer")
+
+
 class _LocalServer:
     kind = "server"
+    #: what ``stop()`` / ``restart()`` send first (then SIGKILL after 15 s)
+    stop_signal = signal.SIGTERM
 
     def __init__(self, *, port: int | None = None, timeout: float = 30.0) -> None:
         self.port = port if port is not None else free_port()
@@ -70,7 +75,19 @@ class _LocalServer:
         self._process: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(self.directory, f"{self.kind}.log")
 
-    def __enter__(self) -> Any:
+    @classmethod
+    def start(cls: type[_S], **kwargs: Any) -> _S:
+        """A new server of this kind, running (its constructor's keyword arguments); raises
+        ``ServerUnavailable`` (and leaves nothing behind) when it cannot start."""
+        server = cls(**kwargs)
+        try:
+            server._launch()
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -101,7 +118,7 @@ class _LocalServer:
         if process is None:
             return
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(self.stop_signal)
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:
@@ -136,16 +153,6 @@ class LocalRedisServer(_LocalServer):
         super().__init__(port=port, timeout=timeout)
         self.appendonly = appendonly
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-    @classmethod
-    def start(cls, **kwargs: Any) -> LocalRedisServer:
-        server = cls(**kwargs)
-        try:
-            server._launch()
-        except BaseException:
-            server.stop()
-            raise
-        return server
 
     @property
     def url(self) -> str:
@@ -184,6 +191,9 @@ class LocalPostgresServer(_LocalServer):
     power cut)."""
 
     kind = "postgres"
+    #: PostgreSQL's "fast" shutdown: connected clients are disconnected (SIGTERM is the "smart"
+    #: shutdown, which waits for every client to leave, so a test with a pool open would wait)
+    stop_signal = signal.SIGINT
 
     def __init__(self, *, port: int | None = None, timeout: float = 60.0) -> None:
         super().__init__(port=port, timeout=timeout)
@@ -191,16 +201,6 @@ class LocalPostgresServer(_LocalServer):
         self.data = os.path.join(self.directory, "data")
         self._as_user: dict[str, Any] = {}
         self._initialised = False
-
-    @classmethod
-    def start(cls, **kwargs: Any) -> LocalPostgresServer:
-        server = cls(**kwargs)
-        try:
-            server._launch()
-        except BaseException:
-            server.stop()
-            raise
-        return server
 
     @property
     def dsn(self) -> str:

@@ -25,6 +25,12 @@ Where a scenario keeps its data (``Scenario.create(backend=..., path=...)``):
   store with instance numbering, so an old cursor gets an ``unavailable`` gap, never a replay of
   someone else's positions.
 
+The stores are durable; the runtime is not: its session state (transcript, turn index, revision)
+lives in this process. A scenario opened later on a file an earlier one used continues that
+session's stream (positions keep counting, the queue keeps its batches) with a new runtime whose
+revision starts again at 0, so the log then holds two runs' revisions; give each run its own
+``session_id`` when that matters.
+
 A file that cannot be used (missing or unwritable directory, not a lash file) is a
 ``StoreFileError`` naming the path. ``close()`` (or ``async with``) closes the stores.
 """
@@ -162,6 +168,8 @@ def _usable_file(path: str | os.PathLike[str]) -> str:
         raise TypeError(f"path must be a text path, not {type(text).__name__}")
     if text in ("", ":memory:") or text.startswith("file:"):
         raise StoreFileError(text, "a file path is needed (use backend='memory' for memory)")
+    if "\x00" in text:
+        raise StoreFileError(text, "a path cannot contain a NUL character")
     full = os.path.abspath(os.path.expanduser(text))
     directory = os.path.dirname(full)
     if os.path.isdir(full):
@@ -367,9 +375,9 @@ class Scenario:
         else:
             tail = old.statistics(self.session_id).tail_position
             old.close()
-            wall = self.clock.ms() / 1000 if self.clock is not None else time.time()
-            seconds = max(
-                int(wall),
+            wall_ms = self.clock.ms() if self.clock is not None else round(time.time() * 1000)
+            units = max(  # base units (ms) above every position the old store handed out
+                wall_ms,
                 (old.position_base >> POSITION_BASE_SHIFT) + 1,
                 (max(tail, old.statistics().forgotten_floor) >> POSITION_BASE_SHIFT) + 1,
             )
@@ -377,7 +385,7 @@ class Scenario:
                 old.config,
                 clock=old.clock,
                 instance_numbering=True,
-                wall_clock=lambda: float(seconds),
+                wall_clock=lambda: units / 1000,
             )
         self.handle._shared.store = self.store
 

@@ -13,6 +13,7 @@ timeout (``timeout`` seconds, default 60).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -30,14 +31,22 @@ class PeerKernel:
     """A second kernel on this interpreter (see the module docstring)."""
 
     def __init__(self, *, timeout: float = 60.0, cwd: str | None = None) -> None:
-        from ipykernel.kernelspec import install
         from jupyter_client.kernelspec import KernelSpecManager
         from jupyter_client.manager import KernelManager
 
         self.timeout = timeout
         self._dir = tempfile.mkdtemp(prefix="lash-peer-kernel-")
-        install(kernel_name="lash-peer", display_name="lash peer", prefix=self._dir)
-        specs = KernelSpecManager(kernel_dirs=[os.path.join(self._dir, "share", "jupyter", "kernels")])
+        kernels = os.path.join(self._dir, "kernels")
+        os.makedirs(os.path.join(kernels, "lash-peer"))
+        spec = {  # what ipykernel's own kernelspec says, for this very interpreter
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "lash peer",
+            "language": "python",
+            "metadata": {"debugger": False},
+        }
+        with open(os.path.join(kernels, "lash-peer", "kernel.json"), "w", encoding="utf-8") as f:
+            json.dump(spec, f)
+        specs = KernelSpecManager(kernel_dirs=[kernels])
         # IPC transport: Unix sockets in our temporary directory, not TCP ports on loopback
         self._manager = KernelManager(
             kernel_name="lash-peer",
@@ -47,6 +56,7 @@ class PeerKernel:
         )
         self._cwd = cwd or os.getcwd()
         self._client: Any = None
+        self._shut = False
 
     @classmethod
     def start(cls, *, timeout: float = 60.0, cwd: str | None = None) -> PeerKernel:
@@ -82,9 +92,16 @@ class PeerKernel:
         self._client = client
 
     def run(self, code: str) -> str:
-        """Execute ``code`` in the peer kernel; returns its stdout (and the text of its result)."""
+        """Execute ``code`` in the peer kernel; returns its stdout (and the text of its result).
+
+        Raises ``PeerKernelError`` when the code raises (its exception's name and message), when
+        it reads standard input (a peer has no one to answer), when the kernel is not running or
+        died, and after ``timeout`` seconds (the code is then interrupted, so the kernel can take
+        the next call)."""
         if self._client is None:
             raise PeerKernelError("the peer kernel is not running")
+        if not self._manager.is_alive():
+            raise PeerKernelError("the peer kernel died; restart() starts a new one")
         parts: list[str] = []
         failure: list[str] = []
 
@@ -98,15 +115,31 @@ class PeerKernel:
                 failure.append(f"{content['ename']}: {content['evalue']}")
 
         try:
-            self._client.execute_interactive(code, timeout=self.timeout, output_hook=hook)
+            self._client.execute_interactive(
+                code, timeout=self.timeout, output_hook=hook, allow_stdin=False
+            )
         except TimeoutError as err:
-            raise PeerKernelError(f"the peer kernel did not answer in {self.timeout} s") from err
+            if not self._manager.is_alive():
+                raise PeerKernelError("the peer kernel died while running the code") from err
+            self._manager.interrupt_kernel()  # so that the next call is not queued behind it
+            try:  # requests run in order: once this empty one answers, the interrupted one is done
+                self._client.execute_interactive("", timeout=self.timeout, allow_stdin=False)
+            except TimeoutError:
+                pass
+            raise PeerKernelError(
+                f"the peer kernel did not answer in {self.timeout} s (the code was interrupted)"
+            ) from err
+        except (RuntimeError, ValueError, TypeError, OSError) as err:
+            raise PeerKernelError(f"the peer kernel could not run the code: {err}") from err
         if failure:
             raise PeerKernelError(f"the peer kernel's code raised {failure[0]}")
         return "".join(parts)
 
     def restart(self) -> None:
-        """Restart the peer kernel: a new process, empty memory."""
+        """Restart the peer kernel: a new process, empty memory. Raises ``PeerKernelError``
+        after ``shutdown()`` (start a new ``PeerKernel`` instead)."""
+        if self._shut:
+            raise PeerKernelError("the peer kernel was shut down; start a new PeerKernel")
         if self._client is not None:
             self._client.stop_channels()
             self._client = None
@@ -115,6 +148,7 @@ class PeerKernel:
 
     def shutdown(self) -> None:
         """End the peer kernel and remove its kernelspec. Idempotent."""
+        self._shut = True
         if self._client is not None:
             self._client.stop_channels()
             self._client = None

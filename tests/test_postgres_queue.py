@@ -1,22 +1,31 @@
 """``PostgresQueueStore`` beyond the conformance suite: concurrent writers and claimers (tasks,
 connections and processes), ``FOR UPDATE SKIP LOCKED`` past locked and non-ready rows, a claim
-holder killed with SIGKILL, a client whose clock runs ahead, a server that goes down, and the
-SIGKILL enqueue crash test (``tests/crash_child.py``, shared with SQLite)."""
+holder killed with SIGKILL, a client whose clock runs ahead, a server that goes down or stops
+answering (SIGSTOP), bad options and targets for ``open``, a failing clock, and the SIGKILL enqueue
+crash test (``tests/crash_child.py``, shared with SQLite)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
 import random
+import re
+import signal
+import socket
+import subprocess
 import time
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 import pytest
 
 import crash_child
 import servers
 from lash_core import (
     DeliveryPolicy,
+    InvalidQueuedWorkError,
     LashError,
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
@@ -323,8 +332,6 @@ async def test_injected_clock_decides_like_the_database_clock(postgres_dsn):
 
 
 async def test_argument_errors_come_before_any_io_and_nul_is_refused(postgres_dsn):
-    from lash_core import InvalidQueuedWorkError
-
     store = await PostgresQueueStore.open(postgres_dsn)
     await store.close()  # closed: any I/O would raise QueuedWorkError, not the argument error
     with pytest.raises(InvalidQueuedWorkError, match="max_batches"):
@@ -398,6 +405,147 @@ async def test_a_server_that_goes_down_gives_prompt_typed_errors_and_recovery():
         assert time.monotonic() - started < 5
     finally:
         server.stop()
+
+
+def server_processes(server) -> list[int]:
+    """The postmaster of a test server and its children (backends, background processes)."""
+    postmaster = server._process.pid
+    children = f"/proc/{postmaster}/task/{postmaster}/children"
+    if os.path.exists(children):  # Linux, without needing ps
+        with open(children) as listed:
+            return [postmaster, *(int(pid) for pid in listed.read().split())]
+    found = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True)
+    return [postmaster, *(int(pid) for pid in found.stdout.split())]
+
+
+async def test_a_server_that_stops_answering_fails_each_call_by_its_deadline_and_recovers():
+    """Every server process SIGSTOPped (a frozen host; a partition that sends no reset): each
+    call fails with ``QueuedWorkError`` at ``call_timeout``, a write saying that its outcome is
+    unknown; the connections it was waiting on are discarded, not pooled; after SIGCONT the store
+    serves again, and no timed-out write was run twice."""
+    server = servers.own_postgres()
+    frozen: list[int] = []
+    try:
+        store = await PostgresQueueStore.open(
+            server.dsn,
+            call_timeout=1,
+            connect_timeout=1,
+            pool_timeout=1,
+            pool_min_size=3,
+            pool_max_size=3,
+        )
+        try:
+            before = await store.enqueue_queued_work(draft("before"))
+            claim = await store.claim_ready_queued_work("s1", "w", IDLE, 60_000, 1)
+            assert claim is not None
+            frozen = server_processes(server)
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            calls = [
+                (lambda: store.enqueue_queued_work(draft("during")), "is unknown"),
+                (lambda: store.renew_queued_work_claim(claim, 60_000), "is unknown"),
+                (lambda: store.list_queued_work("s1"), "nothing was changed"),
+            ]
+            for call, outcome in calls:
+                started = time.monotonic()
+                with pytest.raises(QueuedWorkError, match="call timeout") as caught:
+                    await asyncio.wait_for(call(), 10)
+                assert 0.9 < time.monotonic() - started < 2.5
+                assert outcome in str(caught.value)
+            assert store._pool is not None
+            assert store._pool.get_stats().get("returns_bad") == 3  # discarded, not pooled
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            frozen = []
+            deadline = time.monotonic() + 10
+            while True:  # the pool replaces the discarded connections
+                try:
+                    after = await store.enqueue_queued_work(draft("after"))
+                    break
+                except QueuedWorkError:
+                    assert time.monotonic() < deadline, "the store never recovered"
+                    await asyncio.sleep(0.1)
+            listed = sorted(label(b) for b in await store.list_queued_work("s1"))
+            # the server may have run the enqueue it had read before it froze: once, at most
+            assert listed in (["after", "before"], ["after", "before", "during"])
+            renewed = await store.renew_queued_work_claim(claim, 60_000)
+            assert renewed.batch_ids == (before.batch_id,)
+            await store.complete_queued_work(renewed.completion())
+            assert after in await store.list_queued_work("s1")
+        finally:
+            await store.close()
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        server.stop()
+
+
+async def test_open_refuses_timeouts_that_are_not_finite_positive_seconds_before_any_io(
+    postgres_dsn,
+):
+    nowhere = "postgresql://lash@127.0.0.1:1/nowhere"  # any I/O would fail: QueuedWorkError
+    for field in ("connect_timeout", "pool_timeout", "call_timeout"):
+        for bad in (math.inf, -math.inf, math.nan, 0, -1.5, 10**400, True, "5", None):
+            with pytest.raises(InvalidQueuedWorkError, match=field):
+                await PostgresQueueStore.open(nowhere, **{field: bad})
+    # finite, however large: accepted (libpq's whole seconds and milliseconds are clamped)
+    store = await PostgresQueueStore.open(
+        postgres_dsn, connect_timeout=1e300, pool_timeout=1e300, call_timeout=1e300
+    )
+    try:
+        batch = await store.enqueue_queued_work(draft("a"))
+        assert await store.list_queued_work("s1") == [batch]
+    finally:
+        await store.close()
+
+
+async def test_open_reports_a_wrong_database_role_or_port_at_once_with_the_servers_reason():
+    server = servers.postgres()
+    with socket.socket() as closed_port:  # bound, never listening: connections are refused
+        closed_port.bind(("127.0.0.1", 0))
+        port = closed_port.getsockname()[1]
+        cases = [
+            (server.dsn_for("no_such_database"), 'database "no_such_database" does not exist'),
+            (make_conninfo(server.dsn, user="no_such_role"), 'role "no_such_role" does not exist'),
+            (make_conninfo(server.dsn, port=str(port)), "refused"),
+        ]
+        for dsn, reason in cases:
+            started = time.monotonic()
+            with pytest.raises(QueuedWorkError, match=re.escape(reason)) as caught:
+                await PostgresQueueStore.open(dsn, connect_timeout=5, pool_timeout=5)
+            assert time.monotonic() - started < 2, caught.value
+            assert "connect" in str(caught.value)
+
+
+async def test_a_clock_that_raises_gives_a_typed_error_on_every_call_that_reads_it(postgres_dsn):
+    def unplugged() -> int:
+        raise RuntimeError("clock unplugged")
+
+    good = await PostgresQueueStore.open(postgres_dsn)
+    broken = await PostgresQueueStore.open(postgres_dsn, clock_ms=unplugged)
+    try:
+        batch = await good.enqueue_queued_work(draft("a"))
+        claim = await good.claim_ready_queued_work("s1", "w", IDLE, 60_000, 1)
+        assert claim is not None
+        calls = [
+            lambda: broken.enqueue_queued_work(draft("b")),
+            lambda: broken.claim_ready_queued_work("s1", "w", IDLE, 1_000, 1),
+            lambda: broken.claim_ready_queued_work_by_batch_ids("s1", "w", IDLE, 1_000, ["x"]),
+            lambda: broken.renew_queued_work_claim(claim, 1_000),
+            lambda: broken.abandon_queued_work_claim(claim),
+            lambda: broken.complete_queued_work(claim.completion()),
+            lambda: broken.cancel_queued_work_batch("s1", batch.batch_id),
+            lambda: broken.list_pending_queued_work("s1"),
+        ]
+        for call in calls:
+            with pytest.raises(QueuedWorkError, match="clock failed.*clock unplugged") as caught:
+                await call()
+            assert isinstance(caught.value.__cause__, RuntimeError)
+        assert await broken.list_queued_work("s1") == [batch]  # no clock read: served
+        await good.complete_queued_work(claim.completion())  # nothing changed meanwhile
+    finally:
+        await broken.close()
+        await good.close()
 
 
 # --- the SIGKILL enqueue crash test ---------------------------------------------------------------

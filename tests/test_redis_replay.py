@@ -40,6 +40,7 @@ from lash_core import (
     StoreSource,
     Subscribed,
     SubscriberLagged,
+    UnknownPayload,
     instance_position_base,
 )
 from lash_core.stores import _redis_replay
@@ -77,6 +78,7 @@ def open_store(url, raw):
         if clock is None and not server_clock:
             clock = FakeClock()
         kwargs.setdefault("namespace", f"lash-t-{uuid.uuid4().hex[:12]}")
+        kwargs.setdefault("instance_numbering", False)  # Rust's numbering: positions from 1
         store = RedisLiveReplayStore.from_url(url, config, clock=clock, **kwargs)
         opened.append(store)
         return store
@@ -269,6 +271,155 @@ def test_physical_retention_keeps_the_subscriber_backlog_and_drops_old_entries(o
     assert positions([s.append("s", 0, delta("10"))]) == [11]
 
 
+# --- what the store refuses -----------------------------------------------------------------------
+
+
+def test_a_url_whose_database_part_is_not_a_number_is_refused_before_connecting(url):
+    host = url.rsplit("/", 1)[0]
+    for bad in ("/abc", "/1/2", "/-1", "/1.0", "/%31x", "/0?db=-1"):
+        with pytest.raises(InvalidObservationError, match="database"):
+            RedisLiveReplayStore.from_url(host + bad)
+        with pytest.raises(InvalidObservationError, match="database"):  # nothing is listening
+            RedisLiveReplayStore.from_url("redis://127.0.0.1:1" + bad)
+    for good in ("", "/", "/0", "/%31", "/0?db=2"):
+        RedisLiveReplayStore.from_url(host + good).close()
+    with pytest.raises(InvalidObservationError, match="UTF-8"):  # a lone surrogate
+        RedisLiveReplayStore.from_url("redis://:p\udc80@127.0.0.1:1/0")
+
+
+def test_a_payload_utf8_cannot_encode_is_refused_before_anything_is_written(open_store, raw):
+    s = open_store()
+    s.append("s", 0, delta("a"))
+    for payload in (
+        delta("\udc80"),
+        UnknownPayload("x", {"v": "\udc80"}),
+        UnknownPayload("x", {"\udc80": 1}),
+    ):
+        with pytest.raises(InvalidObservationError, match="wire JSON"):
+            s.append("s", 0, payload)
+    assert raw.xlen(stream_key(s, "s")) == 1
+    assert s.current_cursor("s", 0) == SessionCursor.new("s", 0, 1)  # no position used
+    assert positions([s.append("s", 0, delta("b"))]) == [2]
+
+
+@pytest.mark.parametrize("numbering", [False, True], ids=["plain", "instance-numbering"])
+def test_a_tampered_tail_is_a_typed_failure_on_every_path_and_appends_never_proceed(
+    open_store, raw, numbering
+):
+    s = open_store(instance_numbering=numbering)
+    for t in "abc":
+        tail = s.append("s", 0, delta(t)).live_position
+    sub = subscribe(s, SessionCursor.new("s", 0, tail))
+    tail_key = s._keys("s")[1]
+    bad_tails = [b"garbage", b"", b"007", b"00", b"-5", b"+5", b"1.5", b" 3", b"3\n", b"\xff"]
+    bad_tails += [str(1 << 64).encode(), b"9" * 25]
+    for bad in bad_tails:
+        raw.set(tail_key, bad)
+        calls = {
+            "append": lambda: s.append("s", 0, delta("x")),
+            "current_cursor": lambda: s.current_cursor("s", 0),
+            "replay": lambda: s.replay_after_cursor(SessionCursor.new("s", 0, tail - 1)),
+            "subscribe": lambda: s.subscribe_after_cursor(SessionCursor.new("s", 0, tail)),
+            "subscription read": sub.next_nowait,
+        }
+        for name, call in calls.items():
+            with pytest.raises(LiveReplayStoreFailure, match="tail key") as info:
+                call()
+            assert repr(tail_key) in str(info.value), (bad, name)
+        assert raw.xlen(stream_key(s, "s")) == 3 and raw.get(tail_key) == bad  # nothing written
+    raw.set(tail_key, str((1 << 64) - 1).encode())  # the largest tail is one
+    assert s.current_cursor("s", 0) == SessionCursor.new("s", 0, (1 << 64) - 1)
+    raw.set(tail_key, str(tail).encode())
+    assert positions([s.append("s", 0, delta("d"))]) == [tail + 1]
+    assert texts([sub.next_nowait()]) == ["d"]
+
+
+def test_the_position_check_of_script_replies_is_strict():
+    assert _redis_replay._position(b"0", "x") == 0
+    assert _redis_replay._position(str((1 << 64) - 1).encode(), "x") == (1 << 64) - 1
+    for bad in (b"", b"007", b"-1", b"1 ", str(1 << 64).encode(), "5", 5, None):
+        with pytest.raises(LiveReplayStoreFailure, match="not a position"):
+            _redis_replay._position(bad, "x")
+
+
+@pytest.fixture
+def plain_server():
+    server = servers.own_redis(appendonly=False)
+    yield server
+    server.stop()
+
+
+def test_a_server_that_may_evict_the_stores_keys_is_refused(plain_server):
+    """Eviction under ``allkeys-*`` drops an idle session's stream and tail but keeps the busy
+    instance marker: the session would number from the same base again, and an old cursor would
+    replay the new events. Such a server is refused when the store is made, and later where data
+    loss is looked for."""
+    admin = redis.Redis.from_url(plain_server.url)
+    try:
+        for policy in ("allkeys-lru", "allkeys-lfu", "allkeys-random"):
+            admin.config_set("maxmemory-policy", policy)
+            with pytest.raises(LiveReplayStoreFailure, match="noeviction or a volatile") as info:
+                RedisLiveReplayStore.from_url(plain_server.url, namespace="t")
+            assert policy in str(info.value)
+        for policy in ("volatile-lru", "volatile-ttl", "noeviction"):
+            admin.config_set("maxmemory-policy", policy)
+            RedisLiveReplayStore.from_url(plain_server.url, namespace="t").close()
+        # a server that refuses INFO is taken as it is
+        admin.execute_command(
+            "ACL", "SETUSER", "noinfo", "on", "nopass", "~*", "&*", "+@all", "-info"
+        )
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        limited = plain_server.url.replace("redis://", "redis://noinfo@")
+        s = RedisLiveReplayStore.from_url(limited, namespace="t")
+        assert positions([s.append("s", 0, delta("a"))])
+        s.close()
+
+        # a policy changed later: a cursor above its (evicted) session's tail is checked
+        admin.config_set("maxmemory-policy", "noeviction")
+        s = RedisLiveReplayStore.from_url(plain_server.url, namespace="ev")
+        old = [s.append("s", 0, delta(t)) for t in "ab"]
+        sub = subscribe(s, old[-1].cursor)
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        admin.delete(*s._keys("s"))  # evicted: the instance marker stays
+        # a subscription that finds its data lost ends; its resubscribe is refused
+        with pytest.raises(ReplayClosed) as closed:
+            sub.next_nowait()
+        assert isinstance(closed.value.__cause__, LiveReplayStoreFailure)
+        with pytest.raises(LiveReplayStoreFailure, match="noeviction or a volatile"):
+            s.subscribe_after_cursor(old[-1].cursor)
+        admin.config_set("maxmemory-policy", "noeviction")
+        assert s.current_cursor("s", 0) == SessionCursor.new("s", 0, old[0].live_position - 1)
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(LiveReplayStoreFailure, match="allkeys-lru"):  # a cursor above the tail
+            s.replay_after_cursor(old[0].cursor)
+        admin.config_set("maxmemory-policy", "volatile-lru")  # fixed: service resumes
+        assert s.replay_after_cursor(old[-1].cursor) == Gap(UNAVAILABLE)
+        s.close()
+    finally:
+        admin.close()
+
+
+async def test_a_subscription_that_reconnects_to_a_server_that_may_evict_ends(plain_server):
+    admin = redis.Redis.from_url(plain_server.url)
+    try:
+        s = RedisLiveReplayStore.from_url(plain_server.url, namespace="t")
+        sub = subscribe(s, s.current_cursor("s", 0))
+        s.append("s", 0, delta("a"))
+        assert texts([await asyncio.wait_for(sub.next_event(), 2)]) == ["a"]
+        waiting = asyncio.ensure_future(sub.next_event())
+        await asyncio.sleep(0.1)  # its XREAD BLOCK is on the server
+        admin.config_set("maxmemory-policy", "allkeys-lfu")
+        admin.client_kill_filter(_type="normal")  # every connection but this one
+        with pytest.raises(ReplayClosed) as info:
+            await asyncio.wait_for(waiting, 5)
+        assert "allkeys-lfu" in str(info.value.__cause__)
+        with pytest.raises(LiveReplayStoreFailure, match="noeviction or a volatile"):
+            s.append("s", 0, delta("b"))  # the synchronous calls check again too
+        s.close()
+    finally:
+        admin.close()
+
+
 # --- several processes ----------------------------------------------------------------------------
 
 CHILD = textwrap.dedent(
@@ -278,7 +429,7 @@ CHILD = textwrap.dedent(
     from lash_core.stores.redis import RedisLiveReplayStore
 
     url, namespace, name, count = sys.argv[1:5]
-    store = RedisLiveReplayStore.from_url(url, namespace=namespace)
+    store = RedisLiveReplayStore.from_url(url, namespace=namespace, instance_numbering=False)
     for i in range(int(count)):
         event = AssistantProseDelta(f"{name}:{i}")
         store.append("shared", 0, TurnActivityPayload(TurnActivity.independent(event)))
@@ -354,7 +505,7 @@ async def _next_items(follower, timeout=10.0):
 async def test_a_redis_restart_with_persistence_under_a_follower_continues_without_a_gap():
     server = servers.own_redis(appendonly=True)
     try:
-        s = RedisLiveReplayStore.from_url(server.url, namespace="t")
+        s = RedisLiveReplayStore.from_url(server.url, namespace="t", instance_numbering=False)
         follower = SessionFollower(StoreSource(s, "s"), s.current_cursor("s", 0))
         for t in "abc":
             s.append("s", 0, delta(t))
@@ -375,14 +526,14 @@ async def test_a_redis_restart_with_persistence_under_a_follower_continues_witho
 async def test_a_redis_that_lost_its_data_gives_a_follower_an_explicit_unavailable_gap():
     server = servers.own_redis(appendonly=False)
     try:
-        s = RedisLiveReplayStore.from_url(server.url, namespace="t", instance_numbering=True)
+        s = RedisLiveReplayStore.from_url(server.url, namespace="t")  # numbered by default
         start = s.current_cursor("s", 0)
         base = start.parse().live_position
         client = redis.Redis.from_url(server.url)
         marker = client.get("t:replay-instance:")  # b"{base}.{microseconds}", from server TIME
         client.close()
-        assert base == int(marker.split(b".")[0]) == instance_position_base(base >> 32)
-        assert abs((base >> 32) - time.time()) < 5
+        assert base == int(marker.split(b".")[0]) == instance_position_base((base >> 22) / 1000)
+        assert abs((base >> 22) / 1000 - time.time()) < 5
         assert positions([s.append("s", 0, delta("a"))]) == [base + 1]
         assert s.replay_after_cursor(SessionCursor.new("s", 0, 0)) == Gap(UNAVAILABLE)  # rule 0
         follower = SessionFollower(StoreSource(s, "s"), start)
@@ -391,8 +542,7 @@ async def test_a_redis_that_lost_its_data_gives_a_follower_an_explicit_unavailab
         old = follower.cursor
         reader = asyncio.create_task(follower.next_items())
         await asyncio.sleep(0.05)
-        while int(time.time()) <= base >> 32:  # a new instance starts in a later second
-            await asyncio.sleep(0.05)
+        # no wait: a restart within the same second still gets a larger base (milliseconds)
         server.restart()  # without persistence: everything is gone
         (item,) = await asyncio.wait_for(reader, 10)
         assert isinstance(item, GapResume) and item.gap.reason == UNAVAILABLE
@@ -410,7 +560,7 @@ async def test_a_redis_that_lost_its_data_gives_a_follower_an_explicit_unavailab
 async def test_a_plain_subscription_ends_explicitly_when_redis_loses_its_data(monkeypatch):
     server = servers.own_redis(appendonly=False)
     try:
-        s = RedisLiveReplayStore.from_url(server.url, namespace="t")
+        s = RedisLiveReplayStore.from_url(server.url, namespace="t", instance_numbering=False)
         sub = subscribe(s, s.current_cursor("s", 0))
         s.append("s", 0, delta("a"))
         assert texts([await asyncio.wait_for(sub.next_event(), 2)]) == ["a"]
@@ -431,7 +581,7 @@ async def test_a_server_that_is_down_is_a_prompt_typed_failure_then_service_resu
     monkeypatch.setattr(_redis_replay, "RECONNECT_WINDOW_S", 0.3)
     server = servers.own_redis(appendonly=True)
     try:
-        s = RedisLiveReplayStore.from_url(server.url, namespace="t")
+        s = RedisLiveReplayStore.from_url(server.url, namespace="t", instance_numbering=False)
         s.append("s", 0, delta("a"))
         sub = subscribe(s, s.current_cursor("s", 0))
         server.kill()
@@ -504,7 +654,7 @@ def _top_level_commands(server_url, action) -> list[list[str]]:
 def test_append_replay_and_current_cursor_are_one_round_trip_each():
     server = servers.own_redis(appendonly=False)
     try:
-        s = RedisLiveReplayStore.from_url(server.url, namespace="t")
+        s = RedisLiveReplayStore.from_url(server.url, namespace="t", instance_numbering=False)
         s.append("s", 0, delta("warm"))  # the server learns the scripts
         s.replay_after_cursor(SessionCursor.new("s", 0, 0))
         s.current_cursor("s", 0)
@@ -579,7 +729,7 @@ def _cancelled_read(sub) -> Any:
 
 def test_closing_inside_the_loop_after_a_restart_leaves_no_socket_or_task(own_server, leaks):
     async def main():
-        s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+        s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
         sub = subscribe(s, s.current_cursor("a", 0))
         s.append("a", 0, delta("a"))
         assert texts(await sub.next_batch()) == ["a"]
@@ -598,7 +748,7 @@ def test_closing_inside_the_loop_after_a_restart_leaves_no_socket_or_task(own_se
 
 def test_closing_with_a_live_follower_on_a_running_loop_collects_every_task(own_server, leaks):
     async def main():  # a kernel's loop: it goes on running after the store closed
-        s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+        s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
         follower = SessionFollower(StoreSource(s, "a"), s.current_cursor("a", 0))
         s.append("a", 0, delta("a"))
         assert texts(await asyncio.wait_for(follower.next_items(), 5)) == ["a"]
@@ -618,7 +768,7 @@ def test_closing_with_a_live_follower_on_a_running_loop_collects_every_task(own_
 
 
 def test_closing_after_the_loop_ended_leaves_nothing_behind(own_server, leaks):
-    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
 
     async def main():
         sub = subscribe(s, s.current_cursor("a", 0))
@@ -634,7 +784,7 @@ def test_closing_after_the_loop_ended_leaves_nothing_behind(own_server, leaks):
 
 
 def test_closing_after_a_loop_closed_without_shutting_down_closes_its_sockets(own_server, leaks):
-    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
 
     async def main():
         sub = subscribe(s, s.current_cursor("a", 0))
@@ -655,7 +805,7 @@ def test_closing_after_a_loop_closed_without_shutting_down_closes_its_sockets(ow
 
 
 def test_closing_from_another_loop_closes_the_client_of_an_idle_loop(own_server, leaks):
-    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
     idle = asyncio.new_event_loop()
 
     async def use():
@@ -680,7 +830,7 @@ def test_closing_from_another_loop_closes_the_client_of_an_idle_loop(own_server,
 
 
 def test_closing_from_another_thread_closes_the_client_on_its_running_loop(own_server, leaks):
-    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever)
     thread.start()
@@ -709,7 +859,7 @@ def test_closing_from_another_thread_closes_the_client_on_its_running_loop(own_s
 @pytest.mark.parametrize("how", ["closed", "dropped"])
 def test_a_subscription_closed_or_dropped_mid_read_leaves_no_task_running(own_server, leaks, how):
     async def main():
-        s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+        s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
         sub = subscribe(s, s.current_cursor("a", 0))
         with pytest.raises(asyncio.TimeoutError):
             await _cancelled_read(sub)
@@ -732,7 +882,7 @@ def test_a_subscription_closed_or_dropped_mid_read_leaves_no_task_running(own_se
 
 
 def test_synchronous_calls_after_close_leave_no_socket(own_server, leaks):
-    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
     s.append("a", 0, delta("a"))
     assert _sockets_to(own_server.port) == 1
     s.close()
@@ -744,7 +894,7 @@ def test_synchronous_calls_after_close_leave_no_socket(own_server, leaks):
 
 @pytest.mark.parametrize("shutdown", [True, False], ids=["asyncio.run", "loop.close"])
 def test_many_short_event_loops_keep_clients_and_sockets_bounded(own_server, leaks, shutdown):
-    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t")
+    s = RedisLiveReplayStore.from_url(own_server.url, namespace="t", instance_numbering=False)
 
     async def one(i):
         sub = subscribe(s, s.current_cursor("m", 0))

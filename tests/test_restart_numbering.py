@@ -110,7 +110,7 @@ async def test_the_issues_scenario_through_a_memory_scenario():
 
 def test_positions_count_from_the_instance_base():
     store = numbered()
-    assert store.instance_numbering and store.position_base == BASE == int(WALL) << 32
+    assert store.instance_numbering and store.position_base == BASE == round(WALL * 1000) << 22
     assert store.current_cursor("s", 3) == SessionCursor.new("s", 3, BASE)  # never appended to
     assert gap_of(store, SessionCursor.new("s", 0, BASE)) is None  # this instance's own start
     assert store.replay_after_cursor(SessionCursor.new("s", 0, BASE)) == Replayed(())
@@ -172,7 +172,9 @@ def test_bad_numbering_arguments_are_refused_before_a_store_exists():
     with pytest.raises(InvalidObservationError, match="out of range"):
         numbered(-1.0)
     with pytest.raises(InvalidObservationError, match="out of range"):
-        numbered(float(2**32))  # past 2106: the base would not fit a u64
+        numbered(float(2**42) / 1000)  # past 2109: the base would not fit a u64
+    with pytest.raises(LiveReplayStoreFailure, match="not finite"):
+        numbered(float("nan"))  # the clock read refuses it first
 
     def broken() -> float:
         raise OSError("no wall clock")

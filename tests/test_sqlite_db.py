@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from lash_core import LiveReplayStoreFailure, QueuedWorkError
+from lash_core import InvalidQueuedWorkError, LiveReplayStoreFailure, QueuedWorkError
 from lash_core.stores._sqlite_db import FILE_FORMAT, database_path, open_database, transaction, translate
 
 DDL = ["CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, value TEXT NOT NULL)"]
@@ -45,10 +45,20 @@ def test_foreign_files_and_newer_schemas_are_refused_with_the_callers_error(tmp_
         open_database(newer, "items", 2, DDL, LiveReplayStoreFailure)
 
 
-@pytest.mark.parametrize("bad", ["", ":memory:", "file:x?mode=memory", 7, None])
-def test_only_file_paths_are_stores(bad):
-    with pytest.raises((TypeError, ValueError)):
-        database_path(bad)
+@pytest.mark.parametrize("bad", ["", ":memory:", "file:x?mode=memory", "a\0b.db", 7, None, b"x.db"])
+def test_only_file_paths_are_stores_and_others_raise_the_callers_invalid_argument_error(bad):
+    with pytest.raises(InvalidQueuedWorkError, match="SQLite store"):
+        database_path(bad, InvalidQueuedWorkError)
+    with pytest.raises(InvalidQueuedWorkError, match="SQLite store"):
+        open_database(bad, "items", 1, DDL, QueuedWorkError, InvalidQueuedWorkError)
+    with pytest.raises(LiveReplayStoreFailure, match="SQLite store"):  # no invalid: the error
+        open_database(bad, "items", 1, DDL, LiveReplayStoreFailure)
+
+
+def test_a_path_with_a_lone_surrogate_is_a_file_path(tmp_path):
+    path = tmp_path / "caf\udce9.db"  # an undecodable byte, as os.fsdecode gives it
+    assert database_path(path, InvalidQueuedWorkError) == str(path)
+    open_database(path, "items", 1, DDL, QueuedWorkError).close()
 
 
 def test_driver_errors_become_the_callers_error_with_the_cause_chained(tmp_path):

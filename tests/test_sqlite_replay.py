@@ -19,6 +19,8 @@ from lash_core import (
     Replayed,
     SessionCursor,
     Subscribed,
+    SubscriberLagged,
+    UnknownPayload,
 )
 from lash_core.stores._sqlite_replay import SqliteLiveReplayStore
 from lash_core.testing import FakeClock
@@ -159,4 +161,105 @@ def test_a_broken_file_under_an_open_store_raises_the_typed_failure(tmp_path):
         s.append("s", 0, delta("b"))
     assert isinstance(info.value.__cause__, sqlite3.Error)
     assert s.current_cursor("s", 0) == SessionCursor.new("s", 0, 1)  # the failure used no position
+    s.close()
+
+
+def test_a_payload_the_wire_cannot_carry_is_refused_typed_and_uses_no_position(tmp_path):
+    s = _store(tmp_path / "replay.db", FakeClock())
+    sub = s.subscribe_after_cursor(SessionCursor.new("s", 0, 0)).subscription
+    for bad in (delta("bad \udc80 byte"), UnknownPayload("x", {"\udcff": 1})):
+        with pytest.raises(InvalidObservationError, match="payload cannot be stored as wire JSON"):
+            s.append("s", 0, bad)
+    assert s.current_cursor("s", 0) == SessionCursor.new("s", 0, 0)  # no position used
+    assert sub.next_nowait() is None  # nothing reached the live window
+    assert positions([s.append("s", 0, delta("ok"))]) == [1]
+    assert positions(sub.next_batch_nowait()) == [1]
+    sub.close()
+    s.close()
+
+
+def test_events_retention_dropped_before_a_catch_up_reach_live_subscribers_as_a_lag(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "replay.db"
+    mine, theirs = _store(path, clock, n=4, age=10.0), _store(path, clock, n=4, age=10.0)
+    mine.append("s", 0, delta("1"))
+    sub = mine.subscribe_after_cursor(SessionCursor.new("s", 0, 0)).subscription
+    for i in range(2, 12):
+        theirs.append("s", 0, delta(str(i)))
+    theirs.trim_session("s")  # keeps 8..11 of what this object's window has not seen
+    mine.append("s", 0, delta("12"))  # catches up from the file: 2..7 are gone
+    assert positions(sub.next_batch_nowait()) == [1]  # the replay part
+    with pytest.raises(SubscriberLagged) as info:
+        sub.next_batch_nowait()
+    assert info.value.count == 6
+    assert positions(sub.next_batch_nowait()) == [8, 9, 10, 11, 12]
+    # every event the other object appended expired before the catch-up: still a lag, not a hole
+    theirs.append("s", 0, delta("13"))
+    clock.advance(11)
+    theirs.trim_session("s")
+    mine.append("s", 0, delta("14"))
+    with pytest.raises(SubscriberLagged) as info:
+        sub.next_nowait()
+    assert info.value.count == 1
+    assert positions(sub.next_batch_nowait()) == [14]
+    # a subscribe catches the window up too; a batch stops before the hole, the next read lags
+    mine.append("s", 0, delta("15"))
+    for i in range(16, 22):
+        theirs.append("s", 0, delta(str(i)))
+    theirs.trim_session("s")  # keeps 18..21
+    late = mine.subscribe_after_cursor(mine.current_cursor("s", 0)).subscription
+    assert positions(sub.next_batch_nowait()) == [15]
+    with pytest.raises(SubscriberLagged) as info:
+        sub.next_batch_nowait()
+    assert info.value.count == 2
+    assert positions(sub.next_batch_nowait()) == [18, 19, 20, 21]
+    mine.append("s", 0, delta("22"))
+    assert positions(sub.next_batch_nowait()) == positions(late.next_batch_nowait()) == [22]
+    for one in (sub, late, mine, theirs):
+        one.close()
+
+
+def test_a_tail_at_sqlites_largest_integer_refuses_the_next_append_and_bad_rows_are_typed(tmp_path):
+    path = tmp_path / "replay.db"
+    s = _store(path, FakeClock())
+    s.append("s", 0, delta("a"))
+    top = 2**63 - 1
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE lash_replay_sessions SET tail = ?", (top - 1,))
+    last = s.append("s", 0, delta("last"))
+    assert positions([last]) == [top]
+    with pytest.raises(LiveReplayStoreFailure, match="'s'.*2\\*\\*63-1"):
+        s.append("s", 0, delta("past"))
+    assert s.current_cursor("s", 0) == SessionCursor.new("s", 0, top)  # nothing written
+    assert s.replay_after_cursor(SessionCursor.new("s", 0, top - 1)) == Replayed((last,))
+    assert s.replay_after_cursor(SessionCursor.new("s", 0, 2**63)) == Gap(
+        LiveReplayGapReason.UNAVAILABLE
+    )
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT tail, typeof(tail) FROM lash_replay_sessions").fetchall() == [
+            (top, "integer")
+        ]
+    # a tail or a position that is not an integer in range is a store failure naming the session
+    for column, value in (("tail", 2.5), ("tail", "x"), ("position", 1.5)):
+        fresh = tmp_path / f"{column}-{value}.db"
+        t = _store(fresh, FakeClock())
+        t.append("s", 0, delta("a"))
+        t.append("s", 0, delta("b"))
+        with sqlite3.connect(fresh) as raw:
+            if column == "tail":
+                raw.execute("UPDATE lash_replay_sessions SET tail = ?", (value,))
+            else:
+                raw.execute(
+                    "UPDATE lash_replay_events SET position = ? WHERE position = 1", (value,)
+                )
+        calls = [
+            lambda: t.replay_after_cursor(SessionCursor.new("s", 0, 0)),
+            lambda: t.subscribe_after_cursor(SessionCursor.new("s", 0, 0)),
+        ]
+        if column == "tail":
+            calls += [lambda: t.append("s", 0, delta("c")), lambda: t.current_cursor("s", 0)]
+        for call in calls:
+            with pytest.raises(LiveReplayStoreFailure, match="session 's'"):
+                call()
+        t.close()
     s.close()

@@ -14,7 +14,9 @@ import pytest
 
 from lash_core import (
     DeliveryPolicy,
+    InvalidProcessError,
     InvalidQueuedWorkError,
+    InvalidTurnInputError,
     ProcessRegistryError,
     ProcessScope,
     QueuedWorkBatchDraft,
@@ -143,6 +145,45 @@ async def test_bad_arguments_are_refused_before_the_database_is_touched(tmp_path
         await store.claim_ready_queued_work("s1", "w", IDLE, -1, 1)
     with pytest.raises(InvalidQueuedWorkError, match="(?i)draft"):
         await store.enqueue_queued_work("s1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [":memory:", "", "file:q.db?mode=memory", "q\0.db", 123, None])
+def test_a_path_that_is_not_a_file_path_is_the_stores_invalid_argument_error(bad):
+    with pytest.raises(InvalidQueuedWorkError, match="SQLite store"):
+        SqliteQueueStore(bad)
+    with pytest.raises(InvalidProcessError, match="SQLite store"):
+        SqliteProcessRegistry(bad)
+
+
+async def test_text_with_a_lone_surrogate_is_refused_typed_and_changes_nothing(tmp_path):
+    bad = "x\udc80"
+    store = SqliteQueueStore(tmp_path / "q.db")
+    with pytest.raises(InvalidTurnInputError, match="UTF-8"):  # the turn text: refused at once
+        draft(bad)
+    for call in (
+        lambda: store.enqueue_queued_work(draft("a", session=bad)),
+        lambda: store.enqueue_queued_work(draft("a", source_key=bad)),
+        lambda: store.claim_ready_queued_work("s1", bad, IDLE, 100, 1),
+        lambda: store.cancel_queued_work_batch("s1", bad),
+    ):
+        with pytest.raises(InvalidQueuedWorkError, match="UTF-8"):
+            await call()
+    odd_ids = SqliteQueueStore(tmp_path / "q.db", new_id=lambda prefix: prefix + bad)
+    with pytest.raises(InvalidQueuedWorkError, match="UTF-8"):
+        await odd_ids.enqueue_queued_work(draft("a"))
+    assert await store.list_queued_work("s1") == []
+    registry = SqliteProcessRegistry(tmp_path / "q.db")
+    for call in (
+        lambda: registry.start_process(ProcessScope("s"), bad),
+        lambda: registry.start_process(ProcessScope("s"), "n", kind=bad),
+        lambda: registry.start_process(ProcessScope("s"), "n", process_id=bad),
+    ):
+        with pytest.raises(InvalidProcessError, match="UTF-8"):
+            call()
+    assert registry.get_process(bad) is None
+    assert await registry.list_handle_grants(ProcessScope("s")) == []
+    for one in (store, odd_ids, registry):
+        one.close()
 
 
 # --- a peer holding the write lock --------------------------------------------------------------

@@ -179,6 +179,8 @@ async def test_a_bad_path_is_a_typed_error_naming_it(tmp_path, project, monkeypa
         await Scenario.create(path=a_file / "lash.sqlite3")
     with pytest.raises(StoreFileError, match="is a directory"):
         await Scenario.create(path=tmp_path)
+    with pytest.raises(StoreFileError, match="NUL"):
+        await Scenario.create(path=str(tmp_path / "a\x00b.sqlite3"))
     with pytest.raises(StoreFileError, match="file path is needed"):
         await Scenario.create(path=":memory:")
     with pytest.raises(TypeError, match="path must be"):

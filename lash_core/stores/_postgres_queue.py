@@ -38,11 +38,24 @@ Rules (read these before the code)
   merge key, payloads); ``queued_work_enqueue_seq`` is the sequence. ``open`` creates what is
   missing under an advisory lock (processes opening at once create it once), records the version
   in ``lash_schema``, and refuses a newer version.
-* Errors. Arguments are checked (``InvalidQueuedWorkError``) before any I/O. At one boundary
-  (``_run``) every psycopg and pool error becomes a ``QueuedWorkError`` (as SQLite's do), with the
-  driver's error chained: a server that is down fails within the connect and pool timeouts.
-  Serialization failures and deadlocks (the transaction surely rolled back) are retried a bounded
-  number of times; so is a read on a connection that broke.
+* Errors. Arguments (and ``open``'s options: timeouts finite and positive) are checked
+  (``InvalidQueuedWorkError``) before any I/O. At one boundary (``_run``) every psycopg and pool
+  error becomes a ``QueuedWorkError`` (as SQLite's do), with the driver's error chained; so does a
+  ``clock_ms`` that raises. Serialization failures and deadlocks (the transaction surely rolled
+  back) are retried a bounded number of times; so is a read on a connection that broke.
+* Never a hang. A server that is down fails within the connect and pool timeouts; ``open`` first
+  connects once directly, so a wrong database, role or port is reported at once with the
+  server's own message (a server still starting up is waited for, up to the connect timeout).
+  A server that stops answering (a frozen host, a partition without a reset) fails every call by
+  its deadline, ``call_timeout`` (``CALL_TIMEOUT_S``) from its start, whatever it was waiting
+  for: at the deadline the connection's socket is shut down, so the awaited reply fails at once,
+  and the broken connection is closed, never pooled again. Such a call is never retried: a
+  write's outcome is then unknown (it may have committed), and the error says so. The lock
+  timeout is shorter than the deadline (a lock wait fails typed, rolled back). libpq keepalives
+  and ``tcp_user_timeout`` let the kernel drop a connection whose peer vanished (idle in the
+  pool, or with data unacknowledged; the DSN's own settings win), and
+  ``idle_in_transaction_session_timeout`` lets the server release the row locks of a client that
+  vanished mid-transaction.
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ import hashlib
 import json
 import math
 import re
+import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -64,6 +78,7 @@ from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from .._clock import read_clock_ms
 from .._errors import InvalidQueuedWorkError, LashError, QueuedWorkError
 from .._ids import new_prefixed_id
 from .._input import TurnInput
@@ -90,6 +105,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "CONNECT_TIMEOUT_S",
     "POOL_TIMEOUT_S",
+    "CALL_TIMEOUT_S",
 ]
 
 QUEUE_COMPONENT = "queued_work"
@@ -102,13 +118,18 @@ CONNECT_TIMEOUT_S = 5.0
 POOL_TIMEOUT_S = 5.0
 #: Seconds a statement waits for a row or advisory lock before the call fails (typed), like
 #: SQLite's busy timeout: long enough for any lash transaction, short enough to report a stuck peer.
+#: (At most a third of the call timeout, so a lock wait fails before the call's deadline.)
 LOCK_TIMEOUT_S = 10.0
+#: Seconds a whole call may take (a pooled connection, every statement, any retries) before it
+#: fails with ``QueuedWorkError``: a server that stops answering never hangs a caller.
+CALL_TIMEOUT_S = 30.0
 #: Attempts at a call whose transaction failed in a way that surely rolled it back.
 MAX_ATTEMPTS = 5
 #: Followers of a ``join`` head locked per statement while gathering a group.
 GATHER_CHUNK = 32
 
 _LIMIT_MAX = 2**63 - 1  # SQL LIMIT is a bigint
+_INT_MAX = 2**31 - 1  # libpq's integer options and PostgreSQL's timeout settings are C ints
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: advisory lock key under which ``open`` creates schemas (any key works; this spells "lashddl")
 _DDL_LOCK = 0x6C617368_64646C
@@ -314,10 +335,14 @@ class PostgresQueueStore:
         *,
         clock_ms: Callable[[], int] | None,
         new_id: Callable[[str], str],
+        call_timeout: float = CALL_TIMEOUT_S,
+        pool_timeout: float = POOL_TIMEOUT_S,
     ) -> None:
         """Use ``open``; this wraps a pool that is already open on a prepared schema."""
         self._pool: AsyncConnectionPool | None = pool
         self._schema = schema
+        self._call_timeout = float(call_timeout)
+        self._pool_timeout = float(pool_timeout)
         self._clock_ms = clock_ms
         self._new_id = new_id
         self._sql = _Sql.render(schema, db_clock=clock_ms is None)
@@ -336,12 +361,17 @@ class PostgresQueueStore:
         pool_max_size: int = 10,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         pool_timeout: float = POOL_TIMEOUT_S,
+        call_timeout: float = CALL_TIMEOUT_S,
     ) -> PostgresQueueStore:
         """Connect a pool to ``dsn`` and create the schema's tables if they are missing.
 
         ``clock_ms`` returns epoch milliseconds; ``None`` (the default) lets the database clock
-        decide every lease. ``schema`` is a lowercase PostgreSQL identifier. A server that cannot
-        be reached raises ``QueuedWorkError`` after about ``connect_timeout`` seconds.
+        decide every lease. ``schema`` is a lowercase PostgreSQL identifier. Timeouts are finite
+        positive seconds: ``connect_timeout`` to establish a connection (libpq counts whole
+        seconds, at least 2), ``pool_timeout`` to wait for a pooled one, ``call_timeout`` for a
+        whole call (``open`` included). A server that cannot be reached, or refuses the database
+        or role, raises ``QueuedWorkError`` with its reason after at most about
+        ``connect_timeout``; one that stops answering, after ``call_timeout``.
         """
         if not isinstance(dsn, str):
             raise InvalidQueuedWorkError(f"dsn must be a str, not {type(dsn).__name__}")
@@ -354,32 +384,51 @@ class PostgresQueueStore:
                 raise InvalidQueuedWorkError(f"{field} must be an int >= 0, not {value!r}")
         if pool_max_size < max(pool_min_size, 1):
             raise InvalidQueuedWorkError("pool_max_size must be at least 1 and pool_min_size")
-        for seconds, name in ((connect_timeout, "connect_timeout"), (pool_timeout, "pool_timeout")):
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-                raise InvalidQueuedWorkError(f"{name} must be a positive number, not {seconds!r}")
+        connect_timeout = _seconds(connect_timeout, "connect_timeout")
+        pool_timeout = _seconds(pool_timeout, "pool_timeout")
+        call_timeout = _seconds(call_timeout, "call_timeout")
+        if clock_ms is not None and not callable(clock_ms):
+            raise InvalidQueuedWorkError(
+                f"clock_ms must be a callable returning epoch ms, not {type(clock_ms).__name__}"
+            )
         quoted = f'"{schema}"'  # checked above: lowercase letters, digits and _
 
         try:
-            options = conninfo_to_dict(dsn).get("options") or ""
+            given = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:  # its message may quote the dsn, password and all
             raise InvalidQueuedWorkError("dsn is not a PostgreSQL connection string") from None
+        kwargs = _connect_options(given, connect_timeout, call_timeout)
 
         async def configure(connection: psycopg.AsyncConnection[Any]) -> None:
             connection.adapters.register_loader("numeric", _UIntLoader)
             # whatever the server's default: each statement sees what committed before it began
             await connection.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
+        # One direct connection first: a wrong database, role or port fails here at once, with
+        # the server's own message (a pool would only retry in the background until its
+        # timeout; a server still starting up is waited for). It creates the schema, under the
+        # call deadline, and is closed.
+        connect = f"connect (schema `{schema}`)"
+        with _translated(connect):
+            first = await _first_connection(dsn, kwargs, connect_timeout)
+        try:
+
+            async def prepare() -> None:
+                await configure(first)
+                await _create_schema(first, quoted)
+
+            action = f"create the queued-work schema `{schema}`"
+            deadline = asyncio.get_running_loop().time() + call_timeout
+            with _translated(action):
+                await _within(action, first, deadline, call_timeout, prepare, writes=True)
+        finally:
+            await first.close()
+
         pool = AsyncConnectionPool(
             dsn,
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs={
-                "autocommit": True,
-                # libpq counts whole seconds, at least 2
-                "connect_timeout": max(2, math.ceil(connect_timeout)),
-                # set at connect time, after the caller's own options (no extra round trip)
-                "options": f"{options} -c lock_timeout={int(LOCK_TIMEOUT_S * 1000)}".strip(),
-            },
+            kwargs=kwargs,
             configure=configure,
             timeout=pool_timeout,
             reconnect_timeout=max(connect_timeout, pool_timeout),
@@ -388,23 +437,20 @@ class PostgresQueueStore:
             open=False,
         )
         try:
-            with _translated(f"connect (schema `{schema}`)"):
+            with _translated(connect):
                 await pool.open(wait=pool_min_size > 0, timeout=connect_timeout)
-            store = cls(
-                pool,
-                schema,
-                clock_ms=clock_ms,
-                new_id=new_id if new_id is not None else new_prefixed_id,
-            )
-            await store._run(
-                f"create the queued-work schema `{schema}`",
-                lambda connection: _create_schema(connection, quoted),
-            )
         except BaseException:
             with contextlib.suppress(Exception):
                 await pool.close()
             raise
-        return store
+        return cls(
+            pool,
+            schema,
+            clock_ms=clock_ms,
+            new_id=new_id if new_id is not None else new_prefixed_id,
+            call_timeout=call_timeout,
+            pool_timeout=pool_timeout,
+        )
 
     @property
     def schema(self) -> str:
@@ -458,21 +504,7 @@ class PostgresQueueStore:
                     (existing, draft.session_id, seq, draft.source_key, available_at, enqueued_at)
                     + (stored,)
                 )
-            return QueuedWorkBatch(
-                batch_id=batch_id,
-                session_id=draft.session_id,
-                enqueue_seq=seq,
-                source_key=draft.source_key,
-                delivery_policy=draft.delivery_policy,
-                slot_policy=draft.slot_policy,
-                merge_key=draft.merge_key,
-                available_at_ms=draft.available_at_ms,
-                enqueued_at_ms=enqueued_at,
-                items=tuple(
-                    QueuedWorkItem(f"{batch_id}:item:{i}", payload)
-                    for i, payload in enumerate(draft.payloads)
-                ),
-            )
+            return draft.to_batch(batch_id, seq, enqueued_at)
 
         retry = (*_RETRY, psycopg.errors.UniqueViolation)  # a writer racing on the source key
         return await self._run("enqueue queued work", body, retry=retry)
@@ -606,7 +638,7 @@ class PostgresQueueStore:
         """The injected clock's reading, or ``None``: the database clock decides."""
         if self._clock_ms is None:
             return None
-        return _uint(self._clock_ms(), "clock_ms()")
+        return _uint(read_clock_ms(self._clock_ms, QueuedWorkError), "clock_ms()")
 
     async def _claim(
         self,
@@ -794,15 +826,31 @@ class PostgresQueueStore:
         retry: tuple[type[Exception], ...] = _RETRY,
         read_only: bool = False,
     ) -> _T:
-        """Run ``body`` on a pooled connection: the one place driver errors become ours."""
+        """Run ``body`` on a pooled connection: the one place driver errors become ours. The
+        whole call, retries included, ends by its deadline (``call_timeout`` from now)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._call_timeout
         for attempt in range(1, MAX_ATTEMPTS + 1):
             pool = self._pool
             if pool is None:
                 raise QueuedWorkError(f"the queued-work store on schema `{self._schema}` is closed")
+            left = deadline - loop.time()
+            if left <= 0:  # only after attempts that surely rolled back: nothing changed
+                raise QueuedWorkError(
+                    f"PostgreSQL failed to {action}: no success within the call timeout"
+                    f" ({self._call_timeout:g} s); nothing was changed"
+                )
             try:
-                connection = await pool.getconn()
+                connection = await pool.getconn(timeout=min(self._pool_timeout, left))
                 try:
-                    return await body(connection)
+                    return await _within(
+                        action,
+                        connection,
+                        deadline,
+                        self._call_timeout,
+                        lambda: body(connection),
+                        writes=not read_only,
+                    )
                 except psycopg.OperationalError:
                     if connection.broken:
                         # the server went away: let the pool drop its other dead connections
@@ -813,7 +861,9 @@ class PostgresQueueStore:
                             raise _Again() from None
                     raise
                 finally:
-                    await pool.putconn(connection)  # rolls back and replaces as needed
+                    # rolls back and replaces as needed; a broken or timed-out (closed)
+                    # connection is discarded, without I/O
+                    await pool.putconn(connection)
             except _Again:
                 continue
             except LashError:
@@ -842,6 +892,127 @@ def _outcome(outcome: _T | _Refused) -> _T:
     if isinstance(outcome, _Refused):
         raise outcome.error
     return outcome
+
+
+async def _within(
+    action: str,
+    connection: psycopg.AsyncConnection[Any],
+    deadline: float,
+    timeout: float,
+    body: Callable[[], Awaitable[_T]],
+    *,
+    writes: bool,
+) -> _T:
+    """Await ``body`` (all its I/O on ``connection``) until the loop time ``deadline``. Then the
+    connection's socket is shut down, so whatever the body awaits from the server fails at once
+    (no cancellation: psycopg would first ask the silent server to cancel, and wait), and the
+    connection is closed: the caller's pool discards it. Raises ``QueuedWorkError``, saying that
+    a write's outcome is unknown; the caller must not run it again."""
+    fired = False
+
+    def abort() -> None:
+        nonlocal fired
+        fired = True
+        _shut_down(connection)
+
+    timer = asyncio.get_running_loop().call_at(deadline, abort)
+    try:
+        return await body()
+    except Exception as err:
+        if not fired or isinstance(err, LashError):
+            raise
+        outcome = (
+            "whether its change took effect is unknown (it was not retried)"
+            if writes
+            else "nothing was changed"
+        )
+        raise QueuedWorkError(
+            f"PostgreSQL failed to {action}: no answer within the call timeout ({timeout:g} s);"
+            f" the connection was discarded, and {outcome}"
+        ) from err
+    finally:
+        timer.cancel()
+        if fired:
+            with contextlib.suppress(Exception):
+                await connection.close()  # no I/O on a broken connection
+
+
+def _shut_down(connection: psycopg.AsyncConnection[Any]) -> None:
+    """Shut the connection's socket down (a duplicate of it; its descriptor stays valid for the
+    event loop): the peer gets a FIN, a pending read sees end of file, at once."""
+    with contextlib.suppress(Exception):
+        sock = socket.fromfd(connection.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+#: Refusals that pass (a server starting up, shutting down for a restart, recovering, or full):
+#: ``open`` retries its first connection on them for up to ``connect_timeout``, as a pool would.
+#: Matched in the text, as libpq keeps no SQLSTATE for a failed connection (a server whose
+#: messages are translated just fails at once).
+_TRANSIENT = re.compile(
+    r"the database system is (starting up|shutting down|in recovery mode"
+    r"|not yet accepting connections)|too many clients|connection slots are reserved"
+)
+
+
+async def _first_connection(
+    dsn: str, kwargs: dict[str, Any], connect_timeout: float
+) -> psycopg.AsyncConnection[Any]:
+    """A direct connection: any failure raised at once, but for a transient refusal, which is
+    retried (with backoff) until ``connect_timeout`` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + connect_timeout
+    delay = 0.02
+    while True:
+        try:
+            return await psycopg.AsyncConnection.connect(dsn, **kwargs)
+        except psycopg.OperationalError as err:
+            if not _TRANSIENT.search(str(err)) or loop.time() + delay >= deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, 0.5)
+
+
+def _seconds(value: Any, field: str) -> float:
+    """A timeout option: a finite number of seconds above zero (``bool`` refused)."""
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds
+    raise InvalidQueuedWorkError(f"{field} must be a finite number of seconds > 0, not {value!r}")
+
+
+def _connect_options(
+    given: dict[str, Any], connect_timeout: float, call_timeout: float
+) -> dict[str, Any]:
+    """The libpq options of every connection, on top of the DSN's: autocommit, the connect
+    timeout, server settings (lock and idle-in-transaction timeouts) and, unless the DSN sets
+    them, TCP keepalives and ``tcp_user_timeout`` (which libpq ignores on Unix sockets)."""
+    lock_ms = max(1, int(min(LOCK_TIMEOUT_S, call_timeout / 3) * 1000))
+    idle_ms = min(_INT_MAX, math.ceil(2 * call_timeout * 1000))
+    probe_s = min(32_767, max(1, math.ceil(call_timeout / 3)))  # Linux's TCP_KEEPIDLE maximum
+    tcp = {
+        "keepalives": 1,
+        "keepalives_idle": probe_s,
+        "keepalives_interval": probe_s,
+        "keepalives_count": 3,
+        "tcp_user_timeout": min(_INT_MAX, math.ceil(call_timeout * 1000)),
+    }
+    settings = f"-c lock_timeout={lock_ms} -c idle_in_transaction_session_timeout={idle_ms}"
+    return {
+        **{name: value for name, value in tcp.items() if name not in given},
+        "autocommit": True,
+        # libpq counts whole seconds, at least 2
+        "connect_timeout": min(_INT_MAX, max(2, math.ceil(connect_timeout))),
+        # set at connect time, after the caller's own options (no extra round trip)
+        "options": f"{given.get('options') or ''} {settings}".strip(),
+    }
 
 
 async def _check(pool: AsyncConnectionPool) -> None:

@@ -18,6 +18,27 @@ Rules (read these before the code; the protocol docstring in ``lash_core._replay
   contiguous positions. ``XADD`` runs before the tail is written, so an append that fails uses no
   position; the tail never decreases (a missing tail key is read back from the stream's last id,
   and ``XADD`` refuses an id at or below the stream's last one).
+* Tails are checked wherever they are read: a stored tail is decimal digits without leading
+  zeros (but ``0``) up to ``2**64 - 1``; anything else is data this store did not write, and
+  every script refuses it (error ``LASHBADTAIL``, which Python turns into a
+  ``LiveReplayStoreFailure`` naming the key) before writing anything. Python checks every
+  position a script returns by the same rule.
+* Eviction. The store's keys have no TTL, so only an ``allkeys-*`` ``maxmemory-policy``
+  (``allkeys-lru``, ``allkeys-lfu``, ``allkeys-random``) can evict them, and it would evict an
+  idle session's stream and tail but keep the busy instance marker: the session would number
+  from the same base again and an old cursor would replay new events. The store refuses such a
+  server (``LiveReplayStoreFailure``; ``noeviction`` or any ``volatile-*`` policy is fine) with
+  one ``INFO memory`` read when it is made, and again where data loss is looked for: at the
+  first call after a synchronous call lost its connection, when a cursor is above its session's
+  tail, when a subscription finds its data lost (its resubscribe checks) and when a
+  subscription's read reconnects (it ends, as below). A server that refuses ``INFO`` (ACL, a
+  renamed command) is taken as it is; one that is down when the store is made is checked at
+  the first call that reaches it.
+* Text. Everything sent is UTF-8: session ids, the namespace and the URL are checked as
+  arguments (no lone surrogates); a payload whose wire JSON holds a lone surrogate is an
+  ``InvalidObservationError`` from ``append`` before anything is sent (no position is used). A
+  URL whose database part is not a non-negative integer (``redis://h:6379/abc``, which redis-py
+  would read as db 0) is an ``InvalidObservationError`` too.
 * Retention is logical, and physical within bounds. Physically each append keeps at least the
   last ``max(max_events_per_session, subscriber_backlog)`` entries (``XADD ... MAXLEN ~``), and
   entries older than ``max_age`` are deleted only outside the last ``subscriber_backlog`` (a live
@@ -33,7 +54,7 @@ Rules (read these before the code; the protocol docstring in ``lash_core._replay
   inside a range (``XDEL``) or an entry this store did not write is a ``LiveReplayStoreFailure``.
 * Instance marker. ``{ns}:replay-instance:`` holds ``{base}.{microseconds}``, written from the
   server's ``TIME`` by the first read (or, with instance numbering, append) that finds it
-  missing, with ``base = instance_position_base(server seconds)``. A subscription keeps the
+  missing, with ``base = instance_position_base(server time)`` (milliseconds << 22). A subscription keeps the
   marker it subscribed under and compares it at every read from the server: a missing or
   different marker means that Redis lost the data (restarted without persistence, flushed,
   evicted). The subscription then
@@ -67,9 +88,9 @@ Rules (read these before the code; the protocol docstring in ``lash_core._replay
   and closes each client on its loop (at once, then awaited there, when the loop runs or can be
   run; directly when the loop is closed). A synchronous call racing with or after ``close()``
   disconnects again.
-* Errors. redis-py errors become ``LiveReplayStoreFailure`` at the two seams only: ``_run`` (the
-  synchronous calls; ``server_time`` too) and ``_fetch`` / ``_apply`` (awaiting reads); argument
-  errors come first, before the server is asked.
+* Errors. redis-py errors become ``LiveReplayStoreFailure`` at the seams only: ``_run`` (the
+  synchronous calls; ``server_time`` and ``_check_eviction`` too) and ``_fetch`` / ``_apply``
+  (awaiting reads); argument errors come first, before the server is asked.
 * Events read back are what the wire carries (``Committed(None)``, as the SQLite store gives).
   Events this object appended are kept (the last ``EVENT_CACHE_SIZE``, matched by their stored
   bytes, so a reused position of a Redis that lost its data is never mistaken for them) and
@@ -85,6 +106,7 @@ import functools
 import hashlib
 import threading
 import time
+import urllib.parse
 import weakref
 from typing import Any, AsyncGenerator, Awaitable, Callable, Coroutine
 
@@ -92,10 +114,10 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
-from .._cursor import CURSOR_PREFIX, SessionCursor, SessionRevision, format_cursor
+from .._cursor import CURSOR_PREFIX, U64_MAX, SessionCursor, SessionRevision, format_cursor
 from .._errors import (
     InvalidObservationError,
     LiveReplayStoreError,
@@ -202,7 +224,8 @@ local function instance()
   local value = redis.call('GET', KEYS[3])
   if not value then
     local t = redis.call('TIME')
-    value = times(times(t[1], 65536), 65536) .. '.' .. string.format('%06d', tonumber(t[2]))
+    local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+    value = times(ms, 4194304) .. '.' .. string.format('%06d', tonumber(t[2]))
     redis.call('SET', KEYS[3], value)
   end
   return value
@@ -211,7 +234,12 @@ local function tail_of(value, numbering)
   local base = '0'
   if numbering then base = string.match(value, '^(%d+)') or '0' end
   local tail = redis.call('GET', KEYS[2])
-  if not tail then
+  if tail then
+    if not (tail == '0' or (string.match(tail, '^[1-9][0-9]*$') and
+        (#tail < 20 or (#tail == 20 and tail <= '18446744073709551615')))) then
+      error({err = 'LASHBADTAIL the tail key holds data the store did not write'})
+    end
+  else
     tail = '0'
     if redis.call('EXISTS', KEYS[1]) == 1 then
       local info = redis.call('XINFO', 'STREAM', KEYS[1])
@@ -334,11 +362,14 @@ class RedisLiveReplayStore(StoreSettings):
     and follow the same sessions; replay survives the store object (and a Redis with persistence).
 
     ``RedisLiveReplayStore.from_url(url, config=None, *, clock=None, namespace="lash",
-    instance_numbering=False)`` (the constructor takes the same arguments). ``config`` is an
+    instance_numbering=True)`` (the constructor takes the same arguments). ``config`` is an
     ``InMemoryLiveReplayStoreConfig`` (same bounds, same meaning); ``clock`` reads seconds and
-    defaults to the Redis server's clock; ``namespace`` prefixes every key; ``instance_numbering``
-    opts into per-instance positions (the contract's "Instance numbering"), so that cursors handed
-    out before Redis lost its data answer ``unavailable`` instead of replaying other events.
+    defaults to the Redis server's clock; ``namespace`` prefixes every key. ``instance_numbering``
+    (on by default) numbers positions per Redis *data instance* (the contract's "Instance
+    numbering"): a Redis that lost its data (restarted without persistence, flushed)
+    starts a new, larger base, so a cursor handed out before answers ``unavailable`` instead of
+    replaying other events. ``instance_numbering=False`` gives Rust's numbering (positions from
+    1), for a Redis whose persistence you trust.
     Differences from the in-memory store, all allowed by the protocol:
 
     * events read from Redis carry what the wire carries: ``Committed(None)`` (events appended
@@ -348,8 +379,11 @@ class RedisLiveReplayStore(StoreSettings):
     * sessions are never forgotten (a tail key is ~60 bytes); trimmed entries are deleted;
     * ``current_cursor`` raises ``LiveReplayStoreFailure`` after ``close()``.
 
-    A server that is down or answers with an error, and data in the namespace that this store did
-    not write, raise ``LiveReplayStoreFailure``; a bad argument raises ``InvalidObservationError``
+    A server whose ``maxmemory-policy`` may evict the store's keys (``allkeys-*``: use
+    ``noeviction`` or a ``volatile-*`` policy) is refused, when the store is made and where data
+    loss is looked for (see the rules). A server that is down or answers with an error, and data
+    in the namespace that this store did not write (a tail that is not a position, say), raise
+    ``LiveReplayStoreFailure``; a bad argument raises ``InvalidObservationError``
     before the server is asked. The URL is redis-py's (``redis://``, ``rediss://``, ``unix://``);
     it may set timeouts, but the store speaks RESP2 with bytes replies whatever it says.
     """
@@ -361,15 +395,17 @@ class RedisLiveReplayStore(StoreSettings):
         *,
         clock: Callable[[], float] | None = None,
         namespace: str = DEFAULT_NAMESPACE,
-        instance_numbering: bool = False,
+        instance_numbering: bool = True,
     ) -> None:
         config = store_config(config)
         if clock is not None and not callable(clock):
             raise InvalidObservationError(
                 f"clock must be a callable returning seconds, not {type(clock).__name__}"
             )
-        if not isinstance(url, str) or not url:
-            raise InvalidObservationError(f"url must be a non-empty str, not {short_repr(url)}")
+        if not isinstance(url, str) or not url or not is_utf8_str(url):
+            raise InvalidObservationError(
+                f"url must be a non-empty UTF-8 str, not {short_repr(url)}"
+            )
         if not isinstance(namespace, str) or not namespace or not is_utf8_str(namespace):
             raise InvalidObservationError(
                 f"namespace must be a non-empty UTF-8 str, not {short_repr(namespace)}"
@@ -410,6 +446,13 @@ class RedisLiveReplayStore(StoreSettings):
         self._numbering_arg = b"1" if instance_numbering else b"0"
         self._clock_arg = b"1" if self._server_clock else b"0"
         self._replay_count = min(config.max_events_per_session, _COUNT_LIMIT) + 1
+        #: the eviction policy was read and is fine (or cannot be read): see the rules
+        self._policy_ok = False
+        try:
+            self._check_eviction(True)
+        except LiveReplayStoreFailure:
+            self._disconnect()
+            raise
 
     @classmethod
     def from_url(
@@ -419,9 +462,11 @@ class RedisLiveReplayStore(StoreSettings):
         *,
         clock: Callable[[], float] | None = None,
         namespace: str = DEFAULT_NAMESPACE,
-        instance_numbering: bool = False,
+        instance_numbering: bool = True,
     ) -> RedisLiveReplayStore:
-        """A store on the Redis at ``url`` (nothing is sent before the first call)."""
+        """A store on the Redis at ``url``. One ``INFO memory`` read refuses a server whose
+        ``maxmemory-policy`` may evict the store's keys (``LiveReplayStoreFailure``; see the
+        module rules); a server that is down is not an error yet (the first call checks)."""
         return cls(
             url, config, clock=clock, namespace=namespace, instance_numbering=instance_numbering
         )
@@ -450,7 +495,7 @@ class RedisLiveReplayStore(StoreSettings):
         try:
             seconds, micros = self._execute("TIME")
             return int(seconds) + int(micros) / 1_000_000
-        except (RedisError, OSError, ValueError, TypeError) as err:
+        except (RedisError, OSError, ValueError, TypeError) as err:  # UnicodeError too
             raise _failure("read the server clock", err) from err
         finally:
             if self._shut:
@@ -594,7 +639,10 @@ class RedisLiveReplayStore(StoreSettings):
         self, script: _Script, keys: tuple[bytes, bytes], args: tuple[Any, ...], action: str
     ) -> Any:
         """Run ``script`` (one round trip; two the first time a server lacks it). The one place
-        the synchronous client's errors become ``LiveReplayStoreFailure``."""
+        the synchronous client's errors become ``LiveReplayStoreFailure``. The eviction policy
+        is read first when it is not known to be fine (see the rules)."""
+        if not self._policy_ok:
+            self._check_eviction(False)
         execute = self._execute
         try:
             try:
@@ -605,11 +653,36 @@ class RedisLiveReplayStore(StoreSettings):
                 return execute(
                     "EVAL", script.source, 3, keys[0], keys[1], self._instance_key, *args
                 )
-        except (RedisError, OSError) as err:
-            raise _failure(action, err) from err
+        except (RedisError, OSError, UnicodeError) as err:
+            if not isinstance(err, ResponseError):  # maybe another server now: check it again
+                self._policy_ok = False
+            raise _script_failure(action, err, keys[1]) from err
         finally:
             if self._shut:  # ran across or after ``close()``: its connection must not stay
                 self._disconnect()
+
+    def _check_eviction(self, tolerate_down: bool) -> None:
+        """One ``INFO memory``: a ``LiveReplayStoreFailure`` when the server's
+        ``maxmemory-policy`` may evict the store's keys (see the rules). A server that refuses
+        ``INFO`` is taken as it is; one that cannot be reached is a failure too, unless
+        ``tolerate_down`` (the store is being made): then the next call checks."""
+        try:
+            info = self._execute("INFO", "memory")
+        except ResponseError:  # INFO refused (an ACL, a renamed command): nothing to go by
+            self._policy_ok = True
+            return
+        except (RedisError, OSError, UnicodeError) as err:
+            self._policy_ok = False
+            if tolerate_down:
+                return
+            raise _failure("read the eviction policy", err) from err
+        finally:
+            if self._shut:
+                self._disconnect()
+        failure = _evicting(_policy_of(info), self._where)
+        self._policy_ok = failure is None
+        if failure is not None:
+            raise failure
 
     def _snapshot(
         self, session_id: str, position: int, action: str
@@ -626,7 +699,10 @@ class RedisLiveReplayStore(StoreSettings):
         )
         tail = _position(reply[0], "a session tail")
         marker = reply[1]
-        if position > tail or position < self._base(marker):
+        if position > tail:  # a cursor above the tail: maybe the session's data was lost
+            self._check_eviction(False)
+            return tail, marker, Gap(_UNAVAILABLE)
+        if position < self._base(marker):
             return tail, marker, Gap(_UNAVAILABLE)
         if position == tail:
             return tail, marker, []
@@ -739,7 +815,7 @@ class _Fetch:
 
 
 _STOP = object()  # a soft read ran into a lag or an end: end the batch, the next read raises it
-_IDLE, _ENTRIES, _POLL, _ERROR = "idle", "entries", "poll", "error"
+_IDLE, _ENTRIES, _POLL, _ERROR, _EVICTS = "idle", "entries", "poll", "error", "evicts"
 _Item = SessionObservationEvent | _Lag
 
 
@@ -999,6 +1075,7 @@ class RedisLiveReplaySubscription(SubscriptionIteration):
             self._next = next_position
 
     def _lost(self) -> LiveReplayStoreFailure:
+        self._store._policy_ok = False  # evicted, maybe: the next call (a resubscribe) checks
         return LiveReplayStoreFailure(
             f"Redis lost the live replay data of session {self._session_id!r} (restarted"
             " without persistence, flushed or evicted): the subscription ended"
@@ -1081,8 +1158,12 @@ class RedisLiveReplaySubscription(SubscriptionIteration):
         kind = result[0]
         if kind is _ERROR:
             err = result[1]
-            raise _failure(f"follow session {self._session_id!r}", err) from err
-        if kind is _IDLE:
+            action = f"follow session {self._session_id!r}"
+            raise _script_failure(action, err, self._keys[1]) from err
+        if kind is _EVICTS:  # found on reconnecting: the data may go any time, so the stream ends
+            self._store._policy_ok = False
+            self._commit(after, [], after + 1, _evicting(result[1], self._store._where))
+        elif kind is _IDLE:
             lost = self._lost() if result[1] != self._marker else None
             self._commit(after, [], after + 1, lost)
         elif kind is _ENTRIES:
@@ -1104,8 +1185,9 @@ async def _fetch(
     all): ``(_IDLE, marker)``, ``(_ENTRIES, marker, entries)`` when ``XREAD`` gave fewer than
     ``count`` entries starting at ``after + 1`` (so no lag and no trim in between), else
     ``(_POLL, reply)`` of the read script, which settles lags and trims exactly. A lost
-    connection is retried for ``RECONNECT_WINDOW_S`` when ``block`` is set (then the read script,
-    whose marker tells whether the data survived); what cannot be read is ``(_ERROR, error)``.
+    connection is retried for ``RECONNECT_WINDOW_S`` when ``block`` is set (then ``INFO memory``,
+    ``(_EVICTS, policy)`` when the server may evict the store's keys, and the read script, whose
+    marker tells whether the data survived); what cannot be read is ``(_ERROR, error)``.
     Never raises (but for cancellation)."""
     first_failure = None
     delay = 0.05
@@ -1121,8 +1203,15 @@ async def _fetch(
                 entries = streams[0][1]
                 if len(entries) < count and entries[0][0] == _stream_id(after + 1):
                     return (_ENTRIES, marker, entries)
-            args = (keys[0], keys[1], instance_key, after, count, "0", numbering)
             execute: Callable[..., Awaitable[Any]] = client.execute_command
+            if first_failure is not None:  # reconnected: maybe to another server, or config
+                try:
+                    policy = _policy_of(await execute("INFO", "memory"))
+                except ResponseError:  # INFO refused: nothing to go by
+                    policy = None
+                if _evicting(policy, "") is not None:
+                    return (_EVICTS, policy)
+            args = (keys[0], keys[1], instance_key, after, count, "0", numbering)
             try:
                 reply = await execute("EVALSHA", _READ.sha, 3, *args)
             except NoScriptError:
@@ -1147,6 +1236,7 @@ def _pool(kind: Any, url: str, socket_timeout: float, retry: Any) -> Any:
     """A connection pool for ``url`` (``kind``: redis-py's sync or asyncio pool class) with
     the store's settings: RESP2, bytes replies, no automatic retries, bounded socket waits."""
     try:
+        _check_db(url)
         pool = kind.from_url(
             url,
             protocol=2,
@@ -1158,12 +1248,31 @@ def _pool(kind: Any, url: str, socket_timeout: float, retry: Any) -> Any:
     except (ValueError, TypeError, RedisError) as err:
         raise InvalidObservationError(f"not a usable Redis URL: {error_message(err)}") from None
     kwargs = pool.connection_kwargs
+    db = kwargs.get("db", 0)
+    if type(db) is not int or db < 0:
+        raise InvalidObservationError(
+            f"not a usable Redis URL: the database must be an integer >= 0, not {short_repr(db)}"
+        )
     if kwargs.get("protocol") not in (2, "2"):
         raise InvalidObservationError(
             "the Redis replay store speaks RESP2: drop protocol= from the URL"
         )
     kwargs.update(decode_responses=False, retry=retry)
     return pool
+
+
+def _check_db(url: str) -> None:
+    """Refuse a ``redis://`` / ``rediss://`` URL whose path is not ``/`` and a database number
+    (redis-py reads ``/abc`` as database 0, silently). Raises ``ValueError``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.path:
+        return
+    path = urllib.parse.unquote(parts.path)
+    digits = path[1:]
+    if not path.startswith("/") or digits and not (digits.isascii() and digits.isdigit()):
+        raise ValueError(
+            f"the database part {short_repr(path)} is not a database number (an integer >= 0)"
+        )
 
 
 def _where(kwargs: dict[str, Any]) -> str:
@@ -1192,7 +1301,13 @@ def _entry_halves(
     if at < 0:
         raise LiveReplayStoreFailure("the wire encoder no longer writes the cursor where expected")
     split = at + len(marker) - 7  # where ``\u0000`` starts
-    return text[:split].encode(), text[split + 6 :].encode()
+    try:
+        return text[:split].encode(), text[split + 6 :].encode()
+    except UnicodeEncodeError:  # a lone surrogate (``surrogateescape``, say): JSON carries no such
+        raise InvalidObservationError(
+            "payload cannot be stored as wire JSON: its text holds a lone surrogate, which"
+            " UTF-8 cannot encode"
+        ) from None
 
 
 def _read_event(raw: Any, session_id: str, position: int) -> SessionObservationEvent:
@@ -1219,9 +1334,58 @@ def _entry_position(entry_id: Any, session_id: str) -> int:
 
 
 def _position(value: Any, what: str) -> int:
-    if type(value) is bytes and value.isdigit():
+    """A position as the scripts give it (see "Tails" in the rules)."""
+    if (
+        type(value) is bytes
+        and value.isdigit()
+        and (value[:1] != b"0" or value == b"0")
+        and len(value) <= 20
+        and int(value) <= U64_MAX
+    ):
         return int(value)
     raise LiveReplayStoreFailure(f"Redis gave {short_repr(value)} for {what}, not a position")
+
+
+def _policy_of(info: Any) -> str | None:
+    """``maxmemory_policy`` of an ``INFO memory`` reply (parsed or not); ``None`` when absent."""
+    if isinstance(info, dict):
+        policy = info.get("maxmemory_policy", info.get(b"maxmemory_policy"))
+    elif isinstance(info, (bytes, str)):
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else info
+        policy = None
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name == "maxmemory_policy":
+                policy = value.strip()
+    else:
+        return None
+    if isinstance(policy, bytes):
+        policy = policy.decode("utf-8", "replace")
+    return policy if isinstance(policy, str) else None
+
+
+def _evicting(policy: str | None, where: str) -> LiveReplayStoreFailure | None:
+    """The failure to raise when ``policy`` may evict the store's keys (see the rules)."""
+    if policy is None or not policy.lower().startswith("allkeys-"):
+        return None
+    return LiveReplayStoreFailure(
+        f"the Redis at {where or 'the URL'} may evict the live replay store's keys"
+        f" (maxmemory-policy {policy}): the live replay store needs maxmemory-policy noeviction"
+        " or a volatile-* policy (its keys have no TTL, so volatile-* policies never evict"
+        " them); an evicted session would number its events again and replay other events"
+        " after a cursor handed out before"
+    )
+
+
+def _script_failure(action: str, err: BaseException, tail_key: bytes) -> LiveReplayStoreFailure:
+    """``_failure``, but a script's ``LASHBADTAIL`` names the tail key it refused."""
+    if isinstance(err, ResponseError) and str(err).startswith("LASHBADTAIL"):
+        return LiveReplayStoreFailure(
+            f"Redis failed to {action}: the tail key {tail_key!r} holds data the Redis replay"
+            " store did not write (not a position: decimal digits, no leading zeros, at most"
+            " 2**64 - 1); nothing was written"
+        )
+    return _failure(action, err)
 
 
 def _seconds(value: Any, what: str) -> float:

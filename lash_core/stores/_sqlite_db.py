@@ -15,6 +15,10 @@ Rules:
   records the component's version in ``lash_schema`` and marks the file with
   ``PRAGMA user_version = FILE_FORMAT``. A file of another format, or a component of a newer
   version, is refused with a typed error instead of being misread.
+* Paths. ``database_path`` accepts a file path only (``str`` or ``os.PathLike``); anything else
+  (``:memory:``, ``""``, a ``file:`` URI, a NUL byte, a non-path) raises the store's own
+  invalid-argument error (``InvalidObservationError``, ``InvalidQueuedWorkError``,
+  ``InvalidProcessError``) before any file is touched.
 * Errors. ``translate(error_class)`` turns any ``sqlite3.Error`` (and ``OSError`` for the path) into
   the caller's lash error class at this one boundary, with the driver's message and the original
   chained as ``__cause__``.
@@ -50,14 +54,17 @@ BUSY_TIMEOUT_S = 10.0
 E = TypeVar("E", bound=LashError)
 
 
-def database_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as a string; ``:memory:`` is refused (each store opens its own connection, and a
-    memory database is private to one), as is anything that is not a path."""
+def database_path(path: object, invalid: Callable[[str], LashError]) -> str:
+    """``path`` as a string, or ``invalid(message)`` (the store's invalid-argument error) for
+    anything that is not a file path: a non-path, ``""``, ``:memory:`` (each store opens its own
+    connection, and a memory database is private to one), a ``file:`` URI, a NUL byte."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"a SQLite store path must be a str or path, not {type(path).__name__}")
+        raise invalid(f"a SQLite store path must be a str or path, not {type(path).__name__}")
     text = os.fspath(path)
-    if not isinstance(text, str) or text in ("", ":memory:") or text.startswith("file:"):
-        raise ValueError(f"a SQLite store needs a file path, not {text!r}")
+    if not isinstance(text, str):
+        raise invalid(f"a SQLite store path must be text, not {type(text).__name__}")
+    if text in ("", ":memory:") or text.startswith("file:") or "\0" in text:
+        raise invalid(f"a SQLite store needs a file path, not {text!r}")
     return text
 
 
@@ -106,12 +113,14 @@ def open_database(
     version: int,
     ddl: Sequence[str],
     error: Callable[[str], E],
+    invalid: Callable[[str], LashError] | None = None,
 ) -> sqlite3.Connection:
     """A connection to ``path`` with ``component``'s tables in place (see the module rules).
 
-    Raises ``error(...)`` when the file cannot be opened, is not a lash store file, or holds a
-    newer version of ``component`` than this code knows."""
-    name = database_path(path)
+    Raises ``invalid(...)`` (default ``error``) when ``path`` is not a file path (see
+    ``database_path``), ``error(...)`` when the file cannot be opened, is not a lash store file,
+    or holds a newer version of ``component`` than this code knows."""
+    name = database_path(path, error if invalid is None else invalid)
     with _OPEN_LOCK, translate(error, f"open {name!r}"):
         connection = sqlite3.connect(
             name, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -154,9 +163,11 @@ def open_database(
 class SqliteBacked:
     """What a SQLite store holds: its path, the lock that gives its one connection to one thread
     at a time, and the connection (``None`` once closed). A subclass sets ``_error`` (its lash
-    error class) and ``_kind`` (its class name in messages) and calls ``_attach`` first."""
+    error class), ``_invalid`` (its invalid-argument error class, for a bad path) and ``_kind``
+    (its class name in messages) and calls ``_attach`` first."""
 
     _error: Callable[[str], LashError]
+    _invalid: Callable[[str], LashError]
     _kind: str
     _path: str
     _lock: threading.Lock | threading.RLock
@@ -171,7 +182,7 @@ class SqliteBacked:
         busy_timeout_s: float,
         lock: threading.Lock | threading.RLock,
     ) -> None:
-        self._path = database_path(path)
+        self._path = database_path(path, self._invalid)
         self._lock = lock
         self._connection = open_database(self._path, component, version, ddl, self._error)
         with translate(self._error, f"configure {self._path!r}"):

@@ -15,8 +15,10 @@ Rules (read these before the code)
 * Sync and async. The mutations and ``get_process`` are synchronous (the protocol says so): they
   run on the caller's thread, holding the registry's lock. The two listings are coroutines that
   run the same work in ``asyncio.to_thread``.
-* Errors. ``sqlite3`` and OS errors, and a stored row that cannot be read back, become
-  ``ProcessRegistryError``.
+* Errors. A path that is not a file path raises ``InvalidProcessError`` before any file is
+  touched; ids, names and kinds are valid UTF-8 (checked by the value classes and
+  ``check_start_args``, as in memory), so text never fails in the driver. ``sqlite3`` and OS
+  errors, and a stored row that cannot be read back, become ``ProcessRegistryError``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._clock import wall_clock_ms
-from .._errors import ProcessRegistryError, UnknownProcessError
+from .._clock import read_clock_ms, wall_clock_ms
+from .._errors import InvalidProcessError, ProcessRegistryError, UnknownProcessError
 from .._processes import (
     ProcessHandleDescriptor,
     ProcessHandleGrant,
@@ -118,6 +120,7 @@ class SqliteProcessRegistry(SqliteBacked):
     """
 
     _error = ProcessRegistryError
+    _invalid = InvalidProcessError
     _kind = "SqliteProcessRegistry"
 
     def __init__(
@@ -285,7 +288,7 @@ class SqliteProcessRegistry(SqliteBacked):
     # --- internals (called holding the lock, inside ``translate``) ------------------------------
 
     def _now(self) -> int:
-        now = self._clock_ms()
+        now = read_clock_ms(self._clock_ms, ProcessRegistryError)
         if isinstance(now, bool) or not isinstance(now, int) or not 0 <= now <= _SQLITE_INT_MAX:
             raise ProcessRegistryError(
                 f"clock_ms() gave {now!r}; a SQLite registry stores times in 0..2**63-1 ms"

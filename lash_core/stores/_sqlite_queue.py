@@ -17,7 +17,8 @@ Rules (read these before the code)
 * Threads. The store's one connection is used by one thread at a time (``self._lock``); every
   coroutine runs its blocking work in ``asyncio.to_thread``, so the event loop never waits on disk
   or on another process's lock.
-* Errors. Arguments are checked (``InvalidQueuedWorkError``) before the database is touched;
+* Errors. Arguments are checked (``InvalidQueuedWorkError``, a path that is not a file path
+  included) before the database is touched;
   ``sqlite3`` and OS errors, and a stored row that cannot be read back, become ``QueuedWorkError``.
 """
 
@@ -32,7 +33,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from .._clock import wall_clock_ms
+from .._clock import read_clock_ms, wall_clock_ms
 from .._errors import InvalidQueuedWorkError, QueuedWorkError
 from .._ids import new_prefixed_id
 from .._queue_state import BatchRecord, QueueState, _claim_args
@@ -105,6 +106,7 @@ class SqliteQueueStore(SqliteBacked):
     """
 
     _error = QueuedWorkError
+    _invalid = InvalidQueuedWorkError
     _kind = "SqliteQueueStore"
 
     def __init__(
@@ -241,7 +243,7 @@ class SqliteQueueStore(SqliteBacked):
     # --- the shell ------------------------------------------------------------------------------
 
     def _now(self) -> int:
-        return _uint(self._clock_ms(), "clock_ms()")
+        return _uint(read_clock_ms(self._clock_ms, QueuedWorkError), "clock_ms()")
 
     async def _change(
         self, action: str, session_id: str, operation: Callable[[QueueState], _T]

@@ -7,9 +7,15 @@ Rules (read these before the code; the protocol docstring in ``lash_core._replay
   never reused, whatever retention dropped. ``lash_replay_events(session_id, position,
   appended_at, event)`` holds the retained events, keyed by ``(session_id, position)``, with
   the store clock's reading at the append and the event's wire JSON (``_wire.event_to_dict``).
-* Append. One ``BEGIN IMMEDIATE`` transaction raises the tail by one (an upsert returning it) and
-  writes the event. The write lock makes appends from several threads, connections or
-  processes on one file get distinct, contiguous positions.
+* Append. One ``BEGIN IMMEDIATE`` transaction raises the tail by one (an upsert returning it),
+  encodes the event (its cursor names the position) and writes it. The write lock makes appends
+  from several threads, connections or processes on one file get distinct, contiguous
+  positions. Anything that fails in it (a payload the wire cannot carry, such as text with a
+  lone surrogate: ``InvalidObservationError``) rolls the tail back: no position is used.
+* Positions are SQLite integers: a tail stops at ``POSITION_MAX`` (2**63-1; the upsert refuses
+  to pass it, and the append raises ``LiveReplayStoreFailure``, writing nothing). A tail or
+  position read from the file that is not an ``int`` in range (a damaged or foreign file) is a
+  ``LiveReplayStoreFailure`` naming the session, never a raw error or a misread.
 * Retention, in SQL, before each replay / subscribe / ``trim_session`` and after every
   ``TRIM_EVERY``-th append to a session (so the file holds at most that many expired events):
   delete the session's events at positions ``<= tail - max_events_per_session``, then walk the
@@ -24,9 +30,13 @@ Rules (read these before the code; the protocol docstring in ``lash_core._replay
   window (the last ``subscriber_backlog`` events, counted by a per-window sequence number, as a
   broadcast channel counts). Appends made through this store object enter it at once; events
   another process appended to the file are read from the file into it at this object's next
-  append or subscribe on that session, if retention still holds them. Following another
-  process's appends as they happen is not this store's job (the Redis store of issue 8 does
-  that); replay after a cursor always reads the file and sees every process's events.
+  append or subscribe on that session, if retention still holds them. Those retention dropped
+  first leave a hole in the window's positions, and a subscriber is never skipped past a
+  position silently: a read whose next live position is not the one after the last it got
+  (the window overtook it, or a hole) raises ``SubscriberLagged(missed)`` once and continues
+  (a batch that holds events stops before it). Following another process's appends as they
+  happen is not this store's job (the Redis store of issue 8 does that); replay after a cursor
+  always reads the file and sees every process's events.
 * Atomic subscribe. ``_db_lock`` serialises this object's use of its connection; appends push
   into the windows and subscribes register while holding it, so no event falls between the
   replay part and the live part. Reads of a subscription take only ``_live_lock`` (never held
@@ -87,6 +97,8 @@ __all__ = [
     "TRIM_EVERY",
 ]
 
+#: The largest position (and tail) a session can reach: SQLite's largest integer, 2**63-1.
+POSITION_MAX = 2**63 - 1
 #: Component name and schema version recorded in ``lash_schema``.
 COMPONENT = "live_replay"
 SCHEMA_VERSION = 1
@@ -118,24 +130,28 @@ _STOP = object()  # a soft read ran into a lag or a close: end the batch, the ne
 class _Live:
     """One session's broadcast window in this process (exists while it has subscribers).
 
-    ``window`` holds the events with sequence numbers ``total - len(window) .. total - 1``;
-    ``known`` is the last position pushed (or seen in the file) so catching up reads after it."""
+    ``window`` holds ``(position, event)`` for the sequence numbers ``total - len(window) ..
+    total - 1``, by increasing position (with holes where retention dropped events before a
+    catch-up read them); ``known`` is the last position pushed (or seen in the file) so catching
+    up reads after it."""
 
     __slots__ = ("session_id", "window", "total", "known", "subscribers")
 
     def __init__(self, session_id: str, known: int, backlog: int) -> None:
         self.session_id = session_id
-        self.window: collections.deque[SessionObservationEvent] = collections.deque(maxlen=backlog)
+        self.window: collections.deque[tuple[int, SessionObservationEvent]] = collections.deque(
+            maxlen=backlog
+        )
         self.total = 0
         self.known = known
         self.subscribers: weakref.WeakSet[SqliteLiveReplaySubscription] = weakref.WeakSet()
 
     def push(self, event: SessionObservationEvent) -> None:
-        self.window.append(event)
+        position = event.live_position
+        assert position is not None  # this store's cursors all parse
+        self.window.append((position, event))
         self.total += 1
-        position = event.live_position  # never None: this store's cursors all parse
-        if position is not None:
-            self.known = position
+        self.known = position
 
 
 class SqliteLiveReplayStore(StoreSettings):
@@ -152,7 +168,10 @@ class SqliteLiveReplayStore(StoreSettings):
       are among the last ``EVENT_CACHE_SIZE``);
     * live subscribers get the events appended through this object at once; another process's
       appends to the same file reach them only at this object's next append or subscribe on the
-      session (and not at all once retention dropped them); replay sees them always;
+      session (those retention dropped first reach them as ``SubscriberLagged``); replay sees
+      them always;
+    * a session's positions stop at 2**63-1 (SQLite's largest integer): the append after it
+      raises ``LiveReplayStoreFailure``;
     * sessions are never forgotten (a tail row is ~50 bytes); trimmed events are deleted;
     * ``current_cursor`` raises ``LiveReplayStoreFailure`` after ``close()``.
 
@@ -175,10 +194,7 @@ class SqliteLiveReplayStore(StoreSettings):
             raise InvalidObservationError(
                 f"clock must be a callable returning seconds, not {type(clock).__name__}"
             )
-        try:
-            self._path = database_path(path)
-        except (TypeError, ValueError) as err:
-            raise InvalidObservationError(str(err)) from None
+        self._path = database_path(path, InvalidObservationError)
         self._config = config
         self._clock = clock
         self._db_lock = threading.Lock()
@@ -219,20 +235,18 @@ class SqliteLiveReplayStore(StoreSettings):
             now = self._read_clock()  # before any change: a failing clock uses no position
             live = self._live_for_append(session_id)
             with self._write("append to the live replay store") as conn:
-                (position,) = conn.execute(
-                    "INSERT INTO lash_replay_sessions (session_id, tail) VALUES (?, 1)"
-                    " ON CONFLICT (session_id) DO UPDATE SET tail = tail + 1 RETURNING tail",
-                    (session_id,),
-                ).fetchone()
-                caught_up = self._catch_up(live, position - 1)
+                position = self._next_position(session_id)
                 event = SessionObservationEvent(
                     session_id, revision, format_cursor(revision, position, session_id), payload
                 )
+                # encoded inside the transaction (the cursor names the position): a payload the
+                # wire cannot carry raises here and rolls the tail back, using no position
                 conn.execute(
                     "INSERT INTO lash_replay_events (session_id, position, appended_at, event)"
                     " VALUES (?, ?, ?, ?)",
                     (session_id, position, now, _encode(event)),
                 )
+                caught_up = self._catch_up(live, position - 1)
                 if position % TRIM_EVERY == 0:
                     self._trim(session_id, position, now)
             cache = self._cache
@@ -285,7 +299,7 @@ class SqliteLiveReplayStore(StoreSettings):
                 self._live[session_id] = live
                 for other in caught_up:
                     live.push(other)
-                subscription = SqliteLiveReplaySubscription(self, live, result, live.total)
+                subscription = SqliteLiveReplaySubscription(self, live, result, live.total, tail)
                 live.subscribers.add(subscription)
         return Subscribed(subscription)
 
@@ -344,7 +358,25 @@ class SqliteLiveReplayStore(StoreSettings):
         row = self._conn.execute(
             "SELECT tail FROM lash_replay_sessions WHERE session_id = ?", (session_id,)
         ).fetchone()
-        return int(row[0]) if row is not None else 0
+        return 0 if row is None else _stored_int(row[0], 0, POSITION_MAX, "tail", session_id)
+
+    def _next_position(self, session_id: str) -> int:
+        """(In a transaction.) Raise the session's tail by one and return it; the tail row is
+        left as it was when it is not an integer in range or is already ``POSITION_MAX``."""
+        row = self._conn.execute(
+            "INSERT INTO lash_replay_sessions (session_id, tail) VALUES (?, 1)"
+            " ON CONFLICT (session_id) DO UPDATE SET tail = tail + 1"
+            f" WHERE typeof(tail) = 'integer' AND tail < {POSITION_MAX} RETURNING tail",
+            (session_id,),
+        ).fetchone()
+        if row is None:  # refused by the WHERE: say why
+            if self._tail(session_id) >= POSITION_MAX:
+                raise LiveReplayStoreFailure(
+                    f"session {session_id!r} has reached position 2**63-1, the largest integer"
+                    " SQLite stores; nothing more can be appended to it"
+                )
+            raise LiveReplayStoreFailure(f"the tail of session {session_id!r} did not advance")
+        return _stored_int(row[0], 1, POSITION_MAX, "tail", session_id)
 
     def _trim(self, session_id: str, tail: int, now: float) -> None:
         """Retention (see the rules): by count, then by age, oldest first."""
@@ -364,9 +396,13 @@ class SqliteLiveReplayStore(StoreSettings):
         )
         try:
             for position, stamp in rows:
+                if not isinstance(stamp, (int, float)):
+                    raise LiveReplayStoreFailure(
+                        f"stored event {position!r} of session {session_id!r} has no append time"
+                    )
                 if not now - stamp > max_age:
                     break
-                cut = position
+                cut = _stored_int(position, 1, tail, "position", session_id)
         finally:
             rows.close()
         if cut is not None:
@@ -391,7 +427,9 @@ class SqliteLiveReplayStore(StoreSettings):
         (first,) = self._conn.execute(
             "SELECT min(position) FROM lash_replay_events WHERE session_id = ?", (session_id,)
         ).fetchone()
-        reason = _gap_reason(position, tail + 1 if first is None else int(first), tail)
+        if first is not None:
+            first = _stored_int(first, 1, tail, "position", session_id)
+        reason = _gap_reason(position, tail + 1 if first is None else first, tail)
         if reason is not None:
             return tail, Gap(reason)
         if position == tail:
@@ -408,6 +446,7 @@ class SqliteLiveReplayStore(StoreSettings):
         cache = self._cache
         events = []
         for position, text in rows:
+            position = _stored_int(position, after + 1, upto, "position", session_id)
             event = cache.get((session_id, position))
             events.append(event if event is not None else _decode(text, session_id, position))
         return events
@@ -423,7 +462,8 @@ class SqliteLiveReplayStore(StoreSettings):
 
     def _catch_up(self, live: _Live | None, tail: int) -> list[SessionObservationEvent]:
         """(In a transaction.) Events other processes appended after what ``live`` last saw,
-        read from the file (those retention already dropped are not delivered live)."""
+        read from the file. Those retention already dropped leave a hole in the window's
+        positions, which ``_take`` reports as ``SubscriberLagged``."""
         if live is None or tail <= live.known:
             return []
         events = self._read(live.session_id, live.known, tail)
@@ -452,14 +492,18 @@ class SqliteLiveReplayStore(StoreSettings):
         live = subscription._live
         if subscription._next < live.total:
             oldest = live.total - len(live.window)
-            if subscription._next < oldest:
+            index = max(subscription._next, oldest)
+            position, event = live.window[index - oldest]
+            if position != subscription._position + 1:
+                # fell out of the window, or a hole retention left (see the rules): both a lag
                 if soft:
                     return _STOP
-                missed = oldest - subscription._next
-                subscription._next = oldest
+                missed = position - subscription._position - 1
+                subscription._next = index
+                subscription._position = position - 1
                 raise SubscriberLagged(missed)
-            event = live.window[subscription._next - oldest]
-            subscription._next += 1
+            subscription._next = index + 1
+            subscription._position = position
             return event
         if self._closed:
             if soft:
@@ -488,7 +532,16 @@ class SqliteLiveReplaySubscription(SubscriptionIteration):
     of ``lash_core.stores._sqlite_replay``). Errors: ``SubscriberLagged``, ``ReplayClosed``,
     ``InvalidObservationError`` for a bad ``max_events``, as the protocol says."""
 
-    __slots__ = ("_store", "_live", "_replay", "_next", "_closed", "_waiter", "__weakref__")
+    __slots__ = (
+        "_store",
+        "_live",
+        "_replay",
+        "_next",
+        "_position",
+        "_closed",
+        "_waiter",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -496,11 +549,13 @@ class SqliteLiveReplaySubscription(SubscriptionIteration):
         live: _Live,
         replay: list[SessionObservationEvent],
         next_sequence: int,
+        position: int,
     ) -> None:
         self._store = store
         self._live = live
         self._replay: collections.deque[SessionObservationEvent] = collections.deque(replay)
         self._next = next_sequence  # the window sequence number read next
+        self._position = position  # the last live position delivered (or skipped by a lag)
         self._closed = False
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
@@ -582,13 +637,27 @@ def _encode(event: SessionObservationEvent) -> str:
     """The event's wire JSON; a payload the wire cannot carry is the caller's mistake."""
     try:
         document = event_to_dict(event, DEFAULT_PROTOCOL_VERSION, None)
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        if not text.isascii():
+            text.encode("utf-8")  # a lone surrogate: UnicodeEncodeError (a ValueError), typed below
+        return text
     except LiveReplayStoreError:
         raise
     except (LashError, ValueError, TypeError, RecursionError) as err:
         raise InvalidObservationError(
             f"payload cannot be stored as wire JSON: {error_message(err)}"
         ) from err
+
+
+def _stored_int(value: Any, low: int, high: int, what: str, session_id: str) -> int:
+    """A tail or position read from the file: an ``int`` in ``low..high``, else the store is
+    broken (a file written by something else, or damaged): ``LiveReplayStoreFailure``."""
+    if type(value) is not int or not low <= value <= high:
+        raise LiveReplayStoreFailure(
+            f"stored {what} {value!r} of session {session_id!r} is not an integer in"
+            f" {low}..{high}"
+        )
+    return value
 
 
 def _decode(text: str, session_id: str, position: int) -> SessionObservationEvent:

@@ -7,7 +7,8 @@
   the database clock decides whether a lease is live.
 
 It runs the conformance suite (``tests/conformance``); driver and pool errors reach callers as
-``QueuedWorkError``.
+``QueuedWorkError``, and no call outlives its deadline (``open(call_timeout=CALL_TIMEOUT_S)``),
+even when the server stops answering.
 """
 
 import importlib.util
@@ -19,6 +20,7 @@ if not all(importlib.util.find_spec(name) for name in ("psycopg", "psycopg_pool"
     )
 
 from ._postgres_queue import (  # noqa: E402
+    CALL_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
     DEFAULT_SCHEMA,
     POOL_TIMEOUT_S,
@@ -31,5 +33,6 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "CONNECT_TIMEOUT_S",
     "POOL_TIMEOUT_S",
+    "CALL_TIMEOUT_S",
     "QUEUE_SCHEMA_VERSION",
 ]

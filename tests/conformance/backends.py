@@ -384,7 +384,11 @@ class RedisReplayStoreFactory:
     def _open(self, url: str, config: Any, clock: FakeClock, namespace: str) -> Any:
         from lash_core.stores.redis import RedisLiveReplayStore
 
-        store = RedisLiveReplayStore.from_url(url, config, clock=clock, namespace=namespace)
+        # Rust's numbering (positions from 1), which the suite's expected positions spell out;
+        # the default instance numbering is tested in tests/test_redis_replay.py
+        store = RedisLiveReplayStore.from_url(
+            url, config, clock=clock, namespace=namespace, instance_numbering=False
+        )
         self._clocks[id(store)] = clock
         return store
 

@@ -368,3 +368,32 @@ async def test_processes_and_grants_survive_reopen(process_registry_factory, clo
     assert again.granted_at_ms == started.granted_at_ms  # a replay, with the first grant time
     fresh = registry.start_process(scope, "fresh").process_id
     assert fresh not in (started.process_id, done)
+
+
+def test_a_clock_that_raises_is_a_typed_registry_error(process_registry_factory):
+    """A failing clock is ``ProcessRegistryError`` (the registry cannot serve the call), with the
+    clock's error chained; nothing is registered."""
+    from lash_core import ProcessRegistryError
+    from lash_core.testing import FakeClock
+
+    broken = OSError("clock unplugged")
+
+    class FailingClock(FakeClock):
+        failing = False
+
+        def ms(self) -> int:
+            if self.failing:
+                raise broken
+            return super().ms()
+
+    clock = FailingClock()
+    registry = process_registry_factory.open(clock=clock)
+    try:
+        clock.failing = True
+        with pytest.raises(ProcessRegistryError, match="clock failed: .*clock unplugged") as info:
+            registry.start_process(ROOT, "build", process_id="p1")
+        assert info.value.__cause__ is broken
+        clock.failing = False
+        assert registry.start_process(ROOT, "build", process_id="p1").process_id == "p1"
+    finally:
+        process_registry_factory.close(registry)

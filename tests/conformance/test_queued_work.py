@@ -947,3 +947,33 @@ async def test_batches_and_claims_survive_reopen(queue_store_factory, clock):
 def test_queue_model(queue_store_factory):
     """``QueueMachine`` (moved from tests/test_queue.py): the store against a naive reference."""
     run_queue_model(queue_store_factory)
+
+
+async def test_a_clock_that_raises_is_a_typed_store_error(queue_store_factory):
+    """Every queue store reports a failing clock as ``QueuedWorkError`` (a store that cannot serve
+    the call), with the clock's own error chained; nothing changes."""
+    from lash_core import QueuedWorkError
+    from lash_core.testing import FakeClock
+
+    broken = OSError("clock unplugged")
+
+    class FailingClock(FakeClock):
+        failing = False
+
+        def ms(self) -> int:
+            if self.failing:
+                raise broken
+            return super().ms()
+
+    clock = FailingClock()
+    store = queue_store_factory.open(clock=clock)
+    try:
+        await store.enqueue_queued_work(draft("before"))
+        clock.failing = True
+        with pytest.raises(QueuedWorkError, match="clock failed: .*clock unplugged") as info:
+            await store.enqueue_queued_work(draft("after"))
+        assert info.value.__cause__ is broken
+        clock.failing = False
+        assert len(await store.list_queued_work("s1")) == 1  # the refused enqueue added nothing
+    finally:
+        queue_store_factory.close(store)

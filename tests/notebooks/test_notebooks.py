@@ -161,7 +161,7 @@ def test_durable_and_shared_outputs():
     assert len(set(pids)) == 2, "the peer kernel really restarted (a new process)"
     assert all(batch in restart for batch in enqueued)  # the frame read by this kernel lists them
     follow = text(nb, "follow")
-    appended = int(re.search(r"positions appended by this kernel: (\d+)", follow).group(1))
+    appended = int(re.search(r"events appended by this kernel: (\d+)", follow).group(1))
     seen = int(re.search(r"events the other process has seen: (\d+)", follow).group(1))
     assert appended > 10 and seen == appended
     after = text(nb, "restart")
@@ -173,4 +173,8 @@ def test_durable_and_shared_outputs():
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
     assert "Task was destroyed" not in every_output and "Traceback" not in every_output
-    assert "closed; Redis stopped" in text(nb, "cleanup")
+    lost = text(nb, "lost")
+    assert "read before the restart: 3 events" in lost
+    assert "the follower was told: unavailable | missed events: None" in lost
+    assert "it resumes from the new instance's cursor: True" in lost
+    assert "closed; servers stopped; removed True" in text(nb, "cleanup")
