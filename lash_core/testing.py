@@ -103,7 +103,12 @@ DEMO_REPLIES: tuple[Any, ...] = (
 
 
 class FakeClock:
-    """A clock tests move by hand: ``clock()`` is monotonic seconds, ``clock.ms()`` epoch ms."""
+    """A clock tests move by hand: ``clock()`` is monotonic seconds, ``clock.ms()`` epoch ms.
+
+    ``clock.failure = SomeError(...)`` makes both readings raise it (a clock that fails, to test
+    how a store reports it); ``clock.failure = None`` mends it."""
+
+    failure: BaseException | None = None
 
     def __init__(self, start: float = 1_000.0, epoch_ms: int = 1_750_000_000_000) -> None:
         if isinstance(start, bool) or not isinstance(start, (int, float)):
@@ -117,9 +122,13 @@ class FakeClock:
         self._epoch_ms = epoch_ms
 
     def __call__(self) -> float:
+        if self.failure is not None:
+            raise self.failure
         return self.now
 
     def ms(self) -> int:
+        if self.failure is not None:
+            raise self.failure
         return self._epoch_ms + round((self.now - self._start) * 1000)
 
     def advance(self, seconds: float) -> None:

@@ -377,23 +377,14 @@ def test_a_clock_that_raises_is_a_typed_registry_error(process_registry_factory)
     from lash_core.testing import FakeClock
 
     broken = OSError("clock unplugged")
-
-    class FailingClock(FakeClock):
-        failing = False
-
-        def ms(self) -> int:
-            if self.failing:
-                raise broken
-            return super().ms()
-
-    clock = FailingClock()
+    clock = FakeClock()
     registry = process_registry_factory.open(clock=clock)
     try:
-        clock.failing = True
+        clock.failure = broken
         with pytest.raises(ProcessRegistryError, match="clock failed: .*clock unplugged") as info:
             registry.start_process(ROOT, "build", process_id="p1")
         assert info.value.__cause__ is broken
-        clock.failing = False
+        clock.failure = None
         assert registry.start_process(ROOT, "build", process_id="p1").process_id == "p1"
     finally:
         process_registry_factory.close(registry)

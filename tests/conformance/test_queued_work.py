@@ -956,24 +956,15 @@ async def test_a_clock_that_raises_is_a_typed_store_error(queue_store_factory):
     from lash_core.testing import FakeClock
 
     broken = OSError("clock unplugged")
-
-    class FailingClock(FakeClock):
-        failing = False
-
-        def ms(self) -> int:
-            if self.failing:
-                raise broken
-            return super().ms()
-
-    clock = FailingClock()
+    clock = FakeClock()
     store = queue_store_factory.open(clock=clock)
     try:
         await store.enqueue_queued_work(draft("before"))
-        clock.failing = True
+        clock.failure = broken
         with pytest.raises(QueuedWorkError, match="clock failed: .*clock unplugged") as info:
             await store.enqueue_queued_work(draft("after"))
         assert info.value.__cause__ is broken
-        clock.failing = False
+        clock.failure = None
         assert len(await store.list_queued_work("s1")) == 1  # the refused enqueue added nothing
     finally:
         queue_store_factory.close(store)
