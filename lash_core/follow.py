@@ -33,6 +33,7 @@ import json
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from ._errors import InvalidObservationError, LashError, LiveReplayStoreError, ReplayClosed
@@ -110,20 +111,17 @@ async def follow(
     ``end`` document (also printed)."""
     stop = stop or asyncio.Event()
     reason, error = "closed", None
-    loop = asyncio.get_running_loop()
-    down_since: float | None = None
+    outage = _Outage(retry_for)
     source = StoreSource(store, session_id)
     follower: SessionFollower | None = None
     while follower is None:  # the start reads the store's tail (no --cursor): retried the same way
         try:
             follower = SessionFollower(source, cursor)
         except LiveReplayStoreError as err:
-            now = loop.time()
-            down_since = now if down_since is None else down_since
-            if now - down_since > retry_for or stop.is_set():
+            if outage.too_long() or stop.is_set():
                 return _end("error", None, 0, 0, 0, error_message(err))
             await asyncio.sleep(RETRY_S)
-    down_since = None
+    outage.over()
     try:
         while not stop.is_set():
             reader = asyncio.ensure_future(follower.next_items())
@@ -144,15 +142,13 @@ async def follow(
                 reason = "closed"
                 break
             except LiveReplayStoreError as err:
-                now = loop.time()
-                down_since = now if down_since is None else down_since
-                if now - down_since > retry_for:
+                if outage.too_long():
                     reason, error = "error", error_message(err)
                     break
                 follower.disconnect()
                 await asyncio.sleep(RETRY_S)
                 continue
-            down_since = None
+            outage.over()
             for item in items:
                 _line(_item_document(item))
             if max_events is not None and follower.received >= max_events:
@@ -164,6 +160,25 @@ async def follow(
     return _end(
         reason, cursor_text, follower.received, follower.gap_count, follower.lag_count, error
     )
+
+
+class _Outage:
+    """How long the store has been failing, in a row (monotonic seconds)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.since: float | None = None
+
+    def too_long(self) -> bool:
+        """Record a failure now; true once failures have lasted more than ``limit`` seconds."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        return now - self.since > self.limit
+
+    def over(self) -> None:
+        """A call succeeded: the outage (if any) ended."""
+        self.since = None
 
 
 def _end(

@@ -17,7 +17,7 @@ its default clock: the database's):
 
 The parent's helpers: ``Child`` (spawn, read lines, kill), ``open_store`` / ``close_store``,
 ``run_enqueue_crashes`` and ``check_enqueue_crashes`` (the SIGKILL enqueue crash test shared by the
-PostgreSQL and SQLite tests).
+PostgreSQL and SQLite tests), ``check_killed_claim_holder`` (a dead owner superseded after its lease).
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ if ROOT not in sys.path:  # run as a script from anywhere
 from lash_core import (  # noqa: E402
     DeliveryPolicy,
     QueuedWorkBatchDraft,
+    QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkClaimExpired,
     QueuedWorkCompletion,
     SlotPolicy,
     TurnInput,
@@ -310,6 +312,44 @@ async def check_enqueue_crashes(
         again = await store.enqueue_queued_work(batch_draft(session, key, items))
         assert again == batch, f"seed {seed}: re-enqueueing {key} made or changed a batch"
     assert [b.batch_id for b in await store.list_queued_work(session)] == ids
+
+
+async def check_killed_claim_holder(store: Any, backend: str, target: str) -> None:
+    """A ``hold`` child killed while holding a claim leaves the batch listed (not pending); after
+    the lease (the store's clock) another owner claims it with a larger fencing token, and the
+    dead owner's late completion and renewal are refused (``QueuedWorkClaimExpired``)."""
+    idle = QueuedWorkClaimBoundary.IDLE
+    batch = await store.enqueue_queued_work(batch_draft("held", "held", 1))
+    child = Child("hold", backend, target, "held", "1500")
+    try:
+        line = child.readline()
+        assert line is not None and line != "null", child.stderr_tail()
+        dead = QueuedWorkClaim.from_dict(json.loads(line))
+        child.kill()
+    finally:
+        child.close()
+    assert dead.batch_ids == (batch.batch_id,)
+    assert [b.batch_id for b in await store.list_queued_work("held")] == [batch.batch_id]
+    assert await store.list_pending_queued_work("held") == []
+    assert await store.claim_ready_queued_work("held", "heir", idle, 60_000, 1) is None
+    deadline = time.monotonic() + 10
+    while (heir := await store.claim_ready_queued_work("held", "heir", idle, 60_000, 1)) is None:
+        assert time.monotonic() < deadline, "the dead owner's lease never expired"
+        await asyncio.sleep(0.1)
+    assert heir.batch_ids == (batch.batch_id,)
+    assert heir.fencing_token > dead.fencing_token
+    assert heir.claimed_at_epoch_ms >= dead.expires_at_epoch_ms
+    for late in (store.complete_queued_work(dead.completion()),
+                 store.renew_queued_work_claim(dead, 60_000)):  # fmt: skip
+        try:
+            await late
+        except QueuedWorkClaimExpired:
+            pass
+        else:
+            raise AssertionError("the dead owner's late call was accepted")
+    assert [b.batch_id for b in await store.list_queued_work("held")] == [batch.batch_id]
+    await store.complete_queued_work(heir.completion())
+    assert await store.list_queued_work("held") == []
 
 
 if __name__ == "__main__":

@@ -228,33 +228,7 @@ async def test_a_killed_claim_holder_is_superseded_after_its_lease(store, postgr
     """A process killed while holding a claim leaves the batch listed (not pending); after the
     lease (database clock) another owner claims it with a larger fencing token, and the dead
     owner's late completion and renewal are refused."""
-    batch = await store.enqueue_queued_work(draft("held", session="held"))
-    child = crash_child.Child("hold", "postgres", postgres_dsn, "held", "1500")
-    try:
-        line = child.readline()
-        assert line is not None and line != "null", child.stderr_tail()
-        dead = QueuedWorkClaim.from_dict(json.loads(line))
-        child.kill()
-    finally:
-        child.close()
-    assert dead.batch_ids == (batch.batch_id,)
-    assert [b.batch_id for b in await store.list_queued_work("held")] == [batch.batch_id]
-    assert await store.list_pending_queued_work("held") == []
-    assert await store.claim_ready_queued_work("held", "heir", IDLE, 60_000, 1) is None
-    deadline = time.monotonic() + 10
-    while (heir := await store.claim_ready_queued_work("held", "heir", IDLE, 60_000, 1)) is None:
-        assert time.monotonic() < deadline, "the dead owner's lease never expired"
-        await asyncio.sleep(0.1)
-    assert heir.batch_ids == (batch.batch_id,)
-    assert heir.fencing_token > dead.fencing_token
-    assert heir.claimed_at_epoch_ms >= dead.expires_at_epoch_ms
-    with pytest.raises(QueuedWorkClaimExpired):
-        await store.complete_queued_work(dead.completion())
-    with pytest.raises(QueuedWorkClaimExpired):
-        await store.renew_queued_work_claim(dead, 60_000)
-    assert [b.batch_id for b in await store.list_queued_work("held")] == [batch.batch_id]
-    await store.complete_queued_work(heir.completion())
-    assert await store.list_queued_work("held") == []
+    await crash_child.check_killed_claim_holder(store, "postgres", postgres_dsn)
 
 
 # --- the database clock ---------------------------------------------------------------------------

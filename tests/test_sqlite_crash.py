@@ -37,55 +37,11 @@ async def test_a_killed_claim_holder_is_superseded_after_its_lease(tmp_path):
     """A process killed while holding a claim on the file leaves the batch listed (not pending);
     after the lease (wall clock) another owner claims it with a larger fencing token, and the
     dead owner's late completion and renewal are refused."""
-    import asyncio
-    import json
-    import time
-
-    from lash_core import (
-        DeliveryPolicy,
-        QueuedWorkBatchDraft,
-        QueuedWorkClaim,
-        QueuedWorkClaimBoundary,
-        QueuedWorkClaimExpired,
-        SlotPolicy,
-        TurnInput,
-    )
     from lash_core.stores.sqlite import SqliteQueueStore
 
     path = str(tmp_path / "queue.sqlite3")
     store = SqliteQueueStore(path)
-    idle = QueuedWorkClaimBoundary.IDLE
     try:
-        batch = await store.enqueue_queued_work(
-            QueuedWorkBatchDraft(
-                "held", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.JOIN,
-                [TurnInput.text("held")],
-            )
-        )  # fmt: skip
-        child = crash_child.Child("hold", "sqlite", path, "held", "1500")
-        try:
-            line = child.readline()
-            assert line is not None and line != "null", child.stderr_tail()
-            dead = QueuedWorkClaim.from_dict(json.loads(line))
-            child.kill()
-        finally:
-            child.close()
-        assert dead.batch_ids == (batch.batch_id,)
-        assert [b.batch_id for b in await store.list_queued_work("held")] == [batch.batch_id]
-        assert await store.list_pending_queued_work("held") == []
-        assert await store.claim_ready_queued_work("held", "heir", idle, 60_000, 1) is None
-        deadline = time.monotonic() + 10
-        while (heir := await store.claim_ready_queued_work("held", "heir", idle, 60_000, 1)) is None:
-            assert time.monotonic() < deadline, "the dead owner's lease never expired"
-            await asyncio.sleep(0.1)
-        assert heir.batch_ids == (batch.batch_id,)
-        assert heir.fencing_token > dead.fencing_token
-        assert heir.claimed_at_epoch_ms >= dead.expires_at_epoch_ms
-        with pytest.raises(QueuedWorkClaimExpired):
-            await store.complete_queued_work(dead.completion())
-        with pytest.raises(QueuedWorkClaimExpired):
-            await store.renew_queued_work_claim(dead, 60_000)
-        await store.complete_queued_work(heir.completion())
-        assert await store.list_queued_work("held") == []
+        await crash_child.check_killed_claim_holder(store, "sqlite", path)
     finally:
         store.close()
