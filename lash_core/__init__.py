@@ -80,10 +80,24 @@ from ._follower import (
     FollowItem,
     Lagged,
     ObservationSource,
+    Reconnected,
+    RetryPolicy,
     SessionFollower,
 )
 from ._gap import LiveReplayGap, LiveReplayGapReason, ObservationSummary, SessionObservation
 from ._store_source import StoreSource
+from ._stream import (
+    ObservationRow,
+    OtherRow,
+    ReplayCursorRow,
+    ReplayGapRow,
+    StreamRow,
+    StreamRowDecoder,
+    StreamRowError,
+    encode_stream_row,
+    stream_row_from_dict,
+    stream_row_to_dict,
+)
 from ._handle import GapResume, RuntimeHandle, RuntimeObservation
 from ._input import MAX_TURN_INPUT_BYTES, TurnInput
 from ._processes import (
@@ -210,9 +224,22 @@ __all__ = [
     "StoreSource",
     "ObservationSource",
     "Lagged",
+    "Reconnected",
+    "RetryPolicy",
     "FollowItem",
     "MAX_FOLLOWER_GAPS",
     "MAX_CONSECUTIVE_GAPS",
+    # NDJSON stream rows of lash services (spec stream.md)
+    "ReplayCursorRow",
+    "ObservationRow",
+    "ReplayGapRow",
+    "OtherRow",
+    "StreamRow",
+    "StreamRowError",
+    "StreamRowDecoder",
+    "stream_row_to_dict",
+    "stream_row_from_dict",
+    "encode_stream_row",
     # runtime and handle
     "RuntimeHandle",
     "RuntimeObservation",

@@ -30,6 +30,16 @@ Rules (read these before the code):
   the view stale until the next batch; the cursor is never moved by a reload.
 * Items: ``poll``, ``next_items`` and ``async for`` give ``SessionObservationEvent`` values, a
   ``GapResume`` for each gap and a ``Lagged`` for each lag, in the order they happened.
+* **Retry policy** (opt-in: ``SessionFollower(source, retry=RetryPolicy(...))``). A source that
+  is down (``LiveReplayStoreFailure`` from any of its calls or from a subscription read, or a
+  stream that ended and cannot be resubscribed) is retried by ``next_items`` / ``async for``
+  with exponential backoff (``initial_delay_s`` doubling up to ``max_delay_s``); once a subscribe
+  succeeds the follower yields ``Reconnected(cursor, attempts, down_for_s)`` before whatever that
+  subscribe answered (replayed events, or a gap handled as above). After ``give_up_after_s``
+  seconds of outage the last error is raised as without a policy. Cursor errors and a source
+  that keeps gapping are never retried; closing the follower stops the retries. The synchronous
+  ``poll`` does not retry (it never waits). Without a policy nothing changes: the first failure
+  is raised (Rust's consumer leaves reconnecting to its caller; a notebook user wants it done).
 * Sources may be synchronous (``RuntimeHandle``) or asynchronous (a service over a network: its
   methods return awaitables). The ``async`` methods work with both; the synchronous ones
   (``connect``, ``poll``, ``resume``) need a synchronous source and raise ``TypeError`` otherwise.
@@ -37,9 +47,12 @@ Rules (read these before the code):
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import inspect
+import math
+import time
 from typing import Any, Awaitable, Protocol, Union, runtime_checkable
 
 from ._cursor import SessionCursor, as_cursor
@@ -53,12 +66,15 @@ from ._errors import (
 from ._events import Committed, SessionObservationEvent
 from ._gap import LiveReplayGap, ReadView, SessionObservation
 from ._handle import GapResume
+from ._json import short_repr
 from ._replay import LiveReplaySubscription, Replayed, Subscribed
 
 __all__ = [
     "ObservationSource",
     "SessionFollower",
     "Lagged",
+    "Reconnected",
+    "RetryPolicy",
     "FollowItem",
     "MAX_FOLLOWER_GAPS",
     "MAX_CONSECUTIVE_GAPS",
@@ -82,7 +98,54 @@ class Lagged:
     resumed_from: SessionCursor
 
 
-FollowItem = Union[SessionObservationEvent, GapResume, Lagged]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reconnected:
+    """The source was down and the follower is back (only with a ``RetryPolicy``): it
+    resubscribed after ``cursor`` (its resume point at that moment) on attempt ``attempts``,
+    ``down_for_s`` seconds after the failure. The items after it are what that subscribe gave."""
+
+    cursor: SessionCursor
+    attempts: int
+    down_for_s: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a follower rides out a source that is down (see the module rules): waits
+    ``initial_delay_s`` before the first retry, doubling up to ``max_delay_s`` (seconds), and
+    gives up after ``give_up_after_s`` seconds of outage (``None``: never, until closed).
+    ``ValueError`` for a delay that is not a finite positive number, or a negative limit."""
+
+    initial_delay_s: float = 0.1
+    max_delay_s: float = 2.0
+    give_up_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("initial_delay_s", "max_delay_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
+        if self.max_delay_s < self.initial_delay_s:
+            raise ValueError("max_delay_s must be at least initial_delay_s")
+        limit = self.give_up_after_s
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, (int, float))
+            or not (math.isfinite(limit) and limit >= 0)
+        ):
+            raise ValueError(f"give_up_after_s must be None or a finite number >= 0, not {limit!r}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1, 2, ...)."""
+        return float(min(self.max_delay_s, self.initial_delay_s * 2 ** min(attempt - 1, 62)))
+
+
+class _GappedOut(LiveReplayStoreFailure):
+    """The source answered gaps in a row without a subscription: broken, not down (not retried)."""
+
+
+FollowItem = Union[SessionObservationEvent, GapResume, Lagged, Reconnected]
 
 
 @runtime_checkable
@@ -142,12 +205,19 @@ class SessionFollower:
         cursor: SessionCursor | str | None = None,
         *,
         keep_gaps: int = MAX_FOLLOWER_GAPS,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """``cursor`` is where to resume from; ``None`` starts at the source's current
         observation (read now from a synchronous source, at the first ``await`` otherwise).
-        Raises ``MalformedCursorError`` / ``WrongSessionError`` for a cursor not of this session."""
+        ``retry``: ride out a source that is down (module rules). Raises ``MalformedCursorError``
+        / ``WrongSessionError`` for a cursor not of this session."""
         if isinstance(keep_gaps, bool) or not isinstance(keep_gaps, int) or keep_gaps < 1:
             raise InvalidObservationError(f"keep_gaps must be a positive int, not {keep_gaps!r}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidObservationError(f"retry must be a RetryPolicy or None, not {short_repr(retry)}")
+        self.retry = retry
+        #: times a ``RetryPolicy`` brought the follower back after the source was down
+        self.reconnect_count = 0
         self._source = source
         self.session_id: str = source.session_id
         self.gaps: collections.deque[LiveReplayGap] = collections.deque(maxlen=keep_gaps)
@@ -380,7 +450,7 @@ class SessionFollower:
         return Lagged(lag.count, self._cursor)
 
     def _gapped_out(self) -> LiveReplayStoreFailure:
-        return LiveReplayStoreFailure(
+        return _GappedOut(
             f"the source answered {MAX_CONSECUTIVE_GAPS} gaps in a row for session "
             f"`{self.session_id}`; it cannot serve a subscription"
         )
@@ -432,35 +502,91 @@ class SessionFollower:
     async def next_items(self, max_events: int = READ_BATCH) -> list[FollowItem]:
         """Wait until something happens, then return every ready item (at most ``max_events``
         events per read). Raises ``ReplayClosed`` once the stream ended for good (the cause is
-        chained) and ``LiveReplayStoreFailure`` when the source cannot serve."""
+        chained) and ``LiveReplayStoreFailure`` when the source cannot serve; with a
+        ``RetryPolicy`` a source that is down is retried first (module rules)."""
         self._check_open()
-        await self._ensure_started()
+        try:
+            await self._ensure_started()
+        except LiveReplayStoreFailure as err:
+            await self._ride_out(err)
         while True:
             if self._pending:
                 items = list(self._pending)
                 self._pending.clear()
                 return items
             if self._subscription is None:
-                await self._subscribe()
+                try:
+                    await self._subscribe()
+                except LiveReplayStoreFailure as err:
+                    await self._ride_out(err)
                 continue
             try:
                 batch = await self._subscription.next_batch(max_events)
             except SubscriberLagged as lag:
                 self._pending.append(self._lagged(lag))
                 self.disconnect()
-                await self._subscribe()
+                try:
+                    await self._subscribe()
+                except LiveReplayStoreFailure as err:
+                    await self._ride_out(err)
                 continue
             except ReplayClosed:
                 self._subscription = None
                 try:  # a restarted store behind the same source answers with a gap
                     await self._subscribe()
+                except (LiveReplayStoreFailure, ReplayClosed) as err:
+                    if self.retry is None or self._closed or isinstance(err, _GappedOut):
+                        raise ReplayClosed() from err
+                    await self._ride_out(err)
                 except LiveReplayStoreError as err:
                     raise ReplayClosed() from err
+                continue
+            except LiveReplayStoreFailure as err:  # the read failed: the source is down
+                self.disconnect()
+                await self._ride_out(err)
                 continue
             for event in batch:
                 self._apply(event)
             await self._reload_view_async()
             return list(batch)
+
+    async def _ride_out(self, error: BaseException) -> None:
+        """The source is down (``error``): without a policy (or for a source that keeps
+        gapping) raise it; else retry until a subscribe succeeds, queue ``Reconnected`` before
+        what it answered, and return. Raises the last error after ``give_up_after_s``."""
+        policy = self.retry
+        if policy is None or isinstance(error, _GappedOut):
+            raise error
+        self.disconnect()
+        down_since = time.monotonic()
+        attempts = 0
+        while True:
+            self._check_open()
+            if (
+                policy.give_up_after_s is not None
+                and time.monotonic() - down_since >= policy.give_up_after_s
+            ):
+                raise error
+            attempts += 1
+            await asyncio.sleep(policy.delay(attempts))
+            self._check_open()
+            mark = len(self._pending)
+            try:
+                await self._ensure_started()
+                assert self._cursor is not None
+                after = self._cursor
+                await self._subscribe()
+            except _GappedOut:
+                raise
+            except (LiveReplayStoreFailure, ReplayClosed) as err:
+                self.disconnect()
+                error = err
+                continue
+            self.reconnect_count += 1
+            self._pending.insert(
+                mark, Reconnected(after, attempts, time.monotonic() - down_since)
+            )
+            return
 
     def __aiter__(self) -> SessionFollower:
         return self

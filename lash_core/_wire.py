@@ -17,8 +17,9 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ._cursor import SessionCursor, SessionRevision
 from ._errors import WireFormatError
@@ -68,6 +69,18 @@ def expect(kind: str, name: str, value: Any) -> Any:
     """``value`` when it is a valid ``kind`` (``str``, ``uint``, ``number``, ``bool``,
     ``str_list``); else ``WireFormatError`` naming the field."""
     return expect_field(kind, name, value, WireFormatError)
+
+
+@contextlib.contextmanager
+def _as_wire_error(what: str) -> Iterator[None]:
+    """A value's own validation (``ValueError``, ``TypeError``, ``InvalidObservationError``)
+    failing while a document is read is a ``WireFormatError``: readers raise nothing else."""
+    try:
+        yield
+    except WireFormatError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise WireFormatError(f"{what}: {err}") from None
 
 
 def check_protocol_version(value: Any, name: str = "protocol_version") -> int:
@@ -222,12 +235,11 @@ def activity_from_dict(
     activity_id = _non_empty(data, "id", "turn activity ")
     correlation_id = _non_empty(data, "correlation_id", "turn activity ")
     body = {k: v for k, v in data.items() if k not in _ACTIVITY_ENVELOPE}
-    return TurnActivity(
-        id=activity_id,
-        correlation_id=correlation_id,
-        event=turn_event_from_dict(body),
-        sequence=sequence,
-    )
+    event = turn_event_from_dict(body)
+    with _as_wire_error("turn activity"):
+        return TurnActivity(
+            id=activity_id, correlation_id=correlation_id, event=event, sequence=sequence
+        )
 
 
 # --- payloads ---------------------------------------------------------------------------------------
@@ -306,9 +318,10 @@ def payload_from_wire(data: Mapping[str, Any], protocol_version: int) -> EventPa
     if not is_utf8_str(tag) or not tag:
         raise WireFormatError("event `type` must be a non-empty UTF-8 string")
     reader = _PAYLOAD_READERS.get(tag)
-    if reader is None:
-        return UnknownPayload(tag, {k: v for k, v in data.items() if k not in _ENVELOPE})
-    return reader(data, protocol_version)
+    with _as_wire_error(f"`{tag}`"):
+        if reader is None:
+            return UnknownPayload(tag, {k: v for k, v in data.items() if k not in _ENVELOPE})
+        return reader(data, protocol_version)
 
 
 # --- events -----------------------------------------------------------------------------------------
@@ -350,9 +363,10 @@ def event_from_dict(data: Mapping[str, Any]) -> SessionObservationEvent:
             f"`revision` must be an unsigned 64-bit integer, got {short_repr(revision)}"
         )
     payload = payload_from_wire(data, version)
-    return SessionObservationEvent(
-        session_id, SessionRevision(revision), SessionCursor(cursor), payload
-    )
+    with _as_wire_error("event"):
+        return SessionObservationEvent(
+            session_id, SessionRevision(revision), SessionCursor(cursor), payload
+        )
 
 
 # --- gaps and observations ----------------------------------------------------------------------------
@@ -380,13 +394,17 @@ def gap_from_dict(data: Mapping[str, Any]) -> LiveReplayGap:
     revision = data.get("latest_revision")
     if not is_uint(revision):
         raise WireFormatError("`latest_revision` must be an unsigned 64-bit integer")
-    return LiveReplayGap(
-        session_id=_non_empty(data, "session_id"),
-        requested_cursor=SessionCursor(_non_empty(data, "requested_cursor")),
-        latest_cursor=SessionCursor(_non_empty(data, "latest_cursor")),
-        latest_revision=SessionRevision(revision),
-        reason=reason,
-    )
+    session_id = _non_empty(data, "session_id")
+    requested = _non_empty(data, "requested_cursor")
+    latest = _non_empty(data, "latest_cursor")
+    with _as_wire_error("gap"):
+        return LiveReplayGap(
+            session_id=session_id,
+            requested_cursor=SessionCursor(requested),
+            latest_cursor=SessionCursor(latest),
+            latest_revision=SessionRevision(revision),
+            reason=reason,
+        )
 
 
 def observation_to_dict(observation: SessionObservation, protocol_version: int) -> dict[str, Any]:
@@ -413,9 +431,9 @@ def observation_from_dict(data: Mapping[str, Any]) -> SessionObservation:
     turn_index = data.get("turn_index")
     if not is_uint(turn_index):
         raise WireFormatError("`turn_index` must be an unsigned 64-bit integer")
-    summary = ObservationSummary(
-        session_id=_non_empty(data, "session_id"),
-        turn_index=turn_index,
-        usage=usage_from_dict(data.get("usage", {})),
-    )
-    return SessionObservation(summary, SessionCursor(_non_empty(data, "cursor")))
+    session_id = _non_empty(data, "session_id")
+    usage = usage_from_dict(data.get("usage", {}))
+    cursor = _non_empty(data, "cursor")
+    with _as_wire_error("observation"):
+        summary = ObservationSummary(session_id=session_id, turn_index=turn_index, usage=usage)
+        return SessionObservation(summary, SessionCursor(cursor))

@@ -13,6 +13,8 @@ One JSON document per line on stdout, flushed per line:
   document (spec wire.md)>}``;
 * ``{"kind": "gap", "gap": <the gap document>, "resumed_from": "<fresh cursor>"}``;
 * ``{"kind": "lagged", "count": N, "resumed_from": "<cursor>"}``;
+* ``{"kind": "reconnected", "resumed_from": "<cursor>", "attempts": N, "down_for_s": S}``: the
+  store was down and the follower is back (what it then replayed, or a gap, follows);
 * ``{"kind": "end", "reason": "idle" | "max_events" | "closed" | "signal" | "error",
   "cursor": "<last cursor>", "received": N, "gaps": N, "lags": N, "error": "..."}``: always last.
 
@@ -36,9 +38,15 @@ import sys
 import time
 from typing import Any
 
-from ._errors import InvalidObservationError, LashError, LiveReplayStoreError, ReplayClosed
+from ._errors import (
+    InvalidObservationError,
+    LashError,
+    LiveReplayStoreError,
+    LiveReplayStoreFailure,
+    ReplayClosed,
+)
 from ._events import SessionObservationEvent
-from ._follower import Lagged, SessionFollower
+from ._follower import Lagged, Reconnected, RetryPolicy, SessionFollower
 from ._handle import GapResume
 from ._json import error_message, short_repr
 from ._replay import LiveReplayStore
@@ -94,6 +102,13 @@ def _item_document(item: Any) -> dict[str, Any]:
         }
     if isinstance(item, Lagged):
         return {"kind": "lagged", "count": item.count, "resumed_from": str(item.resumed_from)}
+    if isinstance(item, Reconnected):
+        return {
+            "kind": "reconnected",
+            "resumed_from": str(item.cursor),
+            "attempts": item.attempts,
+            "down_for_s": round(item.down_for_s, 3),
+        }
     return {"kind": "unknown", "repr": repr(item)[:200]}
 
 
@@ -108,20 +123,23 @@ async def follow(
     stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """Follow ``session_id`` printing a line per item (see the module docstring); returns the
-    ``end`` document (also printed)."""
+    ``end`` document (also printed). Outages are ridden out by the follower's ``RetryPolicy``
+    (every ``RETRY_S`` seconds, giving up after ``retry_for``)."""
     stop = stop or asyncio.Event()
     reason, error = "closed", None
-    outage = _Outage(retry_for)
+    policy = RetryPolicy(initial_delay_s=RETRY_S, max_delay_s=RETRY_S, give_up_after_s=retry_for)
     source = StoreSource(store, session_id)
     follower: SessionFollower | None = None
+    down_since = time.monotonic()
     while follower is None:  # the start reads the store's tail (no --cursor): retried the same way
         try:
-            follower = SessionFollower(source, cursor)
-        except LiveReplayStoreError as err:
-            if outage.too_long() or stop.is_set():
+            follower = SessionFollower(source, cursor, retry=policy)
+        except LiveReplayStoreFailure as err:
+            if time.monotonic() - down_since > retry_for or stop.is_set():
                 return _end("error", None, 0, 0, 0, error_message(err))
             await asyncio.sleep(RETRY_S)
-    outage.over()
+        except LiveReplayStoreError as err:  # a cursor of another session, a malformed one
+            return _end("error", None, 0, 0, 0, error_message(err))
     try:
         while not stop.is_set():
             reader = asyncio.ensure_future(follower.next_items())
@@ -141,14 +159,9 @@ async def follow(
             except ReplayClosed:
                 reason = "closed"
                 break
-            except LiveReplayStoreError as err:
-                if outage.too_long():
-                    reason, error = "error", error_message(err)
-                    break
-                follower.disconnect()
-                await asyncio.sleep(RETRY_S)
-                continue
-            outage.over()
+            except LiveReplayStoreError as err:  # down for longer than --retry-for
+                reason, error = "error", error_message(err)
+                break
             for item in items:
                 _line(_item_document(item))
             if max_events is not None and follower.received >= max_events:
@@ -160,25 +173,6 @@ async def follow(
     return _end(
         reason, cursor_text, follower.received, follower.gap_count, follower.lag_count, error
     )
-
-
-class _Outage:
-    """How long the store has been failing, in a row (monotonic seconds)."""
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-        self.since: float | None = None
-
-    def too_long(self) -> bool:
-        """Record a failure now; true once failures have lasted more than ``limit`` seconds."""
-        now = time.monotonic()
-        if self.since is None:
-            self.since = now
-        return now - self.since > self.limit
-
-    def over(self) -> None:
-        """A call succeeded: the outage (if any) ended."""
-        self.since = None
 
 
 def _end(

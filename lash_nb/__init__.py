@@ -3,7 +3,8 @@
 History as DataFrames (``to_frame``, ``EventHistory``), a monitor's state as a plain object
 (``MonitorState``), escaped HTML renderings (``render``), live widgets (``SessionMonitor`` and its
 controls), and IPython integration (``%load_ext lash_nb``, ``Rich``). ``lash_nb`` imports
-``lash_core``, never the reverse.
+``lash_core``, never the reverse. Subpackages: ``lash_nb.forensics`` (record, load and analyse
+observation logs) and ``lash_nb.remote`` (``KernelSource``: a handle in another kernel).
 
 ``import lash_nb`` needs pandas only: it imports no ipywidgets and no IPython. The widget classes
 load on first use (``lash_nb.SessionMonitor``, ``from lash_nb import SessionMonitor``), which is
@@ -22,8 +23,11 @@ from ._frames import (
     EventHistory,
     EventHistoryStatistics,
     FallbackRow,
+    cast_frame,
+    concat_frames,
     event_row,
     is_fallback_row,
+    schema_mismatches,
     to_frame,
 )
 from ._ipython import Rich, load_ipython_extension, unload_ipython_extension
@@ -81,6 +85,9 @@ __all__ = [
     "EventHistoryStatistics",
     "FallbackRow",
     "is_fallback_row",
+    "concat_frames",
+    "cast_frame",
+    "schema_mismatches",
     # a monitor's state, without widgets
     "MonitorState",
     "MonitorStatistics",

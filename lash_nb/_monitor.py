@@ -17,18 +17,34 @@ monitor) leaves it disconnected with the error in ``last_error``; ``stop()`` alw
 ``flush()``, ``redraw()`` and ``ingest()`` draw what they can (the simulator shows what it could
 not read). Foreign exceptions become lash errors at ``_boundary`` first. ``max_redraw_hz`` is
 bounded (``MIN_REDRAW_HZ``..``MAX_REDRAW_HZ``), and changing it reschedules a pending redraw.
+
+Any source. A monitor follows any ``ObservationSource``. Over a ``RuntimeHandle`` of this kernel
+it has its controls (enqueue, cancel and the queue panel, the process list, the clock, retention
+and simulated clients); over a source that reads a session running elsewhere
+(``lash_nb.remote.KernelSource``, ``lash_core.http.HttpSource``, a ``StoreSource``) it is
+read-only: those controls are not built, a plain note says why (``read_only_note``), and their
+methods raise ``RuntimeError`` with the same explanation. The events table, the observation
+pane and the gap log work the same. An asynchronous source is followed by the same task, with
+``await``; by default a read-only monitor's follower rides out outages (``RetryPolicy()``), so it
+keeps following when the connection drops and comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import ipywidgets as widgets
 import traitlets
 
-from lash_core import LiveReplayStoreError, ReplayClosed, SessionObservationEvent, short_repr
+from lash_core import (
+    LiveReplayStoreError,
+    ReplayClosed,
+    RetryPolicy,
+    SessionObservationEvent,
+    short_repr,
+)
 
 from . import _render as render
 from ._boundary import PROCESS_REGISTRY, REPLAY_STORE, as_lash_error, translated
@@ -42,11 +58,13 @@ from ._state import (
     PAYLOAD_TYPES,
     READ_BATCH,
     MonitorState,
+    acts_on_runtime,
     check_names,
     check_redraw_hz,
     check_types,
     check_visible_rows,
     follow_runs,
+    read_only_reason,
 )
 
 __all__ = ["SessionMonitor", "PAYLOAD_TYPES", "EVENT_TYPES"]
@@ -61,7 +79,8 @@ def _trait_value(check: Callable[..., Any], *args: Any) -> Any:
 
 class SessionMonitor(widgets.VBox):
     """Live event table, cursor and revision, read view, usage, processes and controls: a view
-    over ``monitor.state`` (a ``MonitorState``)."""
+    over ``monitor.state`` (a ``MonitorState``). Read-only over a source that is not a
+    ``RuntimeHandle`` (module docstring)."""
 
     cursor = traitlets.Unicode(
         "", help="raw cursor of the last event applied (resume point; whole, the header cuts it)"
@@ -107,15 +126,27 @@ class SessionMonitor(widgets.VBox):
         time_source: Callable[[], float] = time.monotonic,
         start: bool = True,
         state: MonitorState | None = None,
+        retry: RetryPolicy | None | Literal["auto"] = "auto",
     ) -> None:
-        """``handle`` is the session's ``RuntimeHandle`` (the controls act on it too); ``state``
+        """``handle`` is the session's ``RuntimeHandle`` (the controls act on it too), or any
+        other ``ObservationSource`` (the monitor is then read-only: module docstring); ``state``
         a ``MonitorState`` of that session to show (default: a new one following ``handle`` from
-        its current observation, with ``max_rows``, ``visible_rows`` and ``max_redraw_hz``).
-        ``clients`` names the simulated clients (a list: a bare string is refused)."""
+        its current observation, with ``max_rows``, ``visible_rows``, ``max_redraw_hz`` and
+        ``retry``: the follower's ``RetryPolicy``; ``"auto"`` is ``RetryPolicy()`` for a
+        read-only source and none for a ``RuntimeHandle``, whose store failures stop the
+        monitor as before; a given ``state``'s follower keeps its own). ``clients`` names the simulated clients (a list: a bare string is
+        refused)."""
         clients = check_names("clients", clients)
+        read_only = not acts_on_runtime(handle)
+        if isinstance(retry, str) and retry == "auto":
+            retry = RetryPolicy() if read_only else None
         if state is None:
             state = MonitorState(
-                handle, max_rows=max_rows, visible_rows=visible_rows, max_redraw_hz=max_redraw_hz
+                handle,
+                max_rows=max_rows,
+                visible_rows=visible_rows,
+                max_redraw_hz=max_redraw_hz,
+                retry=retry,
             )
         elif state.session_id != handle.session_id:
             raise ValueError(
@@ -124,6 +155,10 @@ class SessionMonitor(widgets.VBox):
             )
         self.state = state
         self._handle = handle
+        #: whether the controls are hidden because ``handle`` is not a ``RuntimeHandle``
+        self.read_only = read_only
+        self.read_only_reason = read_only_reason(handle) if read_only else ""
+        controls = controls and not read_only
         self._time = time_source
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -154,9 +189,18 @@ class SessionMonitor(widgets.VBox):
         self.simulator = (
             ReconnectSimulator(handle, clock=clock, clients=clients, style=False) if controls else None
         )
+        #: the plain explanation a read-only monitor shows instead of its controls (else ``None``)
+        self.read_only_note = (
+            widgets.HTML(render.note_html(self.read_only_reason)) if read_only else None
+        )
+        if read_only:
+            self.processes_view.value = render.note_html(
+                "processes: not shown (they are listed from a RuntimeHandle in this kernel)"
+            )
         children: list[widgets.Widget] = [
             widgets.HTML(render.style_element()),
             self.header,
+            *([self.read_only_note] if self.read_only_note is not None else []),
             widgets.HBox([self.payload_filter, self.event_filter]),
             widgets.HBox(
                 [
@@ -272,7 +316,8 @@ class SessionMonitor(widgets.VBox):
         self._task = spawn(self._run(), on_error=self._task_failed, loop=loop)
         if self.queue_panel is not None:
             self._refresh_queue_soon()
-        self._refresh_processes_soon()
+        if not self.read_only:
+            self._refresh_processes_soon()
 
     def stop(self) -> None:
         """Stop the task and drop the subscription; the cursor is kept for ``start()``. Always
@@ -350,7 +395,8 @@ class SessionMonitor(widgets.VBox):
             self.simulator.pump(render=False)
         if state.processes_dirty:
             state.processes_dirty = False
-            self._refresh_processes_soon()
+            if not self.read_only:
+                self._refresh_processes_soon()
         if self.queue_panel is None:
             state.queue_dirty = False  # nothing to refresh
         self.request_redraw()
@@ -463,7 +509,10 @@ class SessionMonitor(widgets.VBox):
 
     async def refresh_processes(self) -> list[Any]:
         """List the session's live processes again (a foreign failure of the registry raises
-        ``ProcessRegistryError``)."""
+        ``ProcessRegistryError``; a read-only monitor raises ``RuntimeError``: it has no
+        ``RuntimeHandle`` to list them from)."""
+        if self.read_only:
+            raise RuntimeError(self.read_only_reason)
         with translated(PROCESS_REGISTRY, "listing processes"):
             handles = list(await self._handle.observe().list_process_handles())
         self.processes_view.value = render.processes_html(handles)
@@ -505,6 +554,8 @@ class SessionMonitor(widgets.VBox):
 
     def _panel(self, name: str) -> Any:
         panel = getattr(self, name)
+        if panel is None and self.read_only:
+            raise RuntimeError(self.read_only_reason)
         if panel is None:
             raise RuntimeError("this monitor was created with controls=False")
         return panel

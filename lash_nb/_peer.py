@@ -76,6 +76,11 @@ class PeerKernel:
         self.shutdown()
 
     @property
+    def connection_file(self) -> str:
+        """The kernel's connection file (what ``lash_nb.remote.KernelSource`` attaches to)."""
+        return str(self._manager.connection_file)
+
+    @property
     def pid(self) -> int | None:
         provisioner = getattr(self._manager, "provisioner", None)
         process = getattr(provisioner, "process", None)

@@ -32,6 +32,16 @@ Rules (read these before the code)
 * Foreign errors. What the follower's source raises reaches callers as a lash error: a
   ``LashError`` as it is, anything else as ``LiveReplayStoreFailure`` (``_boundary``); ``poll``
   also keeps it, bounded, in ``last_error``.
+* Any source. The source may be any ``ObservationSource``: a ``RuntimeHandle`` in this kernel, or
+  one that reads a session running elsewhere (``lash_nb.remote.KernelSource``,
+  ``lash_core.http.HttpSource``, ``StoreSource``). Only a ``RuntimeHandle`` (or an object standing
+  in for one: ``acts_on_runtime``) can be acted on; for any other the state is ``read_only``
+  and a view hides its controls (``read_only_reason`` says why). The events table, the
+  observation and the gap log work the same for every source. A ``committed`` event that carries
+  no read view (one read back from the wire or a durable store) hands the view back to the
+  follower, which reloads it from its source (``SessionFollower`` rules), so the view shown after
+  a gap never stays the gap's. With a ``RetryPolicy`` (``retry=``) the follower rides out a source
+  that is down; each ``Reconnected`` it yields is counted in ``reconnects``.
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ from lash_core import (
     LiveReplayStoreError,
     ProcessChanged,
     QueueChanged,
+    Reconnected,
+    RetryPolicy,
+    RuntimeHandle,
     SessionCursor,
     SessionFollower,
     SessionObservation,
@@ -72,6 +85,9 @@ __all__ = [
     "MonitorStatistics",
     "RedrawThrottle",
     "follow_runs",
+    "acts_on_runtime",
+    "read_only_reason",
+    "RUNTIME_CONTROLS",
     "check_types",
     "check_visible_rows",
     "check_redraw_hz",
@@ -212,16 +228,59 @@ class RedrawThrottle:
         self.last = now
 
 
+# --- sources that can be acted on ------------------------------------------------------------------
+
+#: What the monitor's controls call on their source: a ``RuntimeHandle`` has them all, and so does
+#: an object that stands in for one (forwarding its attributes); a source reading a session that
+#: runs elsewhere has none.
+RUNTIME_CONTROLS: tuple[str, ...] = (
+    "observe",
+    "enqueue_turn_input",
+    "cancel_queued_work_batch",
+    "live_replay_store",
+)
+
+
+def acts_on_runtime(source: Any) -> bool:
+    """Whether the monitor's controls can act on ``source``: a ``RuntimeHandle``, or an object
+    that has all of ``RUNTIME_CONTROLS`` (a wrapper forwarding a handle's attributes). A
+    ``SessionFollower`` answers for its source. Never raises."""
+    if isinstance(source, SessionFollower):
+        source = getattr(source, "_source", None)
+    if isinstance(source, RuntimeHandle):
+        return True
+    for name in RUNTIME_CONTROLS:
+        try:
+            if getattr(source, name, None) is None:
+                return False
+        except Exception:  # a property that fails: not something the controls can use
+            return False
+    return True
+
+
+def read_only_reason(source: Any) -> str:
+    """One plain sentence for a view whose source cannot be acted on (see ``acts_on_runtime``)."""
+    if isinstance(source, SessionFollower):
+        source = getattr(source, "_source", None)
+    return (
+        f"Read-only: this monitor follows a {type_name(source)}, not a RuntimeHandle in this "
+        "kernel. The events table, the observation and the gap log work; enqueueing, cancelling, "
+        "the queue and process panels, the clock and retention controls and the simulated "
+        "clients act on a RuntimeHandle, so they are not shown."
+    )
+
+
 # --- items in runs ----------------------------------------------------------------------------------
 
 
 def follow_runs(
     items: Iterable[Any],
-) -> Iterator[list[SessionObservationEvent] | GapResume | Lagged]:
-    """The follower's items in order, consecutive events as one list, each gap or lag alone."""
+) -> Iterator[list[SessionObservationEvent] | GapResume | Lagged | Reconnected]:
+    """The follower's items in order, consecutive events as one list, each gap, lag or
+    reconnect alone."""
     run: list[SessionObservationEvent] = []
     for item in items:
-        if isinstance(item, (GapResume, Lagged)):
+        if isinstance(item, (GapResume, Lagged, Reconnected)):
             if run:
                 yield run
                 run = []
@@ -257,6 +316,10 @@ class MonitorStatistics:
     last_error: str
     #: events of other sessions handed to ``ingest`` (rows, never the resume point)
     foreign_events: int = 0
+    #: times the follower's ``RetryPolicy`` brought it back after its source was down
+    reconnects: int = 0
+    #: whether the source cannot be acted on (``acts_on_runtime``): controls are hidden
+    read_only: bool = False
 
 
 def _u64(value: Any) -> TypeGuard[int]:
@@ -267,8 +330,10 @@ class MonitorState:
     """What a monitor of one session knows: history, counters, gap log, read view, cursor and
     revision, filters and dirty flags. See the module rules.
 
-    ``source`` is a ``lash_core.ObservationSource`` (a ``RuntimeHandle``) followed from ``cursor``
-    (``None``: its current observation), or a ready ``SessionFollower``.
+    ``source`` is a ``lash_core.ObservationSource`` (a ``RuntimeHandle``, a ``KernelSource``, an
+    ``HttpSource``, ...) followed from ``cursor`` (``None``: its current observation) with the
+    follower's ``retry`` policy (``None``: none), or a ready ``SessionFollower`` (then ``cursor``
+    and ``retry`` are its own: passing either is a ``TypeError``).
     """
 
     def __init__(
@@ -279,15 +344,21 @@ class MonitorState:
         max_rows: int = DEFAULT_HISTORY_ROWS,
         visible_rows: int = DEFAULT_VISIBLE_ROWS,
         max_redraw_hz: float = DEFAULT_MAX_REDRAW_HZ,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if isinstance(source, SessionFollower):
             if cursor is not None:
                 raise TypeError("a SessionFollower brings its own cursor; pass cursor=None")
+            if retry is not None:
+                raise TypeError("a SessionFollower brings its own retry policy; pass retry=None")
             self.follower = source
         else:
             with translated(REPLAY_STORE, "reading the session's current observation"):
-                self.follower = SessionFollower(source, cursor)
+                self.follower = SessionFollower(source, cursor, retry=retry)
         self.session_id: str = self.follower.session_id
+        #: whether the source cannot be acted on (``acts_on_runtime``); ``read_only_reason`` says why
+        self.read_only = not acts_on_runtime(self.follower)
+        self.read_only_reason = read_only_reason(self.follower) if self.read_only else ""
         self.history = EventHistory(max_rows=max_rows)
         #: the newest gaps applied, oldest first; ``gaps`` counts them all
         self.gap_log: collections.deque[LiveReplayGap] = collections.deque(maxlen=GAP_LOG_KEPT)
@@ -305,6 +376,9 @@ class MonitorState:
         self.lagged = 0
         self.lag_count = 0
         self.gaps = 0
+        #: ``Reconnected`` items applied (a ``RetryPolicy`` rode out an outage)
+        self.reconnects = 0
+        self.last_reconnect: Reconnected | None = None
         self.redraws = 0
         #: ``event_count`` when a view last drew (``undrawn`` is what came since)
         self.drawn_events = 0
@@ -381,6 +455,8 @@ class MonitorState:
             last_gap=self.gap_log[-1] if self.gap_log else None,
             last_error=self.last_error,
             foreign_events=self.foreign_events,
+            reconnects=self.reconnects,
+            read_only=self.read_only,
         )
 
     def table(self) -> pd.DataFrame:
@@ -436,16 +512,16 @@ class MonitorState:
         return len(items)
 
     def apply(self, items: Iterable[Any]) -> None:
-        """Apply the follower's items (events, ``GapResume``, ``Lagged``) in order
-        (``InvalidObservationError`` for a bare string, before anything is applied)."""
+        """Apply the follower's items (events, ``GapResume``, ``Lagged``, ``Reconnected``) in
+        order (``InvalidObservationError`` for a bare string, before anything is applied)."""
         for run in follow_runs(check_events(items)):
             if isinstance(run, list):
                 self.ingest(run)
             else:
                 self.apply_item(run)
 
-    def apply_item(self, item: GapResume | Lagged) -> None:
-        """One gap or lag, as the follower reported it."""
+    def apply_item(self, item: GapResume | Lagged | Reconnected) -> None:
+        """One gap, lag or reconnect, as the follower reported it."""
         if isinstance(item, GapResume):
             self.gap_log.append(item.gap)
             self.gaps += 1
@@ -459,8 +535,11 @@ class MonitorState:
         elif isinstance(item, Lagged):
             self.lag_count += 1
             self.lagged += item.count
+        elif isinstance(item, Reconnected):
+            self.reconnects += 1
+            self.last_reconnect = item
         else:
-            raise TypeError(f"not a GapResume or Lagged: {type_name(item)}")
+            raise TypeError(f"not a GapResume, Lagged or Reconnected: {type_name(item)}")
 
     def ingest(self, batch: Iterable[SessionObservationEvent]) -> int:
         """Apply a batch of events: rows into the history, their effects (read view, queue and
@@ -521,8 +600,8 @@ class MonitorState:
     def _effects(self, event: SessionObservationEvent) -> None:
         payload = event.payload
         if isinstance(payload, Committed):
-            if payload.read_view is not None:
-                self.read_view = payload.read_view
+            # a commit read back without its view: the follower reloads it (module rules)
+            self.read_view = payload.read_view
             self.view_dirty = self.queue_dirty = self.processes_dirty = True
         elif isinstance(payload, QueueChanged):
             self.queue_dirty = True

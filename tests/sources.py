@@ -51,3 +51,59 @@ class MovingOnSource:
             delta(self.handle, "moved on")
             self.scenario.clock.advance(10.0)  # past max_age: everything expires
         return self.handle.subscribe_session_observation(cursor)
+
+
+class OutageSource:
+    """A scenario's handle behind a switch: while ``down`` is set, every call raises
+    ``LiveReplayStoreFailure`` (as a network source does when its peer is unreachable), and a
+    subscription handed out earlier fails at its next read. ``calls`` counts the calls refused.
+    Its methods are asynchronous, like a remote source's."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.session_id = handle.session_id
+        self.down = False
+        self.refused = 0
+
+    def _check(self) -> None:
+        from lash_core import LiveReplayStoreFailure
+
+        if self.down:
+            self.refused += 1
+            raise LiveReplayStoreFailure("the peer is unreachable (test outage)")
+
+    async def current_session_observation(self) -> Any:
+        self._check()
+        return self.handle.current_session_observation()
+
+    async def resume_session_observation(self, cursor: Any) -> Any:
+        self._check()
+        return self.handle.resume_session_observation(cursor)
+
+    async def subscribe_session_observation(self, cursor: Any) -> Any:
+        from lash_core import Subscribed
+
+        self._check()
+        result = self.handle.subscribe_session_observation(cursor)
+        if isinstance(result, Subscribed):
+            return Subscribed(_OutageSubscription(self, result.subscription))
+        return result
+
+
+class _OutageSubscription:
+    def __init__(self, source: OutageSource, inner: Any) -> None:
+        self._source = source
+        self._inner = inner
+
+    async def next_batch(self, max_events: int = 256) -> Any:
+        import asyncio
+
+        while True:
+            self._source._check()
+            batch = self._inner.next_batch_nowait(max_events)
+            if batch:
+                return batch
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        self._inner.close()

@@ -487,3 +487,18 @@ def test_lists_of_inputs_and_ids_refuse_strings_mappings_and_sets():
     for bad in ({"a": 1}, {"a"}, frozenset({"a"})):
         with pytest.raises(InvalidObservationError, match="batch_ids"):
             QueueChanged(SessionQueueEventKind.ENQUEUED, bad)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"type": "agent_frame_switched", "frame_id": ""},
+        {"type": "queue_changed", "kind": "enqueued", "batch_ids": [""]},
+        {"type": "process_changed", "kind": "started", "process_ids": ["ok", ""]},
+    ],
+)
+def test_a_value_refused_by_its_own_checks_is_a_wire_error(fields):
+    # the readers raise WireFormatError only, never the value classes' InvalidObservationError
+    doc = {"protocol_version": 3, "session_id": "s", "revision": 1, "cursor": "lashsc1:1:1:s", **fields}
+    with pytest.raises(WireFormatError, match=fields["type"]):
+        SessionObservationEvent.from_dict(doc)

@@ -1149,3 +1149,43 @@ async def test_start_producer_checks_its_arguments_before_starting_anything():
     producer = start_producer(s.handle, interval=0, prompts=["Say hello", "Say hello"], max_turns=2, queue_worker=False)
     assert await asyncio.wait_for(producer.wait(), 10) == 2
     assert s.handle.observe().revision == 2
+
+
+# -- a source that is not a RuntimeHandle: read-only ----------------------------------------------
+
+
+async def test_a_monitor_over_a_source_that_is_not_a_handle_is_read_only():
+    from lash_core import RetryPolicy, StoreSource
+
+    s = await Scenario.create(backend="memory")
+    m = SessionMonitor(StoreSource(s.store, s.session_id), clock=s.clock)  # controls=True asked
+    assert m.read_only and m.state.read_only
+    assert m.enqueue_panel is None and m.queue_panel is None and m.simulator is None
+    assert m.read_only_note is not None and m.read_only_note in m.children
+    assert "Read-only: this monitor follows a StoreSource" in m.read_only_note.value
+    assert "not shown" in m.processes_view.value
+    assert m.state.follower.retry == RetryPolicy()  # a source elsewhere: outages are ridden out
+    delta(s.handle, "<i>x</i>")
+    await settle(m)
+    assert m.event_count == 1 and texts(m.frame()) == ["<i>x</i>"] and m.connected
+    assert "&lt;i&gt;x&lt;/i&gt;" in m.table.value and "<i>x</i>" not in m.table.value
+    for action in (lambda: m.disconnect("A"), lambda: m.reconnect("A")):
+        with pytest.raises(RuntimeError, match="Read-only"):
+            action()
+    with pytest.raises(RuntimeError, match="Read-only"):
+        await m.enqueue("hello")
+    with pytest.raises(RuntimeError, match="Read-only"):
+        await m.cancel("qwb-1")
+    with pytest.raises(RuntimeError, match="Read-only"):
+        await m.refresh_processes()
+    m.stop()
+
+    # a RuntimeHandle keeps its controls and stops on a store failure, as before (no policy)
+    h = SessionMonitor(s.handle, clock=s.clock, start=False)
+    assert not h.read_only and h.read_only_note is None and h.simulator is not None
+    assert h.state.follower.retry is None
+    policy = RetryPolicy(initial_delay_s=0.05)
+    assert SessionMonitor(s.handle, controls=False, start=False, retry=policy).state.follower.retry is policy
+    with pytest.raises(RuntimeError, match="controls=False"):
+        await SessionMonitor(s.handle, controls=False, start=False).enqueue("x")
+    s.close()

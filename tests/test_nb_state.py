@@ -314,3 +314,61 @@ def test_lists_of_names_refuse_a_bare_string():
     for bad in ([1], [""], 5, [b"x"]):
         with pytest.raises(InvalidObservationError):
             check_names("clients", bad)
+
+
+# -- sources that are not a RuntimeHandle ---------------------------------------------------------
+
+
+async def test_a_source_that_cannot_be_acted_on_makes_a_read_only_state():
+    from lash_core import StoreSource
+    from lash_nb._state import acts_on_runtime
+
+    s = await Scenario.create(backend="memory")
+    assert acts_on_runtime(s.handle) and acts_on_runtime(MovingOnSource(s))  # a stand-in forwards
+    st = MonitorState(StoreSource(s.store, s.session_id))
+    assert st.read_only and "follows a StoreSource, not a RuntimeHandle" in st.read_only_reason
+    assert st.statistics().read_only and not acts_on_runtime(st.follower)
+    delta(s.handle, "seen")
+    assert st.poll() == 1 and texts(st.frame()) == ["seen"]  # the table works the same
+    handle_state = MonitorState(SessionFollower(s.handle))
+    assert not handle_state.read_only and handle_state.read_only_reason == ""
+    with pytest.raises(TypeError, match="retry policy"):
+        from lash_core import RetryPolicy
+
+        MonitorState(SessionFollower(s.handle), retry=RetryPolicy())
+    s.close()
+
+
+async def test_a_commit_without_its_view_hands_the_view_back_to_the_follower():
+    """After a gap the state shows the gap's (summary) view; a later ``committed`` read back
+    without a view must not leave it there: the follower reloads the view from its source."""
+    from lash_core import ObservationSummary
+
+    s = await Scenario.create(backend="memory")
+    st = MonitorState(s.handle)
+    cursor = s.handle.current_session_observation().cursor
+    summary = ObservationSummary(s.session_id, 7)
+    gap = LiveReplayGap(s.session_id, cursor, cursor, SessionRevision(7), TRIMMED)
+    st.apply([GapResume(gap, SessionObservation(summary, cursor))])
+    assert st.read_view is summary and st.gaps == 1
+    st.view_dirty = False
+    commit = SessionObservationEvent(s.session_id, SessionRevision(0), cursor, Committed(None))
+    st.apply([commit])
+    assert st.read_view is st.follower.read_view and st.view_dirty
+    s.close()
+
+
+async def test_reconnects_are_applied_in_order_and_counted():
+    from lash_core import Reconnected
+
+    s = await Scenario.create(backend="memory")
+    st = MonitorState(s.handle)
+    cursor = s.handle.current_session_observation().cursor
+    back = Reconnected(cursor, 3, 1.5)
+    assert list(follow_runs([back])) == [back]
+    st.apply([back])
+    assert (st.reconnects, st.last_reconnect, st.statistics().reconnects) == (1, back, 1)
+    assert st.gaps == 0 and st.lag_count == 0 and st.event_count == 0
+    with pytest.raises(TypeError, match="GapResume, Lagged or Reconnected"):
+        st.apply_item("nonsense")
+    s.close()

@@ -68,12 +68,16 @@ def test_every_notebook_is_covered():
         "02_reconnect_and_gaps.ipynb",
         "03_queue.ipynb",
         "04_durable_and_shared.ipynb",
+        "05_forensics.ipynb",
+        "06_remote.ipynb",
     }
 
 
 #: notebooks that start a server of their own (``lash_core.servers``): skipped with the reason
 #: when it cannot start, fatal under LASH_REQUIRE_SERVERS=1 (tests/servers.py)
 NEEDS_REDIS = {"04_durable_and_shared.ipynb"}
+#: notebooks about recorded logs: DataFrames and figures, no live monitor
+WITHOUT_MONITOR = {"05_forensics.ipynb"}
 
 
 def _servers_for(name: str) -> None:
@@ -87,6 +91,8 @@ def test_notebook_runs_without_errors_and_shows_widgets(name):
     nb = executed(name)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
+    if name in WITHOUT_MONITOR:
+        return
     widget_views = [
         o
         for c in nb.cells
@@ -178,3 +184,50 @@ def test_durable_and_shared_outputs():
     assert "the follower was told: unavailable | missed events: None" in lost
     assert "it resumes from the new instance's cursor: True" in lost
     assert "closed; servers stopped; removed True" in text(nb, "cleanup")
+
+
+def test_forensics_outputs():
+    nb = executed("05_forensics.ipynb")
+    incident = text(nb, "incident")
+    client_events, client_gaps = map(int, re.search(r"client: (\d+) events, (\d+) gap", incident).groups())
+    server_events, server_gaps = map(int, re.search(r"server: (\d+) events, (\d+) gap", incident).groups())
+    assert client_gaps == 1 and server_gaps == 0 and server_events > client_events > 0
+    assert "0 errors" in text(nb, "load")
+    gaps = text(nb, "client-gaps")
+    assert "trimmed" in gaps
+    report = text(nb, "gap-report")
+    assert "1 missing ranges (0 silent)" in report and "trimmed" in report
+    turns_server, turns_client = text(nb, "turns-server"), text(nb, "turns-client")
+    assert len(re.findall(r"^\s*\d+\s+\d+\s+True", turns_server, re.M)) == 5  # five complete turns
+    assert len(re.findall(r"^\s*\d+\s+\d+\s+True", turns_client, re.M)) == 2
+    comparison = text(nb, "compare")
+    missed = int(re.search(r"(\d+) missed \(0 unannounced\)", comparison).group(1))
+    assert missed == server_events - client_events
+    assert "final view matches" in comparison and re.search(r"final_view_matches\s+True", comparison)
+    tampered = text(nb, "tampered")
+    assert re.search(r"\(\d+ silent\)", tampered) and "(0 silent)" not in tampered
+    assert f"{missed} missed ({missed} unannounced)" in tampered
+    assert any("image/png" in o.get("data", {}) for o in outputs(nb, "timeline"))
+    files = text(nb, "files")
+    assert "Parquet round trip equal: True" in files and "gzip round trip equal: True" in files
+    broken = text(nb, "broken")
+    assert "4 errors" in broken
+    for line in ("6", "7", "8", "9"):
+        assert re.search(rf"^\d+\s+{line}\s", broken, re.M), f"line {line} in .errors"
+    assert "empty line" in broken and "not_utf8" in broken and "revision" in broken
+
+
+def test_remote_outputs():
+    nb = executed("06_remote.ipynb")
+    assert "session='kernel-a-chat'" in text(nb, "peer-follow")
+    assert "committed" in text(nb, "peer-follow")
+    replay = text(nb, "peer-replay")
+    assert "'committed': 1" in replay and "gaps so far: 0" in replay and "GAP" not in replay
+    gap = text(nb, "peer-gap")
+    assert "GAP trimmed" in gap and "gap: trimmed" in gap and "B's cursor is A's tail: True" in gap
+    rows = text(nb, "http-rows")
+    assert '{"type":"replay_cursor","cursor":"lashsc1:0:0:http-chat"}' in rows
+    assert '{"type":"observation","event":{"protocol_version":3' in rows
+    restart = text(nb, "http-restart")
+    assert re.search(r"reconnected after \d+ attempt", restart) and "'committed': 1" in restart
+    assert "caught up with the server: True | gaps: 0" in restart
