@@ -491,6 +491,10 @@ class SessionFollower:
             result: Subscribed | GapResume = await _later(
                 self._source.subscribe_session_observation(self._cursor)
             )
+            if self._closed:  # closed while the subscribe was under way: keep nothing open
+                if isinstance(result, Subscribed):
+                    result.subscription.close()
+                raise ReplayClosed()
             if isinstance(result, GapResume):
                 self._apply_gap(result)
                 self._pending.append(result)
@@ -498,6 +502,17 @@ class SessionFollower:
             self._subscription = result.subscription
             return
         raise self._gapped_out()
+
+    async def subscribe(self) -> bool:
+        """Subscribe now if not connected (reading an asynchronous source's observation first
+        when needed), so that every event appended after this returns is delivered; gaps the
+        subscribe answers are applied and queued for the next read. Returns ``connected``.
+        Raises what the source raises (no retry here: ``next_items`` retries)."""
+        self._check_open()
+        await self._ensure_started()
+        if self._subscription is None:
+            await self._subscribe()
+        return self.connected
 
     async def next_items(self, max_events: int = READ_BATCH) -> list[FollowItem]:
         """Wait until something happens, then return every ready item (at most ``max_events``

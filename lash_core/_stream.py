@@ -32,6 +32,7 @@ from ._wire import (
     DEFAULT_PROTOCOL_VERSION,
     gap_from_dict,
     gap_to_dict,
+    non_empty_field,
     observation_from_dict,
     observation_to_dict,
 )
@@ -133,13 +134,6 @@ def stream_row_to_dict(row: StreamRow, protocol_version: int = DEFAULT_PROTOCOL_
     raise TypeError(f"not a stream row: {short_repr(row)}")
 
 
-def _non_empty_str(data: Mapping[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise WireFormatError(f"`{key}` must be a non-empty string, got {short_repr(value)}")
-    return value
-
-
 def stream_row_from_dict(doc: Mapping[str, Any]) -> StreamRow:
     """One decoded row. ``WireFormatError`` for a row without a string ``type`` or a lash row
     whose documents break ``wire.md``."""
@@ -149,7 +143,7 @@ def stream_row_from_dict(doc: Mapping[str, Any]) -> StreamRow:
     if not isinstance(kind, str) or not kind:
         raise WireFormatError(f"a stream row needs a non-empty string `type`, got {short_repr(kind)}")
     if kind == ROW_REPLAY_CURSOR:
-        return ReplayCursorRow(SessionCursor(_non_empty_str(doc, "cursor")))
+        return ReplayCursorRow(SessionCursor(non_empty_field(doc, "cursor")))
     if kind == ROW_OBSERVATION:
         event = doc.get("event")
         if not isinstance(event, Mapping):

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PROTOCOL_VERSION",
     "check_protocol_version",
+    "non_empty_field",
     "expect",
     "record_fields",
     "record_from_fields",
@@ -90,7 +91,8 @@ def check_protocol_version(value: Any, name: str = "protocol_version") -> int:
     return int(value)
 
 
-def _non_empty(data: Mapping[str, Any], key: str, what: str = "") -> str:
+def non_empty_field(data: Mapping[str, Any], key: str, what: str = "") -> str:
+    """``data[key]`` when it is a non-empty UTF-8 string, else ``WireFormatError`` naming it."""
     value = data.get(key)
     if not is_utf8_str(value) or not value:
         raise WireFormatError(f"{what}`{key}` must be a non-empty UTF-8 string")
@@ -232,8 +234,8 @@ def activity_from_dict(
     sequence = data.get("sequence")
     if sequence is not None:
         expect("uint", "sequence", sequence)
-    activity_id = _non_empty(data, "id", "turn activity ")
-    correlation_id = _non_empty(data, "correlation_id", "turn activity ")
+    activity_id = non_empty_field(data, "id", "turn activity ")
+    correlation_id = non_empty_field(data, "correlation_id", "turn activity ")
     body = {k: v for k, v in data.items() if k not in _ACTIVITY_ENVELOPE}
     event = turn_event_from_dict(body)
     with _as_wire_error("turn activity"):
@@ -355,8 +357,8 @@ def event_from_dict(data: Mapping[str, Any]) -> SessionObservationEvent:
     if not isinstance(data, Mapping):
         raise WireFormatError("document must be a JSON object")
     version = check_protocol_version(data.get("protocol_version"))
-    session_id = _non_empty(data, "session_id")
-    cursor = _non_empty(data, "cursor")
+    session_id = non_empty_field(data, "session_id")
+    cursor = non_empty_field(data, "cursor")
     revision = data.get("revision")
     if not is_uint(revision):
         raise WireFormatError(
@@ -394,9 +396,9 @@ def gap_from_dict(data: Mapping[str, Any]) -> LiveReplayGap:
     revision = data.get("latest_revision")
     if not is_uint(revision):
         raise WireFormatError("`latest_revision` must be an unsigned 64-bit integer")
-    session_id = _non_empty(data, "session_id")
-    requested = _non_empty(data, "requested_cursor")
-    latest = _non_empty(data, "latest_cursor")
+    session_id = non_empty_field(data, "session_id")
+    requested = non_empty_field(data, "requested_cursor")
+    latest = non_empty_field(data, "latest_cursor")
     with _as_wire_error("gap"):
         return LiveReplayGap(
             session_id=session_id,
@@ -431,9 +433,9 @@ def observation_from_dict(data: Mapping[str, Any]) -> SessionObservation:
     turn_index = data.get("turn_index")
     if not is_uint(turn_index):
         raise WireFormatError("`turn_index` must be an unsigned 64-bit integer")
-    session_id = _non_empty(data, "session_id")
+    session_id = non_empty_field(data, "session_id")
     usage = usage_from_dict(data.get("usage", {}))
-    cursor = _non_empty(data, "cursor")
+    cursor = non_empty_field(data, "cursor")
     with _as_wire_error("observation"):
         summary = ObservationSummary(session_id=session_id, turn_index=turn_index, usage=usage)
         return SessionObservation(summary, SessionCursor(cursor))

@@ -132,7 +132,7 @@ from ._follower import ObservationSource
 from ._gap import ObservationSummary, SessionObservation
 from ._handle import GapResume
 from ._json import decode_json, encode_json, error_message, short_repr, truncate
-from ._replay import LiveReplaySubscription, Replayed, Subscribed
+from ._replay import LiveReplaySubscription, Replayed, Subscribed, SubscriptionIteration
 from ._stream import (
     ObservationRow,
     OtherRow,
@@ -267,12 +267,18 @@ def _error_response(err: BaseException, session_id: str) -> Response:
     if isinstance(err, InvalidObservationError):
         return _error_body(400, "bad_request", str(err))
     if isinstance(err, LiveReplayStoreError):  # a failing or closed store
-        logger.warning("observation of session %s unavailable: %s", short_repr(session_id), err)
+        level = logging.DEBUG if isinstance(err, _ServerStopping) else logging.WARNING
+        logger.log(level, "observation of session %s unavailable: %s", short_repr(session_id), err)
         return _error_body(503, "store_failure", f"the session's store cannot serve: {err}")
     logger.error(
         "internal error serving session %s", short_repr(session_id), exc_info=err
     )
     return _error_body(500, "internal", "internal server error (details are in the server log)")
+
+
+class _ServerStopping(LiveReplayStoreFailure):
+    """A request that arrived while ``stop()`` runs: answered 503, logged at debug level only
+    (an expected end, not a failure worth a warning in a notebook cell)."""
 
 
 class _Streams:
@@ -518,7 +524,7 @@ def observation_app(
             first = await _resolve(source.subscribe_session_observation(cursor))
             if isinstance(first, Subscribed):
                 if not streams.add(first.subscription):
-                    raise LiveReplayStoreFailure("the server is stopping")
+                    raise _ServerStopping("the server is stopping")
                 held.append(first.subscription)
                 start = "replay"
             elif isinstance(first, GapResume):
@@ -1024,7 +1030,7 @@ def _check_max(max_events: Any) -> int:
     return max_events
 
 
-class HttpSubscription:
+class HttpSubscription(SubscriptionIteration):
     """A ``LiveReplaySubscription`` over one open NDJSON response of an ``HttpSource`` (see
     ``lash_core._replay.LiveReplaySubscription`` for the reads). Reads raise
     ``ReplayClosed`` once the response ended (the transport error, if any, as ``__cause__``),
@@ -1117,20 +1123,6 @@ class HttpSubscription:
         self._closed = True
         self._finalizer()
 
-    def __aiter__(self) -> HttpSubscription:
-        return self
-
-    async def __anext__(self) -> SessionObservationEvent:
-        try:
-            return await self.next_event()
-        except ReplayClosed:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> HttpSubscription:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1403,8 +1395,10 @@ class HttpSource:
             async with asyncio.timeout(self.timeout_s):
                 response = await self._client.send(request, stream=True)
         if response.status_code != 200:
-            try:
-                body = await _read_document(response, url)
+            try:  # the stream's read timeout is off: an error body must not trickle forever
+                with _http_errors(url, response.status_code):
+                    async with asyncio.timeout(self.timeout_s):
+                        body = await _read_document(response, url)
             finally:
                 await response.aclose()
             raise _status_error(url, response.status_code, body, self._session_id)

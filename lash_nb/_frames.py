@@ -142,6 +142,8 @@ __all__ = [
 #: nothing, where pyarrow storage would copy every byte (and is not always installed).
 _STRING = pd.StringDtype(storage="python", na_value=pd.NA)
 _UTC_NS = pd.DatetimeTZDtype(unit="ns", tz="UTC")
+#: the two dtypes for other tables of this package (forensics' gaps, markers, errors)
+STRING_DTYPE, UTC_NS_DTYPE = _STRING, _UTC_NS
 
 
 def _category_dtype(values: Iterable[str]) -> pd.CategoricalDtype:

@@ -40,6 +40,7 @@ import traitlets
 
 from lash_core import (
     LiveReplayStoreError,
+    Replayed,
     ReplayClosed,
     RetryPolicy,
     SessionObservationEvent,
@@ -337,6 +338,19 @@ class SessionMonitor(widgets.VBox):
 
     async def _run(self) -> None:
         follower = self.state.follower
+        if follower.read_view is None:  # an asynchronous source not read yet: show it now
+            try:
+                first = await follower.catch_up()
+            except Exception:  # down at the start: the loop below retries or says why
+                pass
+            else:
+                self._apply(first.events if isinstance(first, Replayed) else [first])
+                try:
+                    await follower.subscribe()  # shown live now, not at the first new event
+                except Exception:
+                    pass  # the loop below retries or says why
+                self._apply([])
+                self.request_redraw()
         while True:
             try:
                 items = await follower.next_items(READ_BATCH)

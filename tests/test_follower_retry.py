@@ -148,3 +148,24 @@ async def test_closing_the_follower_stops_the_retries() -> None:
         with pytest.raises(Exception) as caught:
             await asyncio.wait_for(reader, 5)
         assert type(caught.value).__name__ == "ReplayClosed"
+
+
+async def test_subscribe_connects_now_so_later_events_are_delivered() -> None:
+    async with await Scenario.create(backend="memory") as s:
+        source = OutageSource(s.handle)
+        follower = SessionFollower(source)
+        assert follower.cursor is None and not follower.connected
+        assert await follower.subscribe() is True  # reads the tail, then subscribes
+        assert follower.cursor == s.handle.current_session_observation().cursor
+        assert await follower.subscribe() is True  # already connected: nothing more
+        delta(s.handle, "after")
+        items = await asyncio.wait_for(follower.next_items(), 5)
+        assert [e.payload.activity.event.text for e in items] == ["after"]
+        source.down = True
+        follower.disconnect()
+        with pytest.raises(LiveReplayStoreFailure, match="unreachable"):
+            await follower.subscribe()  # no retry here: next_items retries
+        follower.close()
+        with pytest.raises(Exception) as caught:
+            await follower.subscribe()
+        assert type(caught.value).__name__ == "ReplayClosed"

@@ -319,7 +319,8 @@ def test_gap_report_of_a_trimmed_gap_a_silent_jump_and_a_restart(tmp_path: Path)
     (session,) = report.sessions.to_dict("records")
     assert session["events"] == 5 and session["missing_positions"] == 5
     assert session["events_lost"] == 4 and session["silent_missing"] == 1 and session["silent_losses"] == 1
-    assert session["restarts"] == 1 and session["reconnects"] == 1 and session["recorded_gaps"] == 2
+    # one cursor line, where the stream started: not a reconnect
+    assert session["restarts"] == 1 and session["reconnects"] == 0 and session["recorded_gaps"] == 2
     assert "1 silent" in repr(report)
 
 
@@ -363,12 +364,13 @@ def test_sessions_are_reported_apart_and_markers_follow_their_cursor() -> None:
         cursor("a", 0), cursor("b", 10),
         event("a", 1), event("b", 11), event("a", 3), event("b", 12),
         LagRecord(4, cursor("b", 12)), event("b", 13),
+        cursor("a", 3),  # a's stream started again: its one reconnect
     ]
     report = gap_report(load(items))
     assert rows(report.missing, "session_id", "first", "last") == [("a", 2, 2, )]
     assert rows(report.sessions, "session_id", "events", "reconnects", "lags", "first_position", "last_position") == [
         ("a", 2, 1, 0, 1, 3),
-        ("b", 3, 1, 1, 11, 13),
+        ("b", 3, 0, 1, 11, 13),
     ]
 
 
@@ -811,12 +813,14 @@ def test_timeline_draws_kinds_gaps_restarts_reconnects_lags_and_revisions(by: st
     ax, twin = fig.axes
     kinds = [t.get_text() for t in ax.get_yticklabels()]
     assert kinds == ["model_request_started", "assistant_prose_delta", "committed"]
-    # one mark line per kind, then a restart, a lag and two reconnects (the first cursor too)
+    # one mark line per kind, then a restart, a lag, the stream's start and one reconnect
     assert len(ax.lines) == 3 + 1 + 1 + 2
     assert len(ax.patches) == 2  # the trimmed range 5..7 and the silent 9
     assert len(twin.lines) == 1  # the revision steps
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert set(legend) == {"missing (trimmed gap)", "missing (silent loss)", "restart", "reconnect", "lag", "revision"}
+    assert set(legend) == {
+        "missing (trimmed gap)", "missing (silent loss)", "restart", "stream start", "reconnect", "lag", "revision"
+    }
     path = tmp_path / f"timeline-{by}.png"
     fig.savefig(path)
     assert path.read_bytes()[:8] == PNG_MAGIC

@@ -1189,3 +1189,24 @@ async def test_a_monitor_over_a_source_that_is_not_a_handle_is_read_only():
     with pytest.raises(RuntimeError, match="controls=False"):
         await SessionMonitor(s.handle, controls=False, start=False).enqueue("x")
     s.close()
+
+
+async def test_a_monitor_over_an_asynchronous_source_shows_where_it_is_at_once():
+    # before: it said "stopped, revision 0, no events" until the next event arrived
+    from sources import OutageSource
+
+    s = await Scenario.create(backend="memory")
+    await s.handle.run_turn("hello")  # revision 1, committed, before the monitor exists
+    m = SessionMonitor(OutageSource(s.handle), clock=s.clock)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if m.connected:
+            break
+    assert m.read_only and m.connected  # subscribed, shown live
+    assert m.state.follower.observation.read_view.turn_index == 1
+    await settle(m)  # the redraw it asked for (throttled) is drawn
+    assert "live" in m.header.value and "lashsc1:1:12:" in m.header.value  # the tail's cursor
+    delta(s.handle, "after")
+    await settle(m)
+    assert texts(m.frame())[-1] == "after"
+    m.stop()

@@ -70,7 +70,7 @@ import pandas as pd
 from lash_core import SessionCursor, SessionCursorError, short_repr
 from lash_core._replay import POSITION_BASE_SHIFT
 
-from .._frames import DTYPES
+from .._frames import DTYPES, STRING_DTYPE
 from ._load import LoadedLog, load_log
 
 __all__ = [
@@ -107,7 +107,7 @@ HTML_MAX_ROWS = 50
 _CELL_MAX_CHARS = 200
 _U64_MAX = (1 << 64) - 1
 
-_STRING = pd.StringDtype(storage="python", na_value=pd.NA)
+_STRING = STRING_DTYPE
 _U64 = pd.UInt64Dtype()
 _I64 = pd.Int64Dtype()
 _OBJECT = np.dtype(object)
@@ -516,7 +516,9 @@ class _Walk:
     #: frame rows of repeated deliveries (a position this session already had)
     repeats: set[int] = dataclasses.field(default_factory=set)
     steps_back: int = 0
+    #: cursor lines after the session's first (the first is where its stream started)
     reconnects: int = 0
+    stream_started: bool = False
     lags: int = 0
     events: int = 0
     gaps: int = 0
@@ -655,7 +657,8 @@ def _walk(session: str, items: list[tuple[int, int, int]], c: _Columns) -> _Walk
         else:
             marker = c.mk_kind[i]
             if marker == "cursor":
-                w.reconnects += 1
+                w.reconnects += w.stream_started
+                w.stream_started = True
             elif marker == "lagged":
                 w.lags += 1
             position = c.mk_position[i]

@@ -53,7 +53,7 @@ import pandas as pd
 from lash_core import SessionObservation, SessionObservationEvent
 from lash_core._json import error_message, short_repr, truncate
 
-from .._frames import COLUMNS, event_row, rows_to_frame
+from .._frames import COLUMNS, STRING_DTYPE, UTC_NS_DTYPE, event_row, rows_to_frame
 from ._records import MAX_RAW_CHARS, GapRecord, LagRecord, LineKind, LogLineError, decode_line
 
 __all__ = [
@@ -74,8 +74,7 @@ __all__ = [
     "split_lines",
 ]
 
-_STRING = pd.StringDtype(storage="python", na_value=pd.NA)
-_UTC_NS = pd.DatetimeTZDtype(unit="ns", tz="UTC")
+_STRING, _UTC_NS = STRING_DTYPE, UTC_NS_DTYPE
 
 #: Columns of ``LoadedLog.frame``: ``to_frame``'s, plus the source line number.
 FRAME_COLUMNS: tuple[str, ...] = COLUMNS + ("line",)
@@ -554,6 +553,8 @@ def _gzip_blocks(name: str, read: Any) -> Iterator[LineBlock]:
         if member is not None:
             raise LogLoadError(name, "truncated gzip stream: it ends inside a member")
         yield from cut(final=True)
+    except LogLoadError:
+        raise
     except zlib.error as err:
         raise LogLoadError(name, f"corrupt gzip stream: {err}") from None
     except OSError as err:
@@ -604,21 +605,28 @@ def _format_of(name: str, head: bytes, *, from_suffix: bool) -> str:
     return found
 
 
+def _opened_data(name: str, data: bytes, *, from_suffix: bool) -> _Source:
+    fmt = _format_of(name, data[:8], from_suffix=from_suffix)
+    if fmt == "gzip":
+        return _Source(name, fmt, len(data), stream=io.BytesIO(data))
+    return _Source(name, fmt, len(data), data=data)
+
+
 def _open_source(source: Any) -> _Source:
     name = _source_name(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = source if isinstance(source, bytes) else bytes(source)
-        name = "<bytes>"
-        fmt = _format_of(name, data[:8], from_suffix=False)
-        if fmt == "gzip":
-            return _Source(name, fmt, len(data), stream=io.BytesIO(data))
-        return _Source(name, fmt, len(data), data=data)
+        return _opened_data("<bytes>", data, from_suffix=False)
     if isinstance(source, (str, os.PathLike)):
         try:
             stream = open(source, "rb")
         except OSError as err:
             raise LogLoadError(name, f"{type(err).__name__}: {err.strerror or err}") from None
         try:
+            if not stream.seekable():  # a FIFO, a character device: read it once, as a whole
+                data = stream.read()
+                stream.close()
+                return _opened_data(name, data, from_suffix=True)
             size = os.fstat(stream.fileno()).st_size
             head = stream.read(8)
             fmt = _format_of(name, head, from_suffix=True)
@@ -637,7 +645,7 @@ def _open_source(source: Any) -> _Source:
     if hasattr(source, "read"):
         try:
             data = source.read()
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: a closed file ("I/O operation on closed file")
             raise LogLoadError(name, f"{type(err).__name__}: {err}") from None
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogatepass")
@@ -645,10 +653,7 @@ def _open_source(source: Any) -> _Source:
             data = bytes(data)
         elif not isinstance(data, bytes):
             raise LogLoadError(name, f"read() returned {type(data).__name__}, not bytes")
-        fmt = _format_of(name, data[:8], from_suffix=True)
-        if fmt == "gzip":
-            return _Source(name, fmt, len(data), stream=io.BytesIO(data))
-        return _Source(name, fmt, len(data), data=data)
+        return _opened_data(name, data, from_suffix=True)
     raise TypeError(f"load_log takes a path, bytes or a file object, not {type(source).__name__}")
 
 

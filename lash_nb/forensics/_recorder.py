@@ -608,6 +608,7 @@ class Recorder:
             items: list[Any] = [start]
             items.extend((result,) if isinstance(result, GapResume) else result.events)
             self._write_batch(items)
+            await follower.subscribe()  # every event after this is recorded (its gaps: by the task)
             self._started_from = start
             self._runs += 1
         except BaseException:
@@ -616,12 +617,6 @@ class Recorder:
         _ACTIVE[self._key] = self
         task = spawn(self._record(follower), loop=loop)
         self._task = task
-        # SessionFollower has no "subscribed" signal: its first ``next_items`` subscribes (at the
-        # task's first step for a synchronous source; after a round trip for a remote one)
-        while not follower.connected and not task.done():
-            await asyncio.sleep(0)
-            if not follower.connected and not task.done():
-                await asyncio.sleep(0.005)
 
     async def stop(self, *, drain_s: float = DRAIN_S) -> RecorderStatistics:
         """Stop recording, close the follower and the file (which releases the lock), and

@@ -58,7 +58,13 @@ from lash_core import (
     short_repr,
 )
 from lash_core._validate import is_uint
-from lash_core._wire import gap_from_dict, gap_to_dict, observation_from_dict, observation_to_dict
+from lash_core._wire import (
+    gap_from_dict,
+    gap_to_dict,
+    non_empty_field,
+    observation_from_dict,
+    observation_to_dict,
+)
 
 __all__ = [
     "RECEIVED_AT",
@@ -150,13 +156,6 @@ def parse_received_at(value: Any) -> _dt.datetime:
     return when.astimezone(_dt.timezone.utc)
 
 
-def _non_empty_str(doc: Mapping[str, Any], key: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str) or not value:
-        raise WireFormatError(f"`{key}` must be a non-empty string, got {short_repr(value)}")
-    return value
-
-
 def classify(doc: Mapping[str, Any]) -> LineKind:
     """The kind of a decoded line (``received_at`` already removed); ``LogLineError`` when it is
     none of them. Only the keys are looked at: the documents are validated by ``decode_line``."""
@@ -200,12 +199,12 @@ def _decode_doc(doc: Mapping[str, Any], kind: LineKind) -> Any:
             return GapRecord(gap_from_dict(gap), observation_from_dict(fresh))
         return GapRecord(gap_from_dict(doc), None)
     if kind is LineKind.CURSOR:
-        return SessionCursor(_non_empty_str(doc, "cursor"))
+        return SessionCursor(non_empty_field(doc, "cursor"))
     if kind is LineKind.LAGGED:
         count = doc.get("count")
         if not is_uint(count) or count < 1:
             raise WireFormatError(f"`count` must be a positive integer, got {short_repr(count)}")
-        return LagRecord(int(count), SessionCursor(_non_empty_str(doc, "resumed_from")))
+        return LagRecord(int(count), SessionCursor(non_empty_field(doc, "resumed_from")))
     if kind is LineKind.SNAPSHOT:
         return observation_from_dict(doc)
     return doc.get("type")

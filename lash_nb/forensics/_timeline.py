@@ -7,7 +7,8 @@ Rules (read these before the code)
   its live position (``by="position"``) or its line number (``by="line"``: file order, readable
   even across a restart, whose positions jump by billions).
 * Over them: missing positions shaded (``gap_report``'s ``missing``: orange under a trimmed gap,
-  red for a silent loss), restarts as dashed lines, reconnects (cursor lines) as dotted lines,
+  red for a silent loss), restarts as dashed lines, a session's first cursor line as a sparse
+  grey "stream start" line and every later one (a reconnect) as a green dotted line,
   lags as dash-dot lines, and each session's revision as a step line on a secondary axis; a
   legend names them.
 * ``by="time"`` needs ``received_at``: a log with none falls back to positions and says so in the
@@ -44,6 +45,7 @@ _COLORS = {
     "silent": "tab:red",
     "restart": "tab:purple",
     "reconnect": "tab:green",
+    "stream start": "0.55",
     "lag": "tab:brown",
     "revision": "0.35",
 }
@@ -186,14 +188,20 @@ def timeline(log: Any, *, by: str = "time", session_id: str | None = None, ax: A
         if x is not None:
             handles.setdefault("restart", ax.axvline(x, color=_COLORS["restart"], linestyle="--", linewidth=1.2))
     for session, items in sessions.items():
+        started = False  # a session's first cursor line is where the stream started, not a reconnect
         for line, kind, i in items:
             if kind != _MARKER or c.mk_kind[i] not in ("cursor", "lagged"):
                 continue
             x = xs.get(line)
+            first_cursor = c.mk_kind[i] == "cursor" and not started
+            started = started or c.mk_kind[i] == "cursor"
             if x is None:
                 continue
-            name = "reconnect" if c.mk_kind[i] == "cursor" else "lag"
-            style = ":" if name == "reconnect" else "-."
+            if c.mk_kind[i] == "lagged":
+                name = "lag"
+            else:
+                name = "stream start" if first_cursor else "reconnect"
+            style = {"reconnect": ":", "stream start": (0, (1, 4)), "lag": "-."}[name]
             handles.setdefault(name, ax.axvline(x, color=_COLORS[name], linestyle=style, linewidth=1.2))
 
     # revision steps, one line per session (the first MAX_TIMELINE_SESSIONS)
@@ -218,6 +226,7 @@ def timeline(log: Any, *, by: str = "time", session_id: str | None = None, ax: A
     twin.set_ylabel("revision")
     twin.yaxis.set_major_locator(MaxNLocator(integer=True))
 
+    ax.margins(x=0.03)  # the first and last marks stay inside the frame
     ax.set_xlabel({"time": "received at (UTC)", "position": "live position", "line": "log line"}[mode])
     ax.set_ylabel("event kind")
     if handles:

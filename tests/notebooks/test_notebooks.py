@@ -189,6 +189,7 @@ def test_durable_and_shared_outputs():
 def test_forensics_outputs():
     nb = executed("05_forensics.ipynb")
     incident = text(nb, "incident")
+    assert re.search(r"the tab drops after \d+ events", incident)
     client_events, client_gaps = map(int, re.search(r"client: (\d+) events, (\d+) gap", incident).groups())
     server_events, server_gaps = map(int, re.search(r"server: (\d+) events, (\d+) gap", incident).groups())
     assert client_gaps == 1 and server_gaps == 0 and server_events > client_events > 0
@@ -198,8 +199,9 @@ def test_forensics_outputs():
     report = text(nb, "gap-report")
     assert "1 missing ranges (0 silent)" in report and "trimmed" in report
     turns_server, turns_client = text(nb, "turns-server"), text(nb, "turns-client")
-    assert len(re.findall(r"^\s*\d+\s+\d+\s+True", turns_server, re.M)) == 5  # five complete turns
-    assert len(re.findall(r"^\s*\d+\s+\d+\s+True", turns_client, re.M)) == 2
+    complete_turn = r"^\s*\d+\s+\d+\s+\d+\s+True"  # index, turn, committed_revision, complete
+    assert len(re.findall(complete_turn, turns_server, re.M)) == 5
+    assert len(re.findall(complete_turn, turns_client, re.M)) == 2
     comparison = text(nb, "compare")
     missed = int(re.search(r"(\d+) missed \(0 unannounced\)", comparison).group(1))
     assert missed == server_events - client_events
