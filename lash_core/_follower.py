@@ -36,8 +36,10 @@ Rules (read these before the code):
   with exponential backoff (``initial_delay_s`` doubling up to ``max_delay_s``); once a subscribe
   succeeds the follower yields ``Reconnected(cursor, attempts, down_for_s)`` before whatever that
   subscribe answered (replayed events, or a gap handled as above). After ``give_up_after_s``
-  seconds of outage the last error is raised as without a policy. Cursor errors and a source
-  that keeps gapping are never retried; closing the follower stops the retries. The synchronous
+  seconds of outage the last error is raised as without a policy. Cursor errors, a source that
+  keeps gapping, and exceptions that are not lash errors (a source maps its own transport errors
+  to ``LiveReplayStoreFailure`` at its boundary, as ``HttpSource`` and ``KernelSource`` do; a bug
+  is not an outage) are never retried; closing the follower stops the retries. The synchronous
   ``poll`` does not retry (it never waits). Without a policy nothing changes: the first failure
   is raised (Rust's consumer leaves reconnecting to its caller; a notebook user wants it done).
 * Sources may be synchronous (``RuntimeHandle``) or asynchronous (a service over a network: its

@@ -40,8 +40,10 @@ Server rules (``observation_app``, ``serve``):
   with ``SO_REUSEADDR`` (a restart on the same port works while old connections sit in
   TIME_WAIT) and handed to uvicorn; uvicorn's logging is left unconfigured (``log_config=None``)
   at ``log_level="warning"``. ``stop()`` first closes the app's open subscriptions, so every
-  following response ends at once; uvicorn's graceful-shutdown timeout (``GRACEFUL_SHUTDOWN_S``)
-  is only a backstop for other apps. ``ObservationServer.start(app)`` serves any ASGI app the
+  following response ends at once, and after ``STALLED_WRITE_S`` it closes the connections of
+  clients that stopped reading (a response blocked in a write to one cannot see its subscription
+  close); uvicorn's graceful-shutdown timeout (``GRACEFUL_SHUTDOWN_S``) is only a backstop for
+  other apps. ``ObservationServer.start(app)`` serves any ASGI app the
   same way (the tests serve a foreign lash service with it); uvicorn's ``sys.exit`` on a failed
   start becomes a ``RuntimeError`` rather than leaving the host's loop.
 
@@ -159,6 +161,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_RESUME_WINDOW_S",
     "GRACEFUL_SHUTDOWN_S",
+    "STALLED_WRITE_S",
     "SourceLookup",
     "Sources",
     "observation_app",
@@ -207,6 +210,9 @@ DEFAULT_RESUME_WINDOW_S = 0.5
 #: Seconds uvicorn waits for open responses at shutdown before it cancels them: a backstop, since
 #: ``stop()`` closes our own streams first (uvicorn takes an int here).
 GRACEFUL_SHUTDOWN_S = 1
+#: Seconds ``stop()`` lets open responses end before it closes the connections of clients that
+#: stopped reading (a response blocked writing to one would otherwise wait for the backstop).
+STALLED_WRITE_S = 0.2
 #: Events the server reads from a subscription per chunk.
 SERVER_READ_BATCH = 1024
 
@@ -730,13 +736,34 @@ class ObservationServer:
         if self._streams is not None:
             self._streams.close_all()
         self._server.should_exit = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            while True:
+                left = deadline - loop.time()
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._task), min(STALLED_WRITE_S, left))
+                    return
+                except asyncio.TimeoutError:
+                    if left <= STALLED_WRITE_S:
+                        raise
+                self._drop_stalled_clients()
         except asyncio.TimeoutError:
             self._server.force_exit = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def _drop_stalled_clients(self) -> None:
+        """Close the connections whose client stopped reading (uvicorn's flow control paused
+        their writes): a response blocked in such a write does not end when its subscription
+        closes, and uvicorn would cancel it at its graceful-shutdown timeout with an error. Here
+        the response sees a disconnect and ends quietly; the client resumes from its cursor."""
+        for connection in list(self._server.server_state.connections):
+            flow = getattr(connection, "flow", None)
+            transport = getattr(connection, "transport", None)
+            if getattr(flow, "write_paused", False) and isinstance(transport, asyncio.Transport):
+                transport.abort()
 
     async def __aenter__(self) -> ObservationServer:
         return self
