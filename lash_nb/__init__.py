@@ -44,6 +44,8 @@ from ._render import (
     observation_html,
 )
 from ._state import MonitorState, MonitorStatistics, RedrawThrottle
+from ._state import CancelOutcome  # issue 10: what a cancel came to
+from ._sync import run_sync
 
 if TYPE_CHECKING:  # the widget classes, for type checkers; at run time they load on first use
     from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator
@@ -92,6 +94,7 @@ __all__ = [
     "MonitorState",
     "MonitorStatistics",
     "RedrawThrottle",
+    "CancelOutcome",
     # rendering
     "render",
     "css",
@@ -113,6 +116,8 @@ __all__ = [
     # another kernel
     "PeerKernel",
     "PeerKernelError",
+    # synchronous code (scripts, widget callbacks) waiting for a coroutine
+    "run_sync",
     # IPython
     "Rich",
     "load_ipython_extension",

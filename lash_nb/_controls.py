@@ -52,10 +52,16 @@ from . import _render as render
 from ._boundary import QUEUE_STORE, REPLAY_STORE, translated
 from ._frames import type_name
 from ._loop import logger, spawn
-from ._state import check_names
+from ._state import CancelOutcome, check_names
 
 __all__ = ["EnqueuePanel", "QueuePanel", "ReconnectSimulator"]
 
+
+#: What an enqueue of empty (or whitespace-only) text says, in the panel and in the error it raises.
+EMPTY_ENQUEUE = "Type some text to enqueue."
+#: The most seconds one clock step may take (about 31 years): the input's bound, so a typo of
+#: many digits cannot throw a scenario's clock past every deadline in it.
+MAX_CLOCK_STEP_S = 1e9
 
 #: Cancel outcomes shown in the queue panel's log; the line above them counts the earlier ones.
 CANCEL_LOG_LINES = 20
@@ -139,9 +145,16 @@ class EnqueuePanel(widgets.VBox):
         return self.text.value, self.delivery.value, self.slot.value, self.source_key.value or None
 
     def _show_error(self, err: BaseException) -> None:
+        """A refused input (``InvalidTurnInputError``, ``InvalidQueuedWorkError``: what the user
+        typed or picked) as a plain sentence; a failure (the store) with its error class."""
         with self.hold_sync():
-            self.last_error = render.error_text(err, with_type=False)
-            self.result.value = render.error_html(err)
+            if isinstance(err, (InvalidTurnInputError, InvalidQueuedWorkError)):
+                message = getattr(err, "message", None)  # without the error code in front
+                self.last_error = render.clip(message if isinstance(message, str) else str(err), render.ERROR_MAX_CHARS)
+                self.result.value = render.refusal_html(self.last_error)
+            else:
+                self.last_error = render.error_text(err, with_type=False)
+                self.result.value = render.error_html(err)
 
     async def enqueue(
         self,
@@ -174,7 +187,7 @@ class EnqueuePanel(widgets.VBox):
                 raise InvalidTurnInputError(f"turn input must be text, not {type_name(text)}")
             turn_input = TurnInput.text(text)
             if not turn_input.content.strip():
-                raise InvalidTurnInputError("nothing to enqueue: the turn input is empty")
+                raise InvalidTurnInputError(EMPTY_ENQUEUE)
             mark, note = self._mark()
             with translated(QUEUE_STORE, "enqueueing turn input"):
                 batch = await self._handle.enqueue_turn_input(turn_input, delivery, slot, key or None)
@@ -264,10 +277,13 @@ class QueuePanel(widgets.VBox):
         self._handle = handle
         self._rows: dict[str, tuple[widgets.HBox, widgets.HTML, widgets.Button]] = {}
         #: the newest ``(batch id, outcome)`` pairs, oldest first; ``cancel_count`` counts all
-        self.outcomes: collections.deque[tuple[str, str]] = collections.deque(maxlen=CANCEL_OUTCOMES_KEPT)
+        self.outcomes: collections.deque[tuple[str, CancelOutcome]] = collections.deque(
+            maxlen=CANCEL_OUTCOMES_KEPT
+        )
+        #: the batch the last cancel removed; ``None`` when it was refused or unknown
+        self.last_cancelled: QueuedWorkBatch | None = None
         #: the newest errors of the panel's buttons, shown in its log
         self.errors: collections.deque[BaseException] = collections.deque(maxlen=ERROR_LOG_LINES)
-        self._last_message = ""
         self._shown: BaseException | None = None  # the error a method showed before raising it
         self.rows_box = widgets.VBox()
         self.more_rows = widgets.HTML()
@@ -354,37 +370,44 @@ class QueuePanel(widgets.VBox):
     def _render_log(self) -> None:
         outcomes = list(self.outcomes)[-CANCEL_LOG_LINES:]
         self.cancel_log.value = render.cancel_log_html(
-            outcomes, total=self.cancel_count, errors=tuple(self.errors), last=self._last_message
+            outcomes, total=self.cancel_count, errors=tuple(self.errors)
         )
 
-    async def cancel(self, batch_id: str) -> QueuedWorkBatch | None:
-        """Cancel ``batch_id``: the batch, or ``None`` when it is claimed (refused) or unknown.
-        A store that fails raises its lash error, also shown in the log and ``last_error``."""
+    async def cancel(self, batch_id: str) -> CancelOutcome:
+        """Cancel ``batch_id`` and say what came of it (``CancelOutcome``: cancelled, refused
+        because a live lease holds it, or unknown); ``last_cancelled`` is the removed batch.
+        A store that fails raises its lash error, also shown in the log and ``last_error``.
+
+        A refusal and an unknown id look the same from the store (its cancel returns ``None``),
+        so the panel looks again *after* the store refused: a batch still listed then was there
+        all along and held (``REFUSED``); one not listed is not in the queue (``UNKNOWN``). Batch
+        ids are never reused, so a look after cannot find a batch that was not there at the
+        cancel; see ``CancelOutcome`` for the one ambiguity left (a batch finished in between)."""
         try:
             with translated(QUEUE_STORE, "cancelling queued work"):
                 store = self._store()
                 session_id = self._handle.session_id
-                known = any(b.batch_id == batch_id for b in await store.list_queued_work(session_id))
                 batch = await self._handle.cancel_queued_work_batch(session_id, batch_id)
+                if batch is not None:
+                    outcome = CancelOutcome.CANCELLED
+                elif any(b.batch_id == batch_id for b in await store.list_queued_work(session_id)):
+                    outcome = CancelOutcome.REFUSED
+                else:
+                    outcome = CancelOutcome.UNKNOWN
         except Exception as err:
             self._show_error(err)
             raise
-        if batch is not None:
-            outcome, message = "cancelled", f"{batch_id}: cancelled"
-        elif known:
-            outcome, message = "refused", f"{batch_id}: refused, a worker holds its claim"
-        else:
-            outcome, message = "unknown", f"{batch_id}: unknown batch id (never queued, or already done)"
         self.outcomes.append((batch_id, outcome))
-        self.cancel_count += 1
-        self.last_cancel = outcome
-        self._last_message = message
-        self._render_log()
+        self.last_cancelled = batch
+        with _hold(self, self.cancel_log):
+            self.cancel_count += 1
+            self.last_cancel = outcome.value
+            self._render_log()
         try:
             await self.refresh()
         except Exception:  # shown by refresh; the cancel itself is done and must not look failed
             pass
-        return batch
+        return outcome
 
 
 class _Client(SimulatedClient):
@@ -470,13 +493,15 @@ class ReconnectSimulator(widgets.VBox):
         self.disconnect_button.add_class("lash-disconnect")
         self.reconnect_button.add_class("lash-reconnect")
         max_events, max_age = self._retention_now()
-        self.retention = widgets.IntSlider(
-            value=max_events, min=0, max=max(max_events, 64), description="max events"
+        self.retention = widgets.IntSlider(  # at least 1: a session always keeps its newest event
+            value=max(max_events, 1), min=1, max=max(max_events, 64), description="max events"
         )
         self.max_age = widgets.FloatSlider(
             value=max_age, min=0.0, max=max(max_age, 300.0), step=1.0, description="max age s"
         )
-        self.advance_seconds = widgets.FloatText(value=30.0, description="advance s", layout={"width": "180px"})
+        self.advance_seconds = widgets.BoundedFloatText(  # time only moves forward
+            value=30.0, min=0.0, max=MAX_CLOCK_STEP_S, description="advance s", layout={"width": "180px"}
+        )
         self.advance_button = widgets.Button(description="Advance clock", icon="clock-o", disabled=clock is None)
         self.trim_button = widgets.Button(description="Trim now", icon="scissors")
         self.advance_button.add_class("lash-advance")
@@ -556,6 +581,16 @@ class ReconnectSimulator(widgets.VBox):
             self.last_error = render.error_text(err)
             self.error_view.value = render.error_html(err)
 
+    def _refuse(self, message: str) -> ValueError:
+        """A refused input: shown as the plain sentence ``message`` (no error class name), and
+        returned as the ``ValueError`` the method raises."""
+        err = ValueError(message)
+        self._shown = err
+        with _hold(self, self.error_view):
+            self.last_error = message
+            self.error_view.value = render.refusal_html(message)
+        return err
+
     def _clear_error(self) -> None:
         if self.last_error:
             with _hold(self, self.error_view):
@@ -611,7 +646,15 @@ class ReconnectSimulator(widgets.VBox):
         self, max_events: int | None = None, max_age: float | None = None
     ) -> Any:
         """Change the store's retention bounds now (and move the sliders to match); a store that
-        cannot (no ``reconfigure``) is a ``LiveReplayStoreFailure`` saying so."""
+        cannot (no ``reconfigure``) is a ``LiveReplayStoreFailure`` saying so. ``None`` keeps a
+        bound; ``max_events`` must be a whole number >= 1 (else ``ValueError``, shown plainly)."""
+        if max_events is not None and (
+            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
+        ):
+            raise self._refuse(
+                f"Retention must keep at least 1 event: give a whole number of 1 or more "
+                f"(got {short_repr(max_events)})."
+            )
 
         def reconfigure() -> Any:
             store = self._replay_store
@@ -642,9 +685,12 @@ class ReconnectSimulator(widgets.VBox):
         """Move the scenario's fake clock forward by ``seconds`` (a finite number >= 0) and
         apply retention."""
         if self._clock is None:
-            raise ValueError("this session runs on a real clock; only a FakeClock can be advanced")
+            raise self._refuse("This session runs on a real clock; only a FakeClock can be advanced.")
         if not is_number(seconds) or seconds < 0:  # NaN, infinities, bool and huge ints fail
-            raise ValueError(f"seconds must be a finite number >= 0, not {short_repr(seconds)}")
+            raise self._refuse(
+                "The clock only moves forward: give a finite number of seconds, 0 or more "
+                f"(got {short_repr(seconds)})."
+            )
         self._clock.advance(float(seconds))
         self.trim()
 

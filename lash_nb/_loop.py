@@ -3,10 +3,11 @@
 ipykernel executes every cell inside its running asyncio loop, so a widget can start a task on
 that loop from a plain cell and the task keeps running between cells; notebooks use top-level
 ``await`` for one-off coroutines. No thread ever touches a widget, and no nested loop is needed
-for anything lash_nb does, so lash_nb does not use nest-asyncio at all: code that must wait for a
-coroutine writes ``await`` (top-level ``await`` works in every cell). Only a synchronous
-third-party callback that must block on a coroutine while the kernel loop runs would need
-``nest_asyncio2`` (ipykernel 7 ships it); lash_nb has no such callback.
+for anything lash_nb does itself: code that must wait for a coroutine writes ``await`` (top-level
+``await`` works in every cell). The one exception is ``lash_nb.run_sync`` (``_sync.py``), for
+synchronous code that must block on a coroutine while the kernel loop runs (an ipywidgets
+callback, a pasted ``asyncio.run`` script): it makes that one loop re-entrant with nest-asyncio2,
+once, when first asked, and patches nothing else.
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ from ._state import (
     EVENT_TYPES,
     PAYLOAD_TYPES,
     READ_BATCH,
+    CancelOutcome,
     MonitorState,
     acts_on_runtime,
     check_names,
@@ -542,7 +543,9 @@ class SessionMonitor(widgets.VBox):
     async def enqueue(self, text: str, delivery_policy: Any = None, slot_policy: Any = None, source_key: str | None = None) -> Any:
         return await self._panel("enqueue_panel").enqueue(text, delivery_policy, slot_policy, source_key)
 
-    async def cancel(self, batch_id: str) -> Any:
+    async def cancel(self, batch_id: str) -> CancelOutcome:
+        """Cancel a queued batch: ``CancelOutcome.CANCELLED``, ``REFUSED`` or ``UNKNOWN``
+        (``QueuePanel.cancel``)."""
         return await self._panel("queue_panel").cancel(batch_id)
 
     def disconnect(self, client: str | None = None) -> None:

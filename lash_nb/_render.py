@@ -60,6 +60,7 @@ from lash_core._json import truncate
 from lash_core._validate import repair_text
 
 from ._frames import COLUMNS, EventHistory, event_row, is_fallback_row, json_text, type_name
+from ._state import CancelOutcome
 
 __all__ = [
     "STYLE",
@@ -79,6 +80,9 @@ __all__ = [
     "history_html",
     "processes_html",
     "cancel_log_html",
+    "refusal_html",
+    "missed_text",
+    "MISSED_UNKNOWN",
     "clients_html",
     "LIVE_COLUMNS",
     "note_html",
@@ -214,6 +218,7 @@ STYLE = """
 .lash-nb details > summary { cursor: pointer; color: var(--jp-ui-font-color2, #666); }
 .widget-html-content .lash-nb { line-height: 1.35; }
 .lash-error { color: var(--jp-error-color1, #d32f2f); }
+.lash-refusal { color: var(--jp-warn-color1, #e65100); }
 .lash-ok, .lash-nb .lash-ok { color: var(--jp-success-color1, #388e3c); }
 .lash-nb .lash-bad { color: var(--jp-error-color1, #d32f2f); font-weight: 600; }
 .lash-nb table.lash-table td { white-space: nowrap; }
@@ -407,9 +412,25 @@ def _missed(gap: LiveReplayGap) -> int | None:
     count: its cursor is from the future or from an earlier store instance, whose positions say
     nothing about this one's (an instance-numbered store starts far above them)."""
     try:
-        return gap.missed_events
+        missed = gap.missed_events
     except Exception:  # a gap from elsewhere: unparsable cursors, fields of the wrong type
         return None
+    if isinstance(missed, bool) or not isinstance(missed, (int, float)):
+        return None
+    if isinstance(missed, float) and not missed.is_integer():  # NaN, infinities, 12.5
+        return None
+    return int(missed)  # 12.0 (a count that went through a float column) shows as 12
+
+
+#: What a gap without a count of missed events says instead (``_missed`` is ``None``).
+MISSED_UNKNOWN = "unknown (unavailable: the cursor is from another store instance)"
+
+
+def missed_text(gap: LiveReplayGap) -> str:
+    """How many events a gap's client missed, as plain text: an integer (``"12"``, never
+    ``"12.0"``), or ``MISSED_UNKNOWN`` when the gap has no count (an ``unavailable`` gap)."""
+    missed = _missed(gap)
+    return MISSED_UNKNOWN if missed is None else str(missed)
 
 
 def _gap_reason(reason: Any) -> str | None:
@@ -670,7 +691,7 @@ def gap_html(gap: LiveReplayGap | GapResume, *, with_style: bool = True) -> str:
         ("requested cursor", _code(_raw_cursor(gap.requested_cursor))),
         ("latest cursor", _code(_raw_cursor(gap.latest_cursor))),
         ("latest revision", clip_html(gap.latest_revision, ID_MAX_CHARS)),
-        ("missed events", _e(missed) if missed is not None else _muted("unknown")),
+        ("missed events", _e(missed) if missed is not None else _muted(MISSED_UNKNOWN)),
     ]
     body = head + _fields(pairs)
     if resume is not None:
@@ -695,7 +716,7 @@ def gap_log_html(
             f"<tr><td>{clip_html(name, ID_MAX_CHARS)}</td><td>{clip_html(gap.reason, ID_MAX_CHARS)}</td>"
             f"<td>{_code(_raw_cursor(gap.requested_cursor))}</td>"
             f"<td>{_code(_raw_cursor(gap.latest_cursor))}</td>"
-            f"<td>{_e(missed) if missed is not None else '?'}</td></tr>"
+            f"<td>{_e(missed) if missed is not None else _muted(MISSED_UNKNOWN)}</td></tr>"
         )
     return (
         f'<b>gap log</b> <span class="lash-muted">{_e(counts)}</span>{note}'
@@ -801,7 +822,7 @@ def batch_html(batch: QueuedWorkBatch, *, with_style: bool = True) -> str:
     return _box("lash-batch", body, with_style)
 
 
-_CANCEL_OUTCOMES = frozenset({"cancelled", "refused", "unknown"})
+_CANCEL_OUTCOMES = frozenset(o.value for o in CancelOutcome)
 
 
 def cancel_log_html(
@@ -809,20 +830,24 @@ def cancel_log_html(
     *,
     total: int,
     errors: Sequence[BaseException] = (),
-    last: str = "",
 ) -> str:
-    """The newest cancel outcomes ``(batch id, outcome)``, oldest first, after a line counting the
-    earlier ones (``total`` counts them all); then recent errors and the last outcome's message."""
+    """The newest cancel outcomes ``(batch id, outcome)``, oldest first, one line each (a
+    ``CancelOutcome`` says what it means), after a line counting the earlier ones (``total``
+    counts them all); then recent errors."""
     earlier = total - len(outcomes)
     lines = [f'<div class="lash-muted">{_e(earlier)} earlier cancels not shown</div>'] if earlier > 0 else []
     for batch_id, outcome in outcomes:
-        known = isinstance(outcome, str) and outcome in _CANCEL_OUTCOMES
-        cls = f"lash-cancel-{outcome}" if known else "lash-cancel"
-        lines.append(f'<div class="{cls}">{clip_html(batch_id, ID_MAX_CHARS)}: {clip_html(outcome, ID_MAX_CHARS)}</div>')
+        known = outcome in _CANCEL_OUTCOMES if isinstance(outcome, str) else False
+        cls = f"lash-cancel-{CancelOutcome(outcome).value}" if known else "lash-cancel"
+        text = CancelOutcome(outcome).meaning if known else outcome
+        lines.append(f'<div class="{cls}">{clip_html(batch_id, ID_MAX_CHARS)}: {clip_html(text, ERROR_MAX_CHARS)}</div>')
     lines.extend(error_html(err) for err in errors)
-    if last:
-        lines.append(f'<div class="lash-last">{clip_html(last, ERROR_MAX_CHARS)}</div>')
     return "".join(lines)
+
+
+def refusal_html(message: Any, limit: int = ERROR_MAX_CHARS) -> str:
+    """A refused input as one plain sentence (no exception class name): what to do instead."""
+    return f'<div class="lash-refusal">{clip_html(message, limit)}</div>'
 
 
 def clients_html(

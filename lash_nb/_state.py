@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeGuard
 
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "CancelOutcome",
     "MonitorState",
     "MonitorStatistics",
     "RedrawThrottle",
@@ -124,6 +126,38 @@ DEFAULT_VISIBLE_ROWS = 40
 #: Gaps kept in ``gap_log`` (the newest; ``gaps`` counts them all): the header shows the last one,
 #: and a monitor that follows a flaky store for days must not grow a list per gap.
 GAP_LOG_KEPT = 20
+
+
+
+class CancelOutcome(enum.StrEnum):
+    """What a cancel of one queued batch came to (``QueuePanel.cancel``, ``SessionMonitor.cancel``).
+
+    ``CANCELLED``: the batch was pending; it is removed from the queue and will not run.
+    ``REFUSED``: the batch exists but a live lease holds it (claimed: running, or about to run);
+    nothing changed. Try again if the lease lapses.
+    ``UNKNOWN``: no such batch in the session's queue when the cancel was answered: never queued
+    (a wrong id), already run, or cancelled before. Nothing changed.
+
+    The one residual ambiguity: a batch that a worker finishes in the instant between the store
+    refusing the cancel and the monitor looking again is reported ``UNKNOWN`` (it is gone by
+    then), not ``REFUSED``. Either way nothing was cancelled; no outcome ever claims a cancel that
+    did not happen, or a refusal of a batch that was not there."""
+
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+    UNKNOWN = "unknown"
+
+    @property
+    def meaning(self) -> str:
+        """One plain line for a log: what happened to the batch."""
+        return _CANCEL_MEANING[self]
+
+
+_CANCEL_MEANING = {
+    CancelOutcome.CANCELLED: "cancelled",
+    CancelOutcome.REFUSED: "refused: a worker holds its claim (running, or about to run)",
+    CancelOutcome.UNKNOWN: "unknown batch id: not in the queue (never queued, already run or cancelled)",
+}
 
 PAYLOAD_TYPES: tuple[str, ...] = EventPayload.known_types()
 EVENT_TYPES: tuple[str, ...] = TurnEvent.known_types()

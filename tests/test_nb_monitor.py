@@ -4,7 +4,9 @@ tests/test_nb_render.py's). A few checks on what the widgets send stay here: esc
 that must not grow with the data."""
 
 import asyncio
+import re
 
+import ipywidgets as widgets
 import traitlets
 
 import pytest
@@ -26,7 +28,8 @@ from lash_core import (
     TurnActivity,
 )
 from lash_core.testing import Scenario
-from lash_nb import MonitorState, SessionMonitor, render, start_producer
+import lash_nb
+from lash_nb import CancelOutcome, MonitorState, SessionMonitor, render, start_producer
 
 TRIMMED, UNAVAILABLE = LiveReplayGapReason.TRIMMED, LiveReplayGapReason.UNAVAILABLE
 
@@ -119,7 +122,12 @@ async def test_enqueue_button_uses_the_form_and_clears_it_only_on_success():
     panel.button.click()
     await settle(m)
     assert panel.enqueued == 1
-    assert "empty" in panel.last_error
+    assert panel.last_error == "Type some text to enqueue."
+    # shown as a plain sentence: no error class name, no error code
+    assert "Type some text to enqueue." in panel.result.value and "lash-refusal" in panel.result.value
+    assert "Error" not in panel.result.value and "invalid_input" not in panel.result.value
+    with pytest.raises(InvalidTurnInputError, match="Type some text to enqueue"):
+        await panel.enqueue("")
     with pytest.raises(InvalidTurnInputError):
         await panel.enqueue("bad \ud800 surrogate")
     assert panel.text.value == "   "  # nothing the user typed is lost
@@ -131,15 +139,68 @@ async def test_cancel_pending_refused_and_unknown_are_all_visible():
     b = await m.enqueue("b", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE)
     claim = await s.queue.claim_ready_queued_work(s.session_id, "other", QueuedWorkClaimBoundary.IDLE, 60_000, 1)
     assert [x.batch_id for x in claim.batches] == [a.batch_id]
-    assert await m.cancel(a.batch_id) is None
-    assert m.queue_panel.last_cancel == "refused"
-    assert (await m.cancel(b.batch_id)).batch_id == b.batch_id
-    assert m.queue_panel.last_cancel == "cancelled"
-    assert await m.cancel("qwb-nope") is None
-    assert m.queue_panel.last_cancel == "unknown"
-    assert list(m.queue_panel.outcomes) == [(a.batch_id, "refused"), (b.batch_id, "cancelled"), ("qwb-nope", "unknown")]
-    assert m.queue_panel.cancel_count == 3
-    assert m.queue_panel.batch_count == 1 and m.queue_panel.listed == [a.batch_id]  # the claimed one
+    panel = m.queue_panel
+    assert await m.cancel(a.batch_id) is CancelOutcome.REFUSED and panel.last_cancelled is None
+    assert panel.last_cancel == "refused"
+    assert await m.cancel(b.batch_id) is CancelOutcome.CANCELLED
+    assert panel.last_cancelled.batch_id == b.batch_id and panel.last_cancel == "cancelled"
+    assert await m.cancel("qwb-nope") is CancelOutcome.UNKNOWN and panel.last_cancelled is None
+    assert panel.last_cancel == "unknown"
+    assert list(panel.outcomes) == [(a.batch_id, "refused"), (b.batch_id, "cancelled"), ("qwb-nope", "unknown")]
+    assert all(type(o) is CancelOutcome for _, o in panel.outcomes)
+    assert panel.cancel_count == 3
+    assert panel.batch_count == 1 and panel.listed == [a.batch_id]  # the claimed one
+    # the log: one line per cancel, each saying what it came to, none twice
+    texts = [line for line in re.findall(r">([^<>]+)</div>", panel.cancel_log.value)]
+    assert texts == [
+        f"{a.batch_id}: {CancelOutcome.REFUSED.meaning}",
+        f"{b.batch_id}: cancelled",
+        f"qwb-nope: {CancelOutcome.UNKNOWN.meaning}",
+    ]
+    assert "a worker holds its claim" in texts[0] and "not in the queue" in texts[2]
+    # a refused batch whose claim is finished is no longer in the queue: unknown from then on
+    await s.queue.complete_queued_work(claim.completion())
+    assert await m.cancel(a.batch_id) is CancelOutcome.UNKNOWN
+    assert panel.cancel_log.value.count(f"{a.batch_id}: ") == 2  # one line per cancel
+
+
+async def test_retention_slider_starts_at_one_and_zero_is_a_plain_error():
+    s, m = await make(max_events=50, max_age=60.0, backend="memory")
+    sim = m.simulator
+    assert sim.retention.min == 1 and sim.retention.value == 50
+    sim.retention.value = 0  # what a drag to the far left does: clamped to the minimum
+    assert sim.retention.value == 1 and s.store.config.max_events_per_session == 1
+    for bad in (0, -3, 2.5, True, "5"):
+        with pytest.raises(ValueError, match=r"^Retention must keep at least 1 event: give a whole number"):
+            sim.set_retention(max_events=bad)
+        assert sim.last_error.startswith("Retention must keep at least 1 event")
+        assert "ValueError" not in sim.error_view.value and "lash-refusal" in sim.error_view.value
+    assert s.store.config.max_events_per_session == 1 and sim.retention.value == 1  # unchanged
+    sim.set_retention(max_events=4)
+    assert sim.last_error == "" and sim.error_view.value == "" and sim.retention.value == 4
+
+
+async def test_a_negative_clock_step_is_refused_by_the_input_and_plainly_by_the_method():
+    s, m = await make(max_events=50, max_age=60.0, backend="memory")
+    sim = m.simulator
+    assert isinstance(sim.advance_seconds, widgets.BoundedFloatText) and sim.advance_seconds.min == 0.0
+    sim.advance_seconds.value = -5  # the input itself refuses it: clamped to 0
+    assert sim.advance_seconds.value == 0.0
+    before = s.clock.now
+    with pytest.raises(ValueError, match=r"^The clock only moves forward: give a finite number of seconds, 0 or more \(got -5\)\.$"):
+        sim.advance_clock(-5)
+    assert s.clock.now == before
+    assert sim.last_error == "The clock only moves forward: give a finite number of seconds, 0 or more (got -5)."
+    assert "ValueError" not in sim.error_view.value and "lash-refusal" in sim.error_view.value
+    sim.advance_clock(1)  # a step that works clears the line
+    assert s.clock.now == before + 1 and sim.last_error == ""
+
+
+def test_cancel_outcome_values_and_meanings():
+    assert [o.value for o in CancelOutcome] == ["cancelled", "refused", "unknown"]
+    assert lash_nb.CancelOutcome is CancelOutcome and "CancelOutcome" in lash_nb.__all__
+    assert CancelOutcome("refused") is CancelOutcome.REFUSED and CancelOutcome.REFUSED == "refused"
+    assert "live lease" in CancelOutcome.__doc__ and "no such batch" in CancelOutcome.__doc__
 
 
 async def test_cancel_button_per_batch():
@@ -813,7 +874,7 @@ async def test_queue_panel_logs_and_rows_are_bounded():
     s, m = await make()
     panel = m.queue_panel
     for i in range(CANCEL_OUTCOMES_KEPT + 30):
-        assert await panel.cancel(f"qwb-nope-{i}") is None
+        assert await panel.cancel(f"qwb-nope-{i}") is CancelOutcome.UNKNOWN
     assert panel.cancel_count == CANCEL_OUTCOMES_KEPT + 30 and len(panel.outcomes) == CANCEL_OUTCOMES_KEPT
     assert panel.outcomes[-1] == (f"qwb-nope-{CANCEL_OUTCOMES_KEPT + 29}", "unknown")
     for _ in range(50):
@@ -910,7 +971,7 @@ async def test_an_enqueue_while_the_replay_store_is_down_is_done_once_with_a_not
     # a second click finds nothing to send: no second batch
     panel.button.click()
     await settle(m)
-    assert panel.enqueued == 1 and "nothing to enqueue" in panel.last_error
+    assert panel.enqueued == 1 and panel.last_error == "Type some text to enqueue."
     assert len(await s.queue.list_queued_work(s.session_id)) == 1
     # the button path while down: one batch per click, each reported done
     panel.text.value = "by the button"
@@ -1020,7 +1081,7 @@ async def test_queue_store_and_process_registry_failures_are_typed_and_shown(mon
         await panel.refresh()
     assert "queue store unreachable" in panel.last_error and len(panel.errors) == 1
     with pytest.raises(QueuedWorkError, match="cancelling queued work"):
-        await panel.cancel(batch.batch_id)
+        await panel.cancel("qwb-nope")  # refused or unknown? the look that tells them apart fails
     assert len(panel.errors) == 2 and panel.cancel_count == 0
     panel.refresh_button.click()  # the button's task: shown once, never raised
     await asyncio.sleep(0.05)
@@ -1119,7 +1180,7 @@ async def test_a_bare_string_of_names_and_bad_numbers_are_typed_errors_at_every_
     assert list(sim.clients) == ["Alice", "Bob"] and sim.picker.options == ("Alice", "Bob")
     before = s.clock.now
     for bad in (True, float("nan"), float("inf"), -1, "30"):
-        with pytest.raises(ValueError, match="seconds must be a finite number >= 0"):
+        with pytest.raises(ValueError, match="The clock only moves forward: give a finite number of seconds"):
             sim.advance_clock(bad)
     assert s.clock.now == before
     sim.advance_seconds.value = float("nan")

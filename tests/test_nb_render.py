@@ -13,6 +13,7 @@ from unencodable import ONE_PER_KIND, circular_list, deep_list
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lash_nb import CancelOutcome
 from lash_core import (
     AgentFrameSwitched,
     AssistantProseDelta,
@@ -229,14 +230,18 @@ async def test_gap_html_shows_reason_cursors_and_missed_events_for_trimmed_and_u
     unavailable = client.reconnect().gap
     assert unavailable.reason is LiveReplayGapReason.UNAVAILABLE
     markup = render.gap_html(unavailable)
-    assert "lash-badge-error" in markup and f"<dt>missed events</dt><dd>" in markup
+    assert "lash-badge-error" in markup and "<dt>missed events</dt><dd>" in markup
     # the old cursor is an earlier instance's: no count, whatever the positions subtract to
-    assert "unknown" in Markup(markup).texts and "missed=unknown" in render.plain_text(unavailable)
-    assert render.gap_log_html([("reconnecting", unavailable)], total=1).endswith("<td>?</td></tr></table>")
+    assert render.MISSED_UNKNOWN in Markup(markup).texts and "missed=unknown" in render.plain_text(unavailable)
+    assert render.MISSED_UNKNOWN == "unknown (unavailable: the cursor is from another store instance)"
+    assert render.missed_text(unavailable) == render.MISSED_UNKNOWN
+    log = render.gap_log_html([("reconnecting", unavailable)], total=1)
+    assert log.endswith(f'<td><span class="lash-muted">{html.escape(render.MISSED_UNKNOWN)}</span></td></tr></table>')
+    assert "<td>?</td>" not in log
 
     # a gap read from elsewhere may hold cursors that do not parse: rendered, count unknown
     odd = LiveReplayGap("s", SessionCursor("<odd>"), SessionCursor("lashsc1:1:5:s"), SessionRevision(1), LiveReplayGapReason.UNAVAILABLE)
-    assert "unknown" in Markup(render.gap_html(odd)).texts
+    assert render.MISSED_UNKNOWN in Markup(render.gap_html(odd)).texts
     assert "missed=unknown" in render.plain_text(odd)
 
 
@@ -609,7 +614,7 @@ def test_every_renderer_bounds_ids_cursors_lists_and_numbers():
         render.batch_html(make_batch(long_id, long_id, source_key=long_id)),
         render.processes_html([type("P", (), {"process_id": long_id, "status": long_id})()] * 10_000),
         render.error_html(RuntimeError(long_id)),
-        render.cancel_log_html([(long_id, "cancelled")] * 20, total=5_000, errors=[ValueError(long_id)] * 3, last=long_id),
+        render.cancel_log_html([(long_id, "cancelled")] * 20, total=5_000, errors=[ValueError(long_id)] * 3),
         render.clients_html([(long_id, True, cursor, 10**30, 2, 3, None)]),
     ):
         assert len(markup) < len(render.STYLE) + limit, len(markup)
@@ -725,7 +730,7 @@ def test_control_markup_counts_what_it_does_not_list():
     log = render.gap_log_html([("A", gap)] * 20, total=2_000, reconnects=2_002)
     assert log.count("<tr>") == 21 and "1980 earlier gaps not shown" in log and "2000 gaps in 2002 reconnects" in log
     assert render.gap_log_html([], total=0) == ""
-    cancels = render.cancel_log_html([("b", "unknown")] * 20, total=230, errors=[RuntimeError(IMG)] * 5, last="b: unknown")
+    cancels = render.cancel_log_html([("b", "unknown")] * 20, total=230, errors=[RuntimeError(IMG)] * 5)
     assert cancels.count('class="lash-cancel-unknown"') == 20 and "210 earlier cancels not shown" in cancels
     assert cancels.count('class="lash-error"') == 5
     assert_safe(cancels, IMG)
@@ -832,3 +837,33 @@ def test_tables_refuse_a_bare_string_of_columns_and_unbounded_row_counts():
     with pytest.raises(ValueError, match="max_chars must be an int"):
         render.event_detail_html(events[0], max_chars=True)
     assert_safe(render.events_table_html(events, columns=["text"]), "enqueued b")
+
+
+def test_missed_is_an_integer_or_plain_words_never_a_float_or_nan():
+    gap = LiveReplayGap("s", SessionCursor("lashsc1:1:2:s"), SessionCursor("lashsc1:1:14:s"), SessionRevision(3), LiveReplayGapReason.TRIMMED)
+    assert gap.missed_events == 12 and render.missed_text(gap) == "12"
+    assert "<dt>missed events</dt><dd>12</dd>" in render.gap_html(gap)
+    assert render.gap_log_html([("A", gap)], total=1).endswith("<td>12</td></tr></table>")
+
+    class FloatCount:  # a gap whose count went through a float column (a DataFrame of gaps)
+        reason, session_id, latest_revision = "trimmed", "s", 3
+        requested_cursor, latest_cursor = gap.requested_cursor, gap.latest_cursor
+
+        def __init__(self, missed):
+            self.missed_events = missed
+
+    assert render.missed_text(FloatCount(12.0)) == "12"
+    for none in (None, float("nan"), float("inf"), 2.5, "12", True):
+        assert render.missed_text(FloatCount(none)) == render.MISSED_UNKNOWN
+        assert "nan" not in render.gap_log_html([("A", FloatCount(none))], total=1).lower()
+
+
+def test_cancel_log_writes_each_outcome_once():
+    log = render.cancel_log_html([("qwb-1", "refused"), ("qwb-2", "cancelled"), ("qwb-3", "unknown")], total=3)
+    texts = Markup(log).texts
+    assert texts == [
+        f"qwb-1: {CancelOutcome.REFUSED.meaning}",
+        "qwb-2: cancelled",
+        f"qwb-3: {CancelOutcome.UNKNOWN.meaning}",
+    ]
+    assert log.count("qwb-1") == 1 and 'class="lash-cancel-refused"' in log

@@ -140,6 +140,8 @@ def test_reconnect_outputs():
     assert "B's view equals the server's: True" in unavailable
     log = text(nb, "gap-log")
     assert log.count("trimmed") == 2 and log.count("unavailable") == 1
+    # missed counts are integers, <NA> for the unavailable gap (not 12.0 / NaN)
+    assert "<NA>" in log and "NaN" not in log and not re.search(r"\b\d+\.0\b", log)
 
 
 def test_queue_outputs():
