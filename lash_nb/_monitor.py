@@ -548,6 +548,29 @@ class SessionMonitor(widgets.VBox):
         (``QueuePanel.cancel``)."""
         return await self._panel("queue_panel").cancel(batch_id)
 
+    # synchronous twins, for code that does not write ``await`` (a plain cell, a widget callback):
+    # the same actions through ``lash_nb.run_sync`` (see its note on the kernel's loop)
+
+    def enqueue_sync(
+        self, text: str, delivery_policy: Any = None, slot_policy: Any = None, source_key: str | None = None
+    ) -> Any:
+        """``enqueue`` run to completion from synchronous code (``lash_nb.run_sync``)."""
+        from ._sync import run_sync
+
+        return run_sync(self.enqueue(text, delivery_policy, slot_policy, source_key))
+
+    def cancel_sync(self, batch_id: str) -> CancelOutcome:
+        """``cancel`` run to completion from synchronous code (``lash_nb.run_sync``)."""
+        from ._sync import run_sync
+
+        return run_sync(self.cancel(batch_id))
+
+    def refresh_processes_sync(self) -> list[Any]:
+        """``refresh_processes`` run to completion from synchronous code (``lash_nb.run_sync``)."""
+        from ._sync import run_sync
+
+        return run_sync(self.refresh_processes())
+
     def disconnect(self, client: str | None = None) -> None:
         self._panel("simulator").disconnect(client)
 

@@ -1271,3 +1271,28 @@ async def test_a_monitor_over_an_asynchronous_source_shows_where_it_is_at_once()
     await settle(m)
     assert texts(m.frame())[-1] == "after"
     m.stop()
+
+
+async def test_the_sync_twins_run_the_actions_from_a_synchronous_callback():
+    # a learner's on_click callback cannot await: the *_sync twins run the action to completion
+    import ipywidgets as widgets
+
+    s, m = await make()
+    seen = []
+
+    def on_click(_button):
+        batch = m.enqueue_sync("from a callback", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE)
+        seen.append(batch)
+        seen.append(m.cancel_sync(batch.batch_id))
+        seen.append(m.cancel_sync("qwb-nope"))
+
+    button = widgets.Button(description="enqueue then cancel")
+    button.on_click(on_click)
+    button.click()  # synchronous, inside the running loop, as in a kernel
+    batch, cancelled, unknown = seen
+    assert batch.items[0].payload.content == "from a callback"
+    assert (cancelled, unknown) == (CancelOutcome.CANCELLED, CancelOutcome.UNKNOWN)
+    assert await s.queue.list_queued_work(s.session_id) == []
+    assert m.refresh_processes_sync() == []
+    with pytest.raises(InvalidTurnInputError, match="Type some text"):
+        m.enqueue_sync("")
