@@ -84,9 +84,10 @@ async def wait_until(check: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def append(scenario: Scenario, count: int, tag: str = "b") -> None:
+def append(scenario: Scenario, count: int, tag: str = "b", size: int = 1) -> None:
+    """``count`` queue events, batch ids ``{tag}-{i}`` repeated ``size`` times (to make big rows)."""
     for i in range(count):
-        scenario.handle.record_queue_changed(ENQUEUED, [f"{tag}-{i}"])
+        scenario.handle.record_queue_changed(ENQUEUED, [f"{tag}-{i}" * size])
 
 
 def store_events_after(scenario: Scenario, cursor: SessionCursor) -> list[SessionObservationEvent]:

@@ -8,7 +8,7 @@ import asyncio
 import collections
 import logging
 import socket
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +19,6 @@ from lash_core import (
     SessionCursor,
     SessionFollower,
     SessionObservationEvent,
-    SessionQueueEventKind,
     StreamRowDecoder,
 )
 from lash_core._follower import RetryPolicy
@@ -28,21 +27,7 @@ from lash_core._replay import Replayed
 from lash_core.http import HttpSource, ObservationServer, serve
 from lash_core.testing import Scenario
 
-ENQUEUED = SessionQueueEventKind.ENQUEUED
-WAIT_S = 10.0
-
-
-async def wait_until(check: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.01)
-
-
-def append(scenario: Scenario, count: int, tag: str = "b", size: int = 1) -> None:
-    for i in range(count):
-        scenario.handle.record_queue_changed(ENQUEUED, [f"{tag}-{i}" * size])
+from test_http import WAIT_S, append, wait_until  # the shared helpers of the HTTP tests
 
 
 def positions_after(scenario: Scenario, cursor: SessionCursor) -> list[str]:
