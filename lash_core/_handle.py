@@ -514,14 +514,16 @@ class RuntimeHandle:
                 self.publish_from(runtime)
             return result
 
-    async def drain_queued_work(self) -> int:
-        """Run ready queued work, one turn per claim, releasing the writer lock between turns."""
+    async def drain_queued_work(self, *, max_turns: int | None = None) -> int:
+        """Run ready queued work, one turn per claim, releasing the writer lock between turns,
+        until none is ready or ``max_turns`` turns ran; returns how many ran."""
         ran = 0
-        while True:
+        while max_turns is None or ran < max_turns:
             async with self.writer() as runtime:
                 if not await runtime.drain_queued_work(sink=self, max_turns=1):
                     return ran
             ran += 1
+        return ran
 
     async def run_queue_worker(
         self, *, stop_event: asyncio.Event | None = None, poll_interval: float | None = None

@@ -45,6 +45,16 @@ from ._render import (
 )
 from ._state import MonitorState, MonitorStatistics, RedrawThrottle
 from ._state import CancelOutcome  # issue 10: what a cancel came to
+from ._state import StreamMarker
+from ._explain import GapExplanation, TrimCause, explain_gap, dropped_count, trim_cause
+from ._pictures import (
+    RateCounter,
+    RateSeries,
+    RetentionPicture,
+    event_kind,
+    retention_figure,
+    retention_picture,
+)
 from ._sync import run_sync
 
 if TYPE_CHECKING:  # the widget classes, for type checkers; at run time they load on first use
@@ -95,6 +105,18 @@ __all__ = [
     "MonitorStatistics",
     "RedrawThrottle",
     "CancelOutcome",
+    "StreamMarker",
+    # why a gap happened, and pictures of retention and rates (pure parts)
+    "TrimCause",
+    "GapExplanation",
+    "trim_cause",
+    "dropped_count",
+    "explain_gap",
+    "RetentionPicture",
+    "retention_picture",
+    "RateCounter",
+    "RateSeries",
+    "event_kind",
     # rendering
     "render",
     "css",
@@ -111,6 +133,11 @@ __all__ = [
     "EnqueuePanel",
     "QueuePanel",
     "ReconnectSimulator",
+    "EventGrid",
+    "GridStatistics",
+    "RetentionStrip",
+    "RateChart",
+    "retention_figure",
     "BackgroundProducer",
     "start_producer",
     # another kernel

@@ -52,6 +52,8 @@ from . import _render as render
 from ._boundary import QUEUE_STORE, REPLAY_STORE, translated
 from ._frames import type_name
 from ._loop import logger, spawn
+from ._explain import GapExplanation, explain_gap
+from ._pictures import retention_picture
 from ._state import CancelOutcome, check_names
 
 __all__ = ["EnqueuePanel", "QueuePanel", "ReconnectSimulator"]
@@ -59,6 +61,10 @@ __all__ = ["EnqueuePanel", "QueuePanel", "ReconnectSimulator"]
 
 #: What an enqueue of empty (or whitespace-only) text says, in the panel and in the error it raises.
 EMPTY_ENQUEUE = "Type some text to enqueue."
+EMPTY_RUN = "Type some text to run a turn with."
+#: A row of controls that wraps onto the next line instead of leaving a narrow window.
+def _wrap() -> widgets.Layout:
+    return widgets.Layout(flex_flow="row wrap", align_items="center", width="100%")
 #: The most seconds one clock step may take (about 31 years): the input's bound, so a typo of
 #: many digits cannot throw a scenario's clock past every deadline in it.
 MAX_CLOCK_STEP_S = 1e9
@@ -101,32 +107,61 @@ class EnqueuePanel(widgets.VBox):
         False, help="the last enqueue's source key matched a queued batch, returned unchanged"
     )
 
+    turns_run = traitlets.Int(0, help="turns the Run turn button (or run_turn) ran to their commit")
+    running = traitlets.Bool(False, help="a turn started here is running (Run turn is disabled)")
+    last_outcome = traitlets.Unicode("", help="one line on the last turn run here, else empty")
+
     def __init__(
         self, handle: Any, *, on_change: Callable[[], None] | None = None, style: bool = True
     ) -> None:
         self._handle = handle
         self._on_change = on_change
-        self.text = widgets.Textarea(placeholder="Turn input to queue", rows=2)
+        self.text = widgets.Textarea(
+            placeholder="Turn input: Run turn now, or Enqueue it",
+            rows=1,
+            layout=widgets.Layout(flex="1 1 14em", min_width="8em", width="auto"),
+        )
         self.delivery = widgets.Dropdown(
             options=[(p.value, p) for p in DeliveryPolicy],
             value=DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT,
             description="delivery",
+            layout=widgets.Layout(width="auto", max_width="100%"),
         )
         self.slot = widgets.Dropdown(
-            options=[(p.value, p) for p in SlotPolicy], value=SlotPolicy.EXCLUSIVE, description="slot"
+            options=[(p.value, p) for p in SlotPolicy], value=SlotPolicy.EXCLUSIVE, description="slot",
+            layout=widgets.Layout(width="auto", max_width="100%"),
         )
-        self.source_key = widgets.Text(placeholder="optional: idempotent by key", description="source key")
-        self.button = widgets.Button(description="Enqueue", button_style="primary", icon="plus")
+        self.source_key = widgets.Text(
+            placeholder="optional: idempotent by key", description="source key",
+            layout=widgets.Layout(width="auto", max_width="100%"),
+        )
+        self.run_button = widgets.Button(
+            description="Run turn", icon="play", tooltip="run one turn with this input now, to its commit",
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
+        )
+        self.run_button.add_class("lash-run-turn")
+        self.run_button.on_click(lambda _b: self.click_run())
+        self.button = widgets.Button(
+            description="Enqueue", button_style="primary", icon="plus",
+            tooltip="queue this input for the runtime's queue worker",
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
+        )
         self.button.add_class("lash-enqueue")
         self.result = widgets.HTML()
         self.result.add_class("lash-enqueue-result")
         self.button.on_click(lambda _b: self.click())
+        self.options = widgets.Accordion(
+            [widgets.HBox([self.delivery, self.slot, self.source_key], layout=_wrap())],
+            titles=("Enqueue options: delivery, slot, source key",),
+            selected_index=None,
+        )
+        title = render.panel_title_html("Turn input", with_style=style)
         super().__init__(
             [
-                widgets.HTML(render.panel_title_html("Enqueue turn input", with_style=style)),
-                self.text,
-                widgets.HBox([self.delivery, self.slot]),
-                widgets.HBox([self.source_key, self.button]),
+                widgets.HBox(
+                    [widgets.HTML(title), self.text, self.run_button, self.button], layout=_wrap()
+                ),
+                self.options,
                 self.result,
             ]
         )
@@ -140,6 +175,50 @@ class EnqueuePanel(widgets.VBox):
         if not self.busy:
             self.busy = self.button.disabled = True  # at once: a second click finds it busy
             spawn(self._submit(*self._form(), from_form=True), on_error=self._show_error)
+
+    def click_run(self) -> None:
+        """What Run turn does: run the typed input as one turn now, one at a time, errors shown."""
+        if not self.running:
+            self.running = self.run_button.disabled = True  # at once: a second click finds it busy
+            spawn(self._run(self.text.value, from_form=True), on_error=self._show_error)
+
+    async def run_turn(self, text: str | None = None) -> Any:
+        """Run one turn with ``text`` (default: the form, as Run turn does) through the handle,
+        to its commit; returns the ``TurnOutcome``. Empty input is refused in plain words
+        (``InvalidTurnInputError``); the turn's own failure is raised as it is (and shown)."""
+        if text is None:
+            return await self._run(self.text.value, from_form=True)
+        return await self._run(text, from_form=False)
+
+    async def _run(self, text: Any, *, from_form: bool) -> Any:
+        self.running = self.run_button.disabled = True
+        try:
+            if not isinstance(text, (str, bytes)):
+                raise InvalidTurnInputError(f"turn input must be text, not {type_name(text)}")
+            turn_input = TurnInput.text(text)
+            if not turn_input.content.strip():
+                raise InvalidTurnInputError(EMPTY_RUN)
+            self.result.value = render.note_html("running a turn...")
+            outcome = await self._handle.run_turn(turn_input)
+        except Exception as err:
+            self._show_error(err)
+            raise
+        finally:
+            self.running = self.run_button.disabled = False
+        line = render.turn_outcome_text(outcome)
+        with _hold(self, self.result, self.text):
+            self.turns_run += 1
+            self.last_outcome = line
+            self.last_error = ""
+            self.result.value = render.note_html(line)
+            if from_form and self.text.value == text:
+                self.text.value = ""
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:
+                logger.exception("lash_nb: a run-turn listener failed")
+        return outcome
 
     def _form(self) -> tuple[str, Any, Any, str | None]:
         return self.text.value, self.delivery.value, self.slot.value, self.source_key.value or None
@@ -330,12 +409,21 @@ class QueuePanel(widgets.VBox):
             row = self._rows.get(batch.batch_id)
             if row is None:
                 label = widgets.HTML()
-                button = widgets.Button(description="Cancel", icon="times", button_style="warning")
+                label.layout = widgets.Layout(flex="1 1 auto", min_width="0")
+                button = widgets.Button(
+                    description="Cancel", icon="times", button_style="warning",
+                    tooltip=f"cancel batch {batch.batch_id}",
+                    layout=widgets.Layout(width="auto", flex="0 0 auto"),
+                )
                 button.add_class("lash-cancel")
                 button.on_click(
                     lambda _b, bid=batch.batch_id: spawn(self.cancel(bid), on_error=self._show_error)
                 )
-                row = self._rows[batch.batch_id] = (widgets.HBox([button, label]), label, button)
+                row = self._rows[batch.batch_id] = (
+                    widgets.HBox([button, label], layout=widgets.Layout(align_items="flex-start", width="100%")),
+                    label,
+                    button,
+                )
             row[1].value = render.queue_row_html(batch, pending=batch.batch_id in pending)
             rows.append(row[0])
         live = {b.batch_id for b in shown}
@@ -487,6 +575,15 @@ class ReconnectSimulator(widgets.VBox):
             maxlen=GAP_LOG_ROWS
         )
         self._gaps_seen = {name: 0 for name in self.clients}
+        #: ``id(gap)`` -> its ``GapExplanation`` (count or age; the missed range), made from the
+        #: store's statistics when the gap was met, for the gaps in ``gap_entries``
+        self.gap_explanations: dict[int, GapExplanation] = {}
+        #: the explanation of the last reconnect's gap (``None`` after a replay)
+        self.last_explanation: GapExplanation | None = None
+        from ._pictures import RetentionStrip
+
+        #: the retained range, the trimmed region, the tail and each client's cursor, live
+        self.strip = RetentionStrip()
         self.picker = widgets.ToggleButtons(options=list(names), description="client")
         self.disconnect_button = widgets.Button(description="Disconnect", icon="unlink")
         self.reconnect_button = widgets.Button(description="Reconnect", icon="link", button_style="info")
@@ -524,12 +621,13 @@ class ReconnectSimulator(widgets.VBox):
         super().__init__(
             [
                 widgets.HTML(render.panel_title_html("Reconnect simulator", with_style=style)),
-                widgets.HBox([self.picker, self.disconnect_button, self.reconnect_button]),
-                widgets.HBox([self.retention, self.max_age]),
-                widgets.HBox([self.advance_seconds, self.advance_button, self.trim_button]),
+                self.strip,
+                widgets.HBox([self.picker, self.disconnect_button, self.reconnect_button], layout=_wrap()),
+                widgets.HBox([self.retention, self.max_age], layout=_wrap()),
+                widgets.HBox([self.advance_seconds, self.advance_button, self.trim_button], layout=_wrap()),
                 self.status,
                 self.error_view,
-                widgets.HBox([self.replayed_view, self.gap_view]),
+                widgets.HBox([self.replayed_view, self.gap_view], layout=_wrap()),
                 self.gap_log,
             ]
         )
@@ -629,15 +727,18 @@ class ReconnectSimulator(widgets.VBox):
         target = self._client(client)
         outcome: ReconnectOutcome = self._act(f"reconnecting {short_repr(target.name, 40)}", target.reconnect)
         self.last = outcome
+        # explained now, from the store's bounds now (later they may have moved)
+        self.last_explanation = self._explain(outcome.gap) if outcome.gap is not None else None
         with _hold(self.replayed_view, self.gap_view):
             self.last_outcome = outcome.kind
             if outcome.gap is None:
                 self.replayed_view.value = render.replayed_html(target.name, outcome.replayed)
                 self.gap_view.value = ""
             else:
+                self.gap_explanations[id(outcome.gap)] = self.last_explanation
                 self.replayed_view.value = ""
                 self.gap_view.value = render.reconnect_gap_html(
-                    target.name, outcome.gap, outcome.observation
+                    target.name, outcome.gap, outcome.observation, self.last_explanation
                 )
             self._render()
         return outcome
@@ -724,6 +825,24 @@ class ReconnectSimulator(widgets.VBox):
 
     # -- rendering ---------------------------------------------------------------------------------
 
+    def _explain(self, gap: LiveReplayGap) -> GapExplanation | None:
+        """``gap`` explained from the store's statistics and bounds as they are now (``None``
+        when the store cannot say)."""
+        stats, _note, error = self._statistics()
+        if stats is None:
+            return None
+        config = getattr(self._replay_store, "config", None)
+        max_events = getattr(config, "max_events_per_session", None)
+        try:
+            return explain_gap(
+                gap,
+                first_retained=stats.oldest_position,
+                tail=stats.tail_position,
+                max_events=max_events if isinstance(max_events, int) else None,
+            )
+        except Exception:  # odd statistics: the gap shows without the why
+            return None
+
     def _collect_gaps(self) -> None:
         """Move every client's gaps since the last render into ``gap_entries`` (bounded), in the
         order this simulator saw them. Read from each client's follower, which records every gap
@@ -735,7 +854,12 @@ class ReconnectSimulator(widgets.VBox):
                 recent = list(client.follower.gaps)  # bounded by the follower
                 for gap in recent[max(len(recent) - new, 0) :]:
                     self.gap_entries.append((name, gap))
+                    if id(gap) not in self.gap_explanations:
+                        self.gap_explanations[id(gap)] = self._explain(gap)
             self._gaps_seen[name] = client.gap_count
+        if len(self.gap_explanations) > len(self.gap_entries):  # keep the listed gaps' only
+            listed = {id(gap) for _name, gap in self.gap_entries}
+            self.gap_explanations = {k: v for k, v in self.gap_explanations.items() if k in listed}
 
     def _statistics(self) -> tuple[Any, str, str]:
         """``(statistics, note, error)``: the store's statistics for the session; else (a store
@@ -749,6 +873,31 @@ class ReconnectSimulator(widgets.VBox):
                 return None, _store_note(store), ""
         except LashError as err:
             return None, "", render.error_text(err)
+
+    def _draw_strip(self, stats: Any) -> None:
+        """Move the retention strip to the store's range and the clients' cursors now."""
+        if stats is None:
+            return
+        try:
+            self._update_strip(stats)
+        except Exception as err:  # odd statistics: the strip stays as it was, the rest draws
+            logger.debug("lash_nb: retention strip not updated: %s", err)
+
+    def _update_strip(self, stats: Any) -> None:
+        store = self._replay_store
+        max_events = getattr(getattr(store, "config", None), "max_events_per_session", None)
+        base = getattr(store, "position_base", 0)
+        clients = {
+            name: (c.follower.cursor.live_position() if c.follower.cursor is not None else None)
+            for name, c in self.clients.items()
+        }
+        self.strip.update(
+            retention_picture(
+                stats.oldest_position, stats.tail_position, clients,
+                max_events=max_events if isinstance(max_events, int) else None,
+                base=base if isinstance(base, int) else 0,
+            )
+        )
 
     def _sync_retention_controls(self) -> None:
         """Grey the sliders out while the store (it may have been replaced) cannot reconfigure."""
@@ -765,6 +914,7 @@ class ReconnectSimulator(widgets.VBox):
         stats, note, store_error = self._statistics()
         self._sync_retention_controls()
         self._collect_gaps()
+        self._draw_strip(stats)
         matches = {name: _view_matches(c) for name, c in self.clients.items()}
         clients = [
             (name, c.connected, c.follower.cursor, c.received, c.gap_count, c.lagged, matches[name])
@@ -778,7 +928,8 @@ class ReconnectSimulator(widgets.VBox):
             )
             self.store_error = store_error
             self.gap_log.value = render.gap_log_html(
-                tuple(self.gap_entries), total=gap_count, reconnects=reconnect_count
+                tuple(self.gap_entries), total=gap_count, reconnects=reconnect_count,
+                explanations=self.gap_explanations,
             )
             self.gap_count = gap_count
             self.reconnect_count = reconnect_count

@@ -32,6 +32,7 @@ keeps following when the connection drops and comes back.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any, Callable, Iterable, Literal, Sequence
 
@@ -48,9 +49,10 @@ from lash_core import (
 )
 
 from . import _render as render
-from ._boundary import PROCESS_REGISTRY, REPLAY_STORE, as_lash_error, translated
-from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator, _hold
-from ._loop import kernel_loop, spawn
+from ._boundary import PROCESS_REGISTRY, QUEUE_STORE, REPLAY_STORE, as_lash_error, translated
+from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator, _hold, _wrap
+from ._loop import kernel_loop, logger, spawn
+from ._pictures import event_kind
 from ._state import (
     DEFAULT_HISTORY_ROWS,
     DEFAULT_MAX_REDRAW_HZ,
@@ -70,6 +72,46 @@ from ._state import (
 )
 
 __all__ = ["SessionMonitor", "PAYLOAD_TYPES", "EVENT_TYPES"]
+
+#: The static copy of a displayed monitor (for saved notebooks) is refreshed at most this often
+#: (seconds): it is a whole HTML document sent over the kernel's channel, not a delta.
+SNAPSHOT_EVERY_S = 1.0
+#: The events-per-second chart is redrawn at most this often (seconds): its buckets are 1 s wide.
+CHART_EVERY_S = 0.5
+#: Rows of the event table in that copy (the newest).
+SNAPSHOT_ROWS = 20
+
+
+def _grid_kind(grid: Any) -> str:
+    """``"perspective"`` or ``"html"`` for the ``grid`` argument (``ValueError`` otherwise;
+    ``ImportError`` naming the extra when ``"perspective"`` is asked for and not installed)."""
+    if grid not in ("auto", "perspective", "html"):
+        raise ValueError(f'grid must be "auto", "perspective" or "html", not {short_repr(grid)}')
+    if grid == "html":
+        return "html"
+    from ._grid import grid_available
+
+    if grid_available():
+        return "perspective"
+    if grid == "perspective":
+        from ._grid import EventGrid
+
+        EventGrid()  # raises the ImportError that says what to install
+    return "html"
+
+
+def _progress_bar(total: int, desc: str, unit: str) -> Any:
+    """A ``tqdm`` bar as a widget to place in the monitor (``tqdm.notebook``, not displayed by
+    itself: its ``container`` goes in the layout), or ``tqdm.auto``'s text bar where the widget
+    one cannot be built."""
+    try:
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        return notebook_tqdm(total=total, desc=desc, unit=unit, display=False, leave=True)
+    except Exception:  # no widgets frontend support in tqdm: a text bar
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit)
 
 
 def _trait_value(check: Callable[..., Any], *args: Any) -> Any:
@@ -102,6 +144,12 @@ class SessionMonitor(widgets.VBox):
         "", help="the last background failure, bounded (render.ERROR_MAX_CHARS), shown in the header"
     )
     fallback_rows = traitlets.Int(0, help="events shown with a fallback summary (not in full)")
+    paused = traitlets.Bool(
+        False, help="the event view is paused (events still arrive and are kept; follow() shows them)"
+    )
+    turn_running = traitlets.Bool(
+        False, help="a turn is running: turn activity seen since the last commit, or Run turn in flight"
+    )
 
     @traitlets.validate("max_redraw_hz")
     def _valid_hz(self, proposal: dict[str, Any]) -> float:
@@ -129,6 +177,7 @@ class SessionMonitor(widgets.VBox):
         start: bool = True,
         state: MonitorState | None = None,
         retry: RetryPolicy | None | Literal["auto"] = "auto",
+        grid: Literal["auto", "perspective", "html"] = "auto",
     ) -> None:
         """``handle`` is the session's ``RuntimeHandle`` (the controls act on it too), or any
         other ``ObservationSource`` (the monitor is then read-only: module docstring); ``state``
@@ -137,7 +186,10 @@ class SessionMonitor(widgets.VBox):
         ``retry``: the follower's ``RetryPolicy``; ``"auto"`` is ``RetryPolicy()`` for a
         read-only source and none for a ``RuntimeHandle``, whose store failures stop the
         monitor as before; a given ``state``'s follower keeps its own). ``clients`` names the simulated clients (a list: a bare string is
-        refused)."""
+        refused). ``grid`` picks the event view: ``"perspective"`` a live Perspective grid over
+        the whole kept history (sort, filter, group, columns, CSV export in the grid itself),
+        ``"html"`` the HTML table of the newest ``visible_rows`` rows (filtered by the payload
+        and event selections), ``"auto"`` the grid when ``perspective-python`` is installed."""
         clients = check_names("clients", clients)
         read_only = not acts_on_runtime(handle)
         if isinstance(retry, str) and retry == "auto":
@@ -166,10 +218,27 @@ class SessionMonitor(widgets.VBox):
         self._timer: asyncio.TimerHandle | None = None
         self._queue_refreshing = False
 
+        grid_kind = _grid_kind(grid)
         self.header = widgets.HTML()
-        self.table = widgets.HTML()
-        self.table.add_class("lash-events")
+        self.header.add_class("lash-monitor-header")
+        #: the live event grid (``EventGrid``, Perspective) or ``None`` with ``grid="html"``
+        self.grid: Any = None
+        #: the HTML table of the newest rows, with ``grid="html"`` (else ``None``)
+        self.table: widgets.HTML | None = None
+        if grid_kind == "perspective":
+            from ._grid import EventGrid
+
+            self.grid = EventGrid(limit=state.history.max_rows)
+            self.grid.widget.title = f"events of session {short_repr(state.session_id, 60)}"
+        else:
+            self.table = widgets.HTML()
+            self.table.add_class("lash-events")
+        self._grid_rows = 0  # history rows (ever appended) handed to the grid so far
+        self._grid_markers = 0  # stream markers (ever made) handed to the grid so far
+        self._grid_epoch = 0
+        self._table_total = 0  # history rows (ever appended) when the HTML table last drew
         self.session_view = widgets.HTML()
+        self.session_view.add_class("lash-session-view")
         self.processes_view = widgets.HTML()
         self.detail_view = widgets.HTML()
         self.detail_view.add_class("lash-event-detail")
@@ -183,10 +252,21 @@ class SessionMonitor(widgets.VBox):
         self.event_filter = widgets.SelectMultiple(options=EVENT_TYPES, rows=5, description="event")
         self.payload_filter.observe(lambda ch: setattr(self, "payload_types", list(ch["new"])), "value")
         self.event_filter.observe(lambda ch: setattr(self, "event_types", list(ch["new"])), "value")
+        self.pause_button = widgets.ToggleButton(
+            value=False, description="Pause", icon="pause",
+            tooltip="stop updating the event view (nothing is lost: Follow shows what came meanwhile)",
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
+        )
+        self.pause_button.add_class("lash-pause")
+        #: where a drain's progress bar shows (``drain``)
+        self.progress_box = widgets.HBox()
+        self.pause_button.observe(self._pause_toggled, "value")
 
         self.enqueue_panel = (
             EnqueuePanel(handle, on_change=self._refresh_queue_soon, style=False) if controls else None
         )
+        if self.enqueue_panel is not None:
+            self.enqueue_panel.observe(lambda _ch: self._header_soon(), "running")
         self.queue_panel = QueuePanel(handle, style=False) if controls else None
         self.simulator = (
             ReconnectSimulator(handle, clock=clock, clients=clients, style=False) if controls else None
@@ -199,29 +279,84 @@ class SessionMonitor(widgets.VBox):
             self.processes_view.value = render.note_html(
                 "processes: not shown (they are listed from a RuntimeHandle in this kernel)"
             )
-        children: list[widgets.Widget] = [
-            widgets.HTML(render.style_element()),
-            self.header,
-            *([self.read_only_note] if self.read_only_note is not None else []),
-            widgets.HBox([self.payload_filter, self.event_filter]),
-            widgets.HBox(
-                [
-                    widgets.VBox(
-                        [
-                            self.table,
-                            widgets.HBox([self.detail_position, self.detail_button]),
-                            self.detail_view,
-                        ],
-                        layout={"flex": "3 1 0%", "overflow": "auto"},
-                    ),
-                    widgets.VBox([self.session_view, self.processes_view], layout={"flex": "2 1 0%"}),
-                ]
+        #: the static copy shown where the live widget cannot be (a saved notebook reopened
+        #: without its kernel, or converted to HTML): see ``_ipython_display_``
+        self._snapshot_id = f"lash-monitor-snapshot-{id(self):x}-{int(time.time() * 1e6):x}"
+        self._snapshot_displayed = False
+        self._snapshot_at = -math.inf
+        hide_snapshot = widgets.HTML(render.hide_snapshot_style(self._snapshot_id))
+        hide_snapshot.layout.display = "none"
+
+        from ._pictures import RateChart, RateCounter
+
+        #: events per second by kind over the last minute (``RateCounter``), drawn in ``rate_chart``
+        self.rates = RateCounter()
+        self.rate_chart = RateChart()
+        self._chart_at = -math.inf
+        self.grid_note = widgets.HTML()
+        self.grid_note.add_class("lash-grid-note")
+        events_children: list[widgets.Widget] = [
+            widgets.HBox([self.pause_button, self.grid_note], layout=_wrap())
+        ]
+        if self.grid is not None:
+            self.grid.widget.layout.width = "100%"
+            events_children.append(self.grid.widget)
+        else:
+            assert self.table is not None
+            events_children += [
+                widgets.Accordion(
+                    [widgets.HBox([self.payload_filter, self.event_filter], layout=_wrap())],
+                    titles=("Filters",),
+                    selected_index=None,
+                ),
+                widgets.Box([self.table], layout=widgets.Layout(max_height="480px", overflow="auto")),
+            ]
+        events_children.append(self.rate_chart)
+        tabs: list[tuple[str, widgets.Widget]] = [
+            ("Events", widgets.VBox(events_children, layout=widgets.Layout(width="100%"))),
+            (
+                "Session",
+                widgets.VBox(
+                    [self.session_view, self.processes_view],
+                    layout=widgets.Layout(max_height="520px", overflow="auto", width="100%"),
+                ),
             ),
         ]
         if controls:
             assert self.enqueue_panel and self.queue_panel and self.simulator
-            children += [widgets.HBox([self.enqueue_panel, self.queue_panel]), self.simulator]
-        super().__init__(children)
+            self.drain_button = widgets.Button(
+                description="Drain now", icon="forward",
+                tooltip="run the ready queued work now, a turn per claim, with a progress bar",
+                layout=widgets.Layout(width="auto"),
+            )
+            self.drain_button.add_class("lash-drain")
+            self.drain_button.on_click(lambda _b: spawn(self.drain(), on_error=self._show_error))
+            tabs.append(
+                ("Queue", widgets.VBox([widgets.HBox([self.drain_button, self.progress_box], layout=_wrap()), self.queue_panel]))
+            )
+            tabs.append(("Reconnect lab", self.simulator))
+        tabs.append(
+            (
+                "Event detail",
+                widgets.VBox(
+                    [widgets.HBox([self.detail_position, self.detail_button], layout=_wrap()), self.detail_view],
+                    layout=widgets.Layout(max_height="520px", overflow="auto", width="100%"),
+                ),
+            )
+        )
+        self.tabs = widgets.Tab([w for _, w in tabs], titles=[t for t, _ in tabs])
+        self.tabs.layout.width = "100%"
+        self.tabs.add_class("lash-monitor-tabs")
+        children: list[widgets.Widget] = [
+            widgets.HTML(render.style_element()),
+            hide_snapshot,
+            self.header,
+            *([self.read_only_note] if self.read_only_note is not None else []),
+        ]
+        if self.enqueue_panel is not None:
+            children.append(self.enqueue_panel)
+        children.append(self.tabs)
+        super().__init__(children, layout=widgets.Layout(width="100%", max_width="100%"))
         self.add_class("lash-monitor")
         with self.hold_trait_notifications():
             self.visible_rows = state.visible_rows
@@ -236,6 +371,7 @@ class SessionMonitor(widgets.VBox):
         self.observe(self._rows_changed, ["visible_rows"])
         self.observe(self._hz_changed, ["max_redraw_hz"])
         self.observe(self._error_changed, ["last_error"])
+        self._built = True
         self.redraw()
         if start:
             self.start()
@@ -264,6 +400,8 @@ class SessionMonitor(widgets.VBox):
         # keep the selection widgets in step when code sets the traits (the link is two-way)
         self.payload_filter.value = tuple(self.payload_types)
         self.event_filter.value = tuple(self.event_types)
+        if self.grid is not None:
+            self.grid.set_filter(payload_types=self.payload_types, event_types=self.event_types)
         self.redraw()
 
     def _rows_changed(self, change: dict[str, Any]) -> None:
@@ -336,6 +474,7 @@ class SessionMonitor(widgets.VBox):
             self._show_error(err)
         self.connected = False
         self._redraw_showing_errors()
+        self._snapshot_soon(self._time(), force=True)
 
     async def _run(self) -> None:
         follower = self.state.follower
@@ -403,8 +542,13 @@ class SessionMonitor(widgets.VBox):
         event of another session is a row too (``state.foreign_events`` counts them), but never
         the resume point: ``cursor`` and ``revision`` only move to this session's cursors."""
         state = self.state
+        batch = batch if isinstance(batch, list) else list(batch)
         if not state.ingest(batch):
             return
+        try:
+            self.rates.add(map(event_kind, batch), self._time())
+        except Exception:  # an odd event (built in code): its row says so; the chart skips the batch
+            pass
         self._sync_counters()
         if self.simulator is not None:
             self.simulator.pump(render=False)
@@ -463,15 +607,21 @@ class SessionMonitor(widgets.VBox):
         return self._timer is not None
 
     def redraw(self) -> None:
-        """Redraw every view from the state, as one synced batch."""
+        """Redraw every view from the state, as one synced batch: the header always; the event
+        view (the grid's new rows as one delta, or the HTML table) unless paused."""
         state = self.state
         now = self._time()
-        frame = state.table()
         if state.queue_dirty:
             self._refresh_queue_soon()
-        with _hold(self.table, self.header, self.session_view):
-            self.table.value = render.monitor_table_html(frame, state.visible_rows)
-            self.header.value = render.monitor_header_html(state.statistics())
+        with _hold(*(w for w in (self.table, self.header, self.session_view) if w is not None)):
+            if self.grid is not None:
+                self._push_grid()
+            elif self.table is not None and not self.paused:
+                self.table.value = render.monitor_table_html(state.table(), state.visible_rows)
+                self._table_total = state.history.total_rows
+            self.grid_note.value = self._grid_note()
+            self.header.value = render.monitor_header_html(self._statistics())
+            self.turn_running = self._is_turn_running()
             if state.view_dirty:
                 observation = state.observation
                 self.session_view.value = (
@@ -482,8 +632,168 @@ class SessionMonitor(widgets.VBox):
                 state.view_dirty = observation is None
             if self.simulator is not None:
                 self.simulator.refresh()
+            if now - self._chart_at >= CHART_EVERY_S:
+                self._chart_at = now
+                self.rate_chart.update(self.rates.series(now))
             state.drawn(now)
             self.redraws = state.redraws
+        self._snapshot_soon(now)
+
+    def _grid_note(self) -> str:
+        history = self.state.history
+        if self.grid is not None:
+            stats = self.grid.statistics()
+            waiting, held, limit = stats.rows_queued, stats.rows_held, stats.limit
+        else:
+            waiting = history.total_rows - self._table_total
+            held, limit = min(len(history), self.state.visible_rows), self.state.visible_rows
+        return render.grid_note_html(
+            paused=self.paused, waiting=waiting, held=held, limit=limit, grid=self.grid is not None
+        )
+
+    def _is_turn_running(self) -> bool:
+        panel = self.enqueue_panel
+        return self.state.turn_running or (panel is not None and panel.running)
+
+    def _statistics(self) -> Any:
+        import dataclasses
+
+        return dataclasses.replace(self.state.statistics(), turn_running=self._is_turn_running())
+
+    def _header_soon(self) -> None:
+        self.header.value = render.monitor_header_html(self._statistics())
+        self.turn_running = self._is_turn_running()
+
+    def _push_grid(self) -> None:
+        """Hand the grid the history rows and stream markers it has not had, in order (markers
+        before the rows that came after them, rows after a store restart with the new epoch),
+        then flush them as one update (the grid keeps them queued while paused)."""
+        grid, state = self.grid, self.state
+        history = state.history
+        total = history.total_rows
+        new = total - self._grid_rows
+        frame = history.tail(min(new, len(history))) if new > 0 else None
+        markers = [m for m in state.markers if m.seq >= self._grid_markers]
+        start = self._grid_rows
+        for marker in markers:
+            if frame is not None and marker.row > start:
+                part = frame[(frame.index >= start) & (frame.index < marker.row)]
+                if len(part):
+                    grid.add_frame(part, epoch=self._grid_epoch)
+                start = max(start, marker.row)
+            grid.add_marker(marker.text, epoch=marker.epoch)
+            self._grid_epoch = marker.epoch
+            self._grid_markers = marker.seq + 1
+        if frame is not None:
+            part = frame[frame.index >= start]
+            if len(part):
+                grid.add_frame(part, epoch=self._grid_epoch)
+        self._grid_rows = total
+        if not self.paused:
+            grid.flush()
+
+    def close(self) -> None:
+        """Stop following, release the grid's Perspective table and close the widget. Safe on a
+        monitor whose ``__init__`` failed part way (ipywidgets closes widgets when collected)."""
+        try:
+            if getattr(self, "_built", False):
+                self.stop()
+        finally:
+            grid = getattr(self, "grid", None)
+            if grid is not None and not grid.closed:
+                try:
+                    grid.close()
+                except Exception as err:  # the widget closes all the same
+                    logger.debug("lash_nb: grid not closed cleanly: %s", err)
+            super().close()
+
+    # -- pause and follow --------------------------------------------------------------------------
+
+    def _pause_toggled(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self.pause()
+        else:
+            self.follow()
+
+    def pause(self) -> None:
+        """Stop updating the event view (the grid keeps its rows, scroll and selection still);
+        events keep arriving into the history and the header keeps counting."""
+        self.paused = True
+        if self.grid is not None:
+            self.grid.pause()
+        with self.pause_button.hold_trait_notifications():
+            self.pause_button.value = True
+            self.pause_button.description, self.pause_button.icon = "Follow", "play"
+
+    def follow(self) -> None:
+        """Update the event view again and show at once what came while it was paused."""
+        self.paused = False
+        if self.grid is not None:
+            self.grid.follow()
+        with self.pause_button.hold_trait_notifications():
+            self.pause_button.value = False
+            self.pause_button.description, self.pause_button.icon = "Pause", "pause"
+        self.flush()
+
+    def to_csv(self, path: Any = None) -> str:
+        """The event view's rows as CSV text (also written to ``path`` when given): the grid's
+        (``EventGrid.to_csv``), else the whole kept history."""
+        if self.grid is not None:
+            return str(self.grid.to_csv(path))
+        text = self.state.frame().to_csv(index=False)
+        if path is not None:
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        return str(text)
+
+    # -- saved notebooks ---------------------------------------------------------------------------
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        """Display the live widget, then a static HTML copy of the monitor under it: hidden by
+        the live widget's own style while it renders, so it shows only where the widget cannot
+        (the notebook reopened without its kernel, or converted with nbconvert). The copy is
+        kept current (at most once a second, and when the monitor stops) through its display
+        id, so a saved notebook holds the monitor's last state."""
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_(**kwargs)
+        data = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
+        # what a reader without widgets sees in place of the live view (a frozen repr would say
+        # "connected events=0" for ever); the static copy under it has the state
+        data["text/plain"] = (
+            f"SessionMonitor of session {short_repr(self.state.session_id)} "
+            "(a live widget: it needs its kernel; a static copy of its last state follows)"
+        )
+        display(data, raw=True)
+        display(
+            {"text/html": self._snapshot_html()}, raw=True, display_id=self._snapshot_id
+        )
+        self._snapshot_displayed = True
+        self._snapshot_at = self._time()
+
+    def _snapshot_html(self) -> str:
+        state = self.state
+        observation = state.observation
+        return render.monitor_snapshot_html(
+            snapshot_id=self._snapshot_id,
+            header=render.monitor_header_html(self._statistics()),
+            table=render.monitor_table_html(state.table(), min(state.visible_rows, SNAPSHOT_ROWS)),
+            observation=(
+                render.observation_html(observation, with_style=False) if observation is not None else ""
+            ),
+            taken_at=time.time(),
+        )
+
+    def _snapshot_soon(self, now: float, *, force: bool = False) -> None:
+        if not self._snapshot_displayed or (not force and now - self._snapshot_at < SNAPSHOT_EVERY_S):
+            return
+        self._snapshot_at = now
+        try:
+            from IPython.display import update_display
+
+            update_display({"text/html": self._snapshot_html()}, raw=True, display_id=self._snapshot_id)
+        except Exception as err:  # no kernel to publish to: the live view is all there is
+            logger.debug("lash_nb: monitor snapshot not updated: %s", err)
 
     def flush(self) -> None:
         """Draw now and drop any pending throttled redraw (for scripts and tests)."""
@@ -570,6 +880,39 @@ class SessionMonitor(widgets.VBox):
         from ._sync import run_sync
 
         return run_sync(self.refresh_processes())
+
+    async def drain(self, *, progress: bool = True) -> int:
+        """Run the session's ready queued work now, one turn per claim (the handle's
+        ``drain_queued_work``, a turn at a time), with a progress bar (``tqdm``) of the batches
+        that were pending at the start, in the Queue tab. Returns the turns run; a read-only
+        monitor raises ``RuntimeError``, a store failure its lash error."""
+        queue = self._panel("queue_panel")
+        handle = self._handle
+        with translated(QUEUE_STORE, "listing pending queued work"):
+            store = handle.observe().queue_store
+            pending = len(await store.list_pending_queued_work(handle.session_id)) if store else 0
+        bar = _progress_bar(pending, "draining queued work", "batch") if progress else None
+        if bar is not None:
+            self.progress_box.children = (bar.container,) if hasattr(bar, "container") else ()
+        ran = 0
+        try:
+            while await handle.drain_queued_work(max_turns=1):
+                ran += 1
+                if bar is not None:
+                    with translated(QUEUE_STORE, "listing pending queued work"):
+                        left = len(await store.list_pending_queued_work(handle.session_id))
+                    bar.update(max(0, min(pending, pending - left)) - bar.n)
+        finally:
+            if bar is not None:
+                bar.close()
+        await queue.refresh()
+        return ran
+
+    def drain_sync(self, *, progress: bool = True) -> int:
+        """``drain`` run to completion from synchronous code (``lash_nb.run_sync``)."""
+        from ._sync import run_sync
+
+        return run_sync(self.drain(progress=progress))
 
     def disconnect(self, client: str | None = None) -> None:
         self._panel("simulator").disconnect(client)

@@ -37,7 +37,7 @@ import html
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -134,6 +134,8 @@ BATCH_MAX_ITEMS = 20
 #: Characters of an error line (headers, status lines, logs): the type and the start of the
 #: message say what failed; an exception can quote a whole value in its message.
 ERROR_MAX_CHARS = 1_000
+#: The start of a queued batch's first item on its one-line row in the queue panel.
+QUEUE_LINE_MAX_CHARS = 80
 #: Processes listed in a process table (the count above it is exact).
 PROCESS_ROWS_MAX = 50
 #: Ints wider than this many bits print as their size: no sensible count or id is that long, and
@@ -222,6 +224,42 @@ STYLE = """
 .lash-ok, .lash-nb .lash-ok { color: var(--jp-success-color1, #388e3c); }
 .lash-nb .lash-bad { color: var(--jp-error-color1, #d32f2f); font-weight: 600; }
 .lash-nb table.lash-table td { white-space: nowrap; }
+.lash-spinner {
+  display: inline-block; width: 0.8em; height: 0.8em; vertical-align: -0.1em;
+  border: 2px solid currentColor; border-right-color: transparent; border-radius: 50%;
+  animation: lash-spin 0.8s linear infinite;
+}
+@keyframes lash-spin { to { transform: rotate(360deg); } }
+.lash-header dl.lash-fields {
+  display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 1px 10px; margin: 2px 0;
+}
+.lash-header dl.lash-fields dt { color: var(--jp-ui-font-color2, #666); white-space: nowrap; }
+.lash-header dl.lash-fields dd { margin: 0; min-width: 0; }
+.lash-monitor, .lash-monitor * { box-sizing: border-box; }
+.lash-monitor { max-width: 100%; min-width: 0; }
+.lash-monitor .widget-html-content { min-width: 0; }
+.lash-monitor .lash-pane { overflow: auto; }
+/* the grid (Perspective) follows the JupyterLab theme. Light: its CSS variables read Jupyter's
+   (more specific than Perspective's own theme rules, inherited into its shadow DOM). Dark: its
+   datagrid paints light cells whatever the variables say, so the whole viewer is shown inverted
+   with the hue kept (its light theme becomes a dark one, menus and pop-ups included) */
+body[data-jp-theme-light="true"] .lash-monitor.lash-monitor perspective-viewer {
+  color: var(--jp-ui-font-color1, #222); background-color: var(--jp-layout-color1, #fff);
+  --psp--color: var(--jp-ui-font-color1, #222);
+  --psp--background-color: var(--jp-layout-color1, #fff);
+  --psp-inactive--color: var(--jp-ui-font-color2, #666);
+  --psp-inactive--border-color: var(--jp-border-color1, #bbb);
+  --psp-active--color: var(--jp-brand-color1, #1976d2);
+  --psp-plugin--border: 1px solid var(--jp-border-color2, #ddd);
+}
+body[data-jp-theme-light="false"] .lash-monitor.lash-monitor perspective-viewer {
+  filter: invert(0.88) hue-rotate(180deg);
+}
+details.lash-queue-row > summary {
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; color: inherit; cursor: pointer;
+}
+details.lash-queue-row .lash-queue-text { margin-left: 4px; }
+.lash-header code.lash-cursor { word-break: normal; overflow-wrap: anywhere; }
 .lash-nb table.lash-table td .lash-text { white-space: pre-wrap; display: inline-block; min-width: 14em; }
 """.strip()
 
@@ -674,9 +712,13 @@ _GAP_MEANING = {
 }
 
 
-def gap_html(gap: LiveReplayGap | GapResume, *, with_style: bool = True) -> str:
+def gap_html(
+    gap: LiveReplayGap | GapResume, *, with_style: bool = True, explanation: Any = None
+) -> str:
     """Why replay is impossible, requested vs latest cursor and how many events were missed; for a
-    ``GapResume`` also the fresh observation to reload from."""
+    ``GapResume`` also the fresh observation to reload from. ``explanation`` (a
+    ``GapExplanation``, made when the gap happened, from the store's bounds then) adds which
+    bound trimmed the events (count or age) and the exact missed range."""
     resume = gap if isinstance(gap, GapResume) else None
     gap = resume.gap if resume is not None else gap
     reason = _gap_reason(gap.reason)
@@ -689,10 +731,13 @@ def gap_html(gap: LiveReplayGap | GapResume, *, with_style: bool = True) -> str:
     pairs = [
         ("session", _code(gap.session_id)),
         ("requested cursor", _code(_raw_cursor(gap.requested_cursor))),
-        ("latest cursor", _code(_raw_cursor(gap.latest_cursor))),
+        ("latest cursor", _code(_raw_cursor(gap.latest_cursor)) + _muted(" (the store's tail at the reconnect)")),
         ("latest revision", clip_html(gap.latest_revision, ID_MAX_CHARS)),
         ("missed events", _e(missed) if missed is not None else _muted(MISSED_UNKNOWN)),
     ]
+    why = getattr(explanation, "text", "")
+    if why:
+        pairs.append(("why", clip_html(why, ERROR_MAX_CHARS)))
     body = head + _fields(pairs)
     if resume is not None:
         body += observation_html(resume.observation, with_style=False)
@@ -700,10 +745,16 @@ def gap_html(gap: LiveReplayGap | GapResume, *, with_style: bool = True) -> str:
 
 
 def gap_log_html(
-    entries: Sequence[tuple[str, LiveReplayGap]], *, total: int, reconnects: int | None = None
+    entries: Sequence[tuple[str, LiveReplayGap]],
+    *,
+    total: int,
+    reconnects: int | None = None,
+    explanations: Mapping[int, Any] | None = None,
 ) -> str:
     """A table of the newest gaps, ``(client name, gap)`` oldest first, under a line with the
-    totals and ``N earlier gaps not shown``. Its size depends on ``len(entries)`` only."""
+    totals and ``N earlier gaps not shown``; ``explanations`` maps ``id(gap)`` to its
+    ``GapExplanation`` (the *why* column: count or age, and the missed range). Its size depends on
+    ``len(entries)`` only."""
     if not total and not entries:
         return ""
     counts = f"{total} gaps" + (f" in {reconnects} reconnects" if reconnects is not None else "")
@@ -716,12 +767,13 @@ def gap_log_html(
             f"<tr><td>{clip_html(name, ID_MAX_CHARS)}</td><td>{clip_html(gap.reason, ID_MAX_CHARS)}</td>"
             f"<td>{_code(_raw_cursor(gap.requested_cursor))}</td>"
             f"<td>{_code(_raw_cursor(gap.latest_cursor))}</td>"
-            f"<td>{_e(missed) if missed is not None else _muted(MISSED_UNKNOWN)}</td></tr>"
+            f"<td>{_e(missed) if missed is not None else _muted(MISSED_UNKNOWN)}</td>"
+            f"<td>{clip_html(getattr((explanations or {}).get(id(gap)), 'text', ''), ERROR_MAX_CHARS)}</td></tr>"
         )
     return (
         f'<b>gap log</b> <span class="lash-muted">{_e(counts)}</span>{note}'
         '<table class="lash-table"><tr><th>client</th><th>reason</th>'
-        "<th>requested</th><th>latest</th><th>missed</th></tr>" + "".join(rows) + "</table>"
+        "<th>requested</th><th>latest</th><th>missed</th><th>why</th></tr>" + "".join(rows) + "</table>"
     )
 
 
@@ -924,6 +976,23 @@ _MONITOR_STATES = frozenset({"live", "stopped"})
 _BATCH_STATES = frozenset({"pending", "claimed"})
 
 
+def turn_outcome_text(outcome: Any) -> str:
+    """One plain line on a ``TurnOutcome``: status, revision, the reply's start, tool calls and
+    requests; read defensively (a field that is missing shows as "?")."""
+    status = _text(getattr(_attr(outcome, "status", "?"), "value", _attr(outcome, "status", "?")))
+    reply = clip(_attr(outcome, "text", ""), 120)
+    calls = _attr(outcome, "tool_calls", ())
+    error = _attr(outcome, "error", None)
+    line = (
+        f"turn {status}: committed revision {_text(_attr(outcome, 'revision', '?'))}, "
+        f"{_text(len(calls) if isinstance(calls, tuple) else '?')} tool calls, "
+        f"{_text(_attr(outcome, 'requests', '?'))} model requests"
+    )
+    if error:
+        line += f"; error: {clip(error, 200)}"
+    return line + (f'; reply: "{reply}"' if reply else "")
+
+
 def note_html(text: Any, limit: int = ERROR_MAX_CHARS) -> str:
     """One muted line of text (bounded, escaped)."""
     return f'<div class="lash-muted">{clip_html(text, limit)}</div>'
@@ -934,11 +1003,19 @@ def panel_title_html(title: str, *, with_style: bool = True) -> str:
     return (style_element() if with_style else "") + f"<b>{_e(title)}</b>"
 
 
+def _position_text(position: Any) -> str:
+    return f"#{_e(position)}" if position is not None else _muted("none yet")
+
+
 def monitor_header_html(stats: Any) -> str:
-    """The monitor's header from a ``MonitorStatistics``: live or stopped, session, revision,
-    cursor, counters, then the last error and the last gap (when there are)."""
+    """The monitor's header from a ``MonitorStatistics``: live or stopped (and whether a turn is
+    running), session, then the two cursors a reader must not confuse, each labelled with what it
+    is: the *last event applied* (the resume point: a reconnect replays after it; it moves with
+    every streamed delta) and the *last commit* (what the Session tab's observation shows: it moves
+    once per turn). Then the counters, the last error and the last gap (when there are)."""
     state = "live" if stats.connected else "stopped"
     assert state in _MONITOR_STATES
+    turn = getattr(stats, "turn_running", False)
     fallback = (
         f' · <span class="lash-bad">{_e(stats.fallback_rows)} fallback rows</span>'
         if stats.fallback_rows
@@ -946,7 +1023,9 @@ def monitor_header_html(stats: Any) -> str:
     )
     if stats.foreign_events:
         fallback += f' · <span class="lash-bad">{_e(stats.foreign_events)} events of other sessions</span>'
-
+    restarts = getattr(stats, "restarts", 0)
+    if restarts:
+        fallback += f' · <span class="lash-bad">{_e(restarts)} store restarts (marked rows)</span>'
     error = (
         # error_text bounds it already; the clip guards a value set on the trait directly
         f'<div class="lash-error">{clip_html(stats.last_error, 2 * ERROR_MAX_CHARS)}</div>'
@@ -954,16 +1033,86 @@ def monitor_header_html(stats: Any) -> str:
         else ""
     )
     last_gap = gap_html(stats.last_gap, with_style=False) if stats.last_gap is not None else ""
-    return (
-        '<div class="lash-header">'
-        f'<span class="lash-badge lash-{state}">{state}</span> '
-        f"session <code>{clip_html(stats.session_id, ID_MAX_CHARS)}</code> · "
-        f"revision <b>{clip_html(stats.revision, ID_MAX_CHARS)}</b> · "
-        f"cursor <code>{clip_html(stats.cursor, ID_MAX_CHARS)}</code>"
-        f"<br>{_e(stats.event_count)} events · {_e(stats.rows)} rows kept · "
-        f"{_e(stats.dropped_rows)} rolled over · {_e(stats.lagged)} lagged · {_e(stats.gaps)} gaps · "
-        f"{_e(stats.redraws)} redraws{fallback}</div>" + error + last_gap
+    commit_revision = getattr(stats, "commit_revision", None)
+    commit = (
+        f"revision <b>{clip_html(commit_revision, ID_MAX_CHARS)}</b> at position "
+        f"{_position_text(getattr(stats, 'commit_position', None))}"
+        if getattr(stats, "commit_cursor", "")
+        else _muted("none seen yet (the Session tab shows the observation the monitor started from)")
     )
+    busy = (
+        '<span class="lash-badge lash-badge-info lash-busy" title="turn activity since the last commit">'
+        '<span class="lash-spinner"></span> turn running</span> '
+        if turn
+        else ""
+    )
+    return (
+        '<div class="lash-nb lash-header">'
+        f'<span class="lash-badge lash-{state} lash-badge-{"ok" if state == "live" else "warn"}">{state}</span> {busy}'
+        f"session <code>{clip_html(stats.session_id, ID_MAX_CHARS)}</code>"
+        '<dl class="lash-fields">'
+        '<dt title="the resume point: a reconnect replays the events after it">last event applied</dt>'
+        f"<dd>position {_position_text(getattr(stats, 'position', None))} · revision "
+        f"<b>{clip_html(stats.revision, ID_MAX_CHARS)}</b> · "
+        f'<code class="lash-cursor">{clip_html(stats.cursor, ID_MAX_CHARS)}</code></dd>'
+        '<dt title="the committed state the Session tab shows">last commit</dt>'
+        f"<dd>{commit}</dd></dl>"
+        f'<span class="lash-muted">{_e(stats.event_count)} events · {_e(stats.rows)} rows kept · '
+        f"{_e(stats.dropped_rows)} rolled over · {_e(stats.lagged)} lagged · {_e(stats.gaps)} gaps · "
+        f"{_e(stats.redraws)} redraws</span>{fallback}</div>" + error + last_gap
+    )
+
+
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def monitor_snapshot_html(
+    *, snapshot_id: str, header: str, table: str, observation: str, taken_at: float
+) -> str:
+    """A displayed monitor's static copy (``SessionMonitor._ipython_display_``): a note, the
+    header, the newest rows and the observation, marked with ``snapshot_id`` (the live monitor
+    hides the copy while it renders). Its style also hides the widget output above it when that
+    output could not render (JupyterLab's "Error displaying widget: model not found": an output
+    with no element in it), so a notebook reopened without its kernel shows the copy alone.
+    ``taken_at`` is a UNIX time in seconds (shown in UTC)."""
+    import datetime
+
+    sid = _e(snapshot_id)
+    when = datetime.datetime.fromtimestamp(taken_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    hide_dead_widget = (
+        f'.jp-OutputArea-child:has(+ .jp-OutputArea-child [data-lash-snapshot="{sid}"]) '
+        f'.jp-OutputArea-output[data-mime-type="{_WIDGET_MIME}"]:not(:has(*)) {{ display: none; }}'
+    )
+    return (
+        f'<div class="lash-monitor-snapshot" data-lash-snapshot="{sid}">'
+        f"<style>{STYLE}\n{hide_dead_widget}</style>"
+        '<div class="lash-nb">'
+        f'<span class="lash-title">Session monitor</span>{_muted(f"static copy of its last state, {when}; run the cell again for the live monitor")}'
+        f"{header}{table}"
+        + (f"<details><summary>session observation</summary>{observation}</details>" if observation else "")
+        + "</div></div>"
+    )
+
+
+def grid_note_html(*, paused: bool, waiting: int, held: int, limit: int, grid: bool) -> str:
+    """The line beside Pause/Follow: following or paused (and how many events wait), the rows
+    the view holds of its bound, and where the grid's own tools are."""
+    if paused:
+        state = f'<span class="lash-refusal">paused</span>: {_e(waiting)} new events waiting (Follow shows them)'
+    else:
+        state = '<span class="lash-ok">following the tail</span>'
+    tools = (
+        " · sort by a header click; filter, group, pick columns and export CSV in the grid's menu"
+        if grid
+        else ""
+    )
+    return f'<span class="lash-muted">{state} · {_e(held)} of at most {_e(limit)} rows{tools}</span>'
+
+
+def hide_snapshot_style(snapshot_id: str) -> str:
+    """The live monitor's ``<style>`` that hides its static copy (``monitor_snapshot_html``)
+    while the live widget renders."""
+    return f'<style>[data-lash-snapshot="{_e(snapshot_id)}"] {{ display: none !important; }}</style>'
 
 
 def monitor_table_html(frame: pd.DataFrame, visible_rows: int) -> str:
@@ -987,16 +1136,40 @@ def enqueue_result_html(
     head = note_html(note, 2 * ERROR_MAX_CHARS) if note else ""
     if existing:
         head += note_html("the source key matched a batch already queued: that batch was returned unchanged")
-    return head + batch_html(batch, with_style=False) + "".join(
-        event_html(e, with_style=False) for e in recorded[-REPLAY_LIST_LIMIT:]
+    events = recorded[-REPLAY_LIST_LIMIT:]
+    recorded_text = f"{len(recorded)} queue_changed event{'' if len(recorded) == 1 else 's'} recorded"
+    summary = (
+        f'<span class="lash-ok">enqueued</span> {_code(batch.batch_id)} '
+        f"{_badge(batch.delivery_policy)}{_badge(batch.slot_policy)}"
+        + _muted(recorded_text)
+    )
+    return (
+        head
+        + f'<div class="lash-nb lash-enqueue-summary"><details><summary>{summary}</summary>'
+        + batch_html(batch, with_style=False)
+        + "".join(event_html(e, with_style=False) for e in events)
+        + "</details></div>"
     )
 
 
 def queue_row_html(batch: QueuedWorkBatch, *, pending: bool) -> str:
-    """One queued batch in the queue panel: its state (pending or claimed), then the batch."""
+    """One queued batch in the queue panel, as one compact line that expands: its state (pending
+    or claimed), id, policies and the start of its first item; the whole batch when opened."""
     state = "pending" if pending else "claimed"
     assert state in _BATCH_STATES
-    return f'<span class="lash-state lash-{state}">{state}</span> ' + batch_html(batch, with_style=False)
+    first = batch.items[0].payload.content if batch.items else ""
+    more = f" +{len(batch.items) - 1} items" if len(batch.items) > 1 else ""
+    summary = (
+        f'<span class="lash-state lash-{state} lash-badge">{state}</span>'
+        f"{_code(batch.batch_id)} {_badge(batch.delivery_policy)}{_badge(batch.slot_policy)}"
+        f'<span class="lash-queue-text">{clip_html(first, QUEUE_LINE_MAX_CHARS)}</span>'
+        f"{_muted(more) if more else ''}"
+    )
+    return (
+        f'<details class="lash-queue-row"><summary>{summary}</summary>'
+        + batch_html(batch, with_style=False)
+        + "</details>"
+    )
 
 
 def more_batches_html(hidden: int) -> str:
@@ -1014,10 +1187,17 @@ def replayed_html(client: str, replayed: Sequence[SessionObservationEvent]) -> s
     )
 
 
-def reconnect_gap_html(client: str, gap: LiveReplayGap, observation: SessionObservation | None) -> str:
-    """A reconnect that met a gap: the gap, then the fresh observation the client reloaded."""
+def reconnect_gap_html(
+    client: str, gap: LiveReplayGap, observation: SessionObservation | None, explanation: Any = None
+) -> str:
+    """A reconnect that met a gap: the gap (with its ``explanation``: ``gap_html``), then the
+    fresh observation the client reloaded."""
     fresh = observation_html(observation, with_style=False) if observation is not None else ""
-    return f"<b>{clip_html(client, ID_MAX_CHARS)}: gap</b>" + gap_html(gap, with_style=False) + fresh
+    return (
+        f"<b>{clip_html(client, ID_MAX_CHARS)}: gap</b>"
+        + gap_html(gap, with_style=False, explanation=explanation)
+        + fresh
+    )
 
 
 # --- plain text and dispatch ----------------------------------------------------------------------

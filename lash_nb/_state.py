@@ -103,7 +103,9 @@ __all__ = [
     "DEFAULT_HISTORY_ROWS",
     "DEFAULT_VISIBLE_ROWS",
     "GAP_LOG_KEPT",
+    "MARKERS_KEPT",
     "READ_BATCH",
+    "StreamMarker",
 ]
 
 #: Redraws per second at most: fast enough to feel live, slow enough not to flood the frontend.
@@ -126,6 +128,8 @@ DEFAULT_VISIBLE_ROWS = 40
 #: Gaps kept in ``gap_log`` (the newest; ``gaps`` counts them all): the header shows the last one,
 #: and a monitor that follows a flaky store for days must not grow a list per gap.
 GAP_LOG_KEPT = 20
+#: Stream markers kept (``markers``: store restarts, gaps, lags, reconnects), for the same reason.
+MARKERS_KEPT = 200
 
 
 
@@ -329,6 +333,22 @@ def follow_runs(
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class StreamMarker:
+    """Something that happened *between* events, for a view to show as a marked row: a store
+    restart (positions started again lower: ``epoch`` counts them), a gap, a lag or a reconnect.
+
+    ``row`` is the history row number (rows ever appended, as ``EventHistory`` frame indexes
+    count them) the marker goes before: the events from ``row`` on came after it."""
+
+    kind: str  # "restart" | "gap" | "lag" | "reconnect"
+    #: markers made before this one (a running number, kept when older markers roll out)
+    seq: int
+    row: int
+    epoch: int
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class MonitorStatistics:
     """A cheap snapshot of a ``MonitorState`` (what the monitor's header shows)."""
 
@@ -354,6 +374,23 @@ class MonitorStatistics:
     reconnects: int = 0
     #: whether the source cannot be acted on (``acts_on_runtime``): controls are hidden
     read_only: bool = False
+    #: live replay position of the last event applied (``None``: none applied yet)
+    position: int | None = None
+    #: the last commit applied: its position, revision and raw cursor (``None``: none seen)
+    commit_position: int | None = None
+    commit_revision: int | None = None
+    commit_cursor: str = ""
+    #: whether a turn is running, as the events say (turn activity seen since the last commit)
+    turn_running: bool = False
+    #: store restarts seen (positions started again lower), and stream markers kept
+    restarts: int = 0
+
+
+def _gap_marker_text(gap: LiveReplayGap) -> str:
+    reason = getattr(gap.reason, "value", gap.reason)
+    revision = gap.latest_revision
+    revision_text = str(int(revision)) if _u64(revision) else short_repr(revision)
+    return f"gap ({reason}): resumed from a fresh observation at revision {revision_text}"
 
 
 def _u64(value: Any) -> TypeGuard[int]:
@@ -414,6 +451,19 @@ class MonitorState:
         self.reconnects = 0
         self.last_reconnect: Reconnected | None = None
         self.redraws = 0
+        #: live replay position of the last event of this session applied
+        self.position: int | None = None
+        #: the last commit of this session applied: position, revision, cursor (``None``: none)
+        self.last_commit: tuple[int | None, int | None, SessionCursor] | None = None
+        #: whether a turn is running, as the events say: turn activity since the last commit
+        self.turn_running = False
+        #: store restarts seen: an event whose position is not above the last one's (the store
+        #: started again from 1); rows after the n-th restart have ``epoch`` n
+        self.epoch = 0
+        #: the newest stream markers (restarts, gaps, lags, reconnects), oldest first
+        self.markers: collections.deque[StreamMarker] = collections.deque(maxlen=MARKERS_KEPT)
+        #: stream markers made so far (``markers`` keeps the newest)
+        self.marker_count = 0
         #: ``event_count`` when a view last drew (``undrawn`` is what came since)
         self.drawn_events = 0
         #: the last background failure, as one bounded line (the widget sets it)
@@ -491,6 +541,12 @@ class MonitorState:
             foreign_events=self.foreign_events,
             reconnects=self.reconnects,
             read_only=self.read_only,
+            position=self.position,
+            commit_position=None if self.last_commit is None else self.last_commit[0],
+            commit_revision=None if self.last_commit is None else self.last_commit[1],
+            commit_cursor="" if self.last_commit is None else self.last_commit[2].as_str(),
+            turn_running=self.turn_running,
+            restarts=self.epoch,
         )
 
     def table(self) -> pd.DataFrame:
@@ -559,8 +615,13 @@ class MonitorState:
         if isinstance(item, GapResume):
             self.gap_log.append(item.gap)
             self.gaps += 1
+            self._mark("gap", _gap_marker_text(item.gap))
+            self.turn_running = False
             if self._own_cursor(item.observation.cursor):  # never another session's resume point
                 self.cursor = item.observation.cursor
+                # positions continue from the fresh observation's (after an ``unavailable`` gap
+                # from a restarted store they start again lower, and that is not a restart row)
+                self.position = item.observation.cursor.live_position()
                 revision = item.gap.latest_revision
                 if _u64(revision):
                     self.revision = int(revision)
@@ -569,9 +630,14 @@ class MonitorState:
         elif isinstance(item, Lagged):
             self.lag_count += 1
             self.lagged += item.count
+            self._mark("lag", f"lagged: {item.count} events missed (resubscribed)")
         elif isinstance(item, Reconnected):
             self.reconnects += 1
             self.last_reconnect = item
+            self._mark(
+                "reconnect",
+                f"reconnected after {item.down_for_s:.1f} s down ({item.attempts} attempts)",
+            )
         else:
             raise TypeError(f"not a GapResume, Lagged or Reconnected: {type_name(item)}")
 
@@ -587,14 +653,16 @@ class MonitorState:
         batch = check_events(batch)
         if not batch:
             return 0
+        first_row = self.history.total_rows
         self.history.append(batch)
         own = self._own_session
         foreign = 0
-        for event in batch:
+        for index, event in enumerate(batch):
             try:
                 if not own(event):
                     foreign += 1
                     continue
+                self._position(event, first_row + index)
                 self._effects(event)
             except Exception:  # odd fields (an event built in code): its row says so already
                 continue
@@ -631,9 +699,40 @@ class MonitorState:
         never parses a cursor itself)."""
         return isinstance(cursor, SessionCursor) and cursor.belongs_to(self.session_id)
 
+    def _mark(self, kind: str, text: str, row: int | None = None) -> None:
+        row = self.history.total_rows if row is None else row
+        self.markers.append(
+            StreamMarker(kind=kind, seq=self.marker_count, row=row, epoch=self.epoch, text=text)
+        )
+        self.marker_count += 1
+
+    def _position(self, event: SessionObservationEvent, row: int) -> None:
+        """Track the live position; one not above the last is a store restart (a marker)."""
+        position = event.live_position
+        if position is None:
+            return
+        last = self.position
+        if last is not None and position <= last:
+            self.epoch += 1
+            self._mark(
+                "restart",
+                f"store restarted: positions start again at {position} (the last was {last})",
+                row,
+            )
+        self.position = position
+
     def _effects(self, event: SessionObservationEvent) -> None:
         payload = event.payload
+        if isinstance(payload, TurnActivityPayload):
+            self.turn_running = True
         if isinstance(payload, Committed):
+            self.turn_running = False
+            cursor = event.cursor
+            if isinstance(cursor, SessionCursor):
+                revision = event.revision
+                self.last_commit = (
+                    event.live_position, int(revision) if _u64(revision) else None, cursor
+                )
             # a commit read back without its view: the follower reloads it (module rules)
             self.read_view = payload.read_view
             self.view_dirty = self.queue_dirty = self.processes_dirty = True

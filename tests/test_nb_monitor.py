@@ -49,9 +49,11 @@ async def settle(monitor, rounds=5):
     monitor.flush()
 
 
-async def make(**kw):
+async def make(grid="html", **kw):
+    """A scenario and its monitor; the HTML table by default (these tests read its markup;
+    tests/test_nb_monitor_grid.py runs the Perspective grid)."""
     scenario = await Scenario.create(**kw)
-    monitor = SessionMonitor(scenario.handle, clock=scenario.clock)
+    monitor = SessionMonitor(scenario.handle, clock=scenario.clock, grid=grid)
     return scenario, monitor
 
 
@@ -751,7 +753,7 @@ async def test_a_row_builder_failing_for_one_event_costs_that_event_only(monkeyp
     from lash_nb import _frames
 
     s = await Scenario.create()
-    m = SessionMonitor(s.handle, controls=False)
+    m = SessionMonitor(s.handle, controls=False, grid="html")
     real = _frames.event_row
 
     def flaky(event, received_at):
@@ -769,7 +771,7 @@ async def test_a_row_builder_failing_for_one_event_costs_that_event_only(monkeyp
 
 async def test_a_two_million_character_delta_keeps_the_live_table_small():
     s = await Scenario.create()
-    m = SessionMonitor(s.handle, controls=False)
+    m = SessionMonitor(s.handle, controls=False, grid="html")
     big = "<b>" + "x" * (2_000_000 - 3)
     s.handle.record_turn_activity(TurnActivity.independent(AssistantProseDelta(big)))
     for i in range(10):
@@ -1219,7 +1221,7 @@ async def test_a_monitor_over_a_source_that_is_not_a_handle_is_read_only():
     from lash_core import RetryPolicy, StoreSource
 
     s = await Scenario.create(backend="memory")
-    m = SessionMonitor(StoreSource(s.store, s.session_id), clock=s.clock)  # controls=True asked
+    m = SessionMonitor(StoreSource(s.store, s.session_id), clock=s.clock, grid="html")  # controls=True asked
     assert m.read_only and m.state.read_only
     assert m.enqueue_panel is None and m.queue_panel is None and m.simulator is None
     assert m.read_only_note is not None and m.read_only_note in m.children

@@ -236,7 +236,7 @@ async def test_gap_html_shows_reason_cursors_and_missed_events_for_trimmed_and_u
     assert render.MISSED_UNKNOWN == "unknown (unavailable: the cursor is from another store instance)"
     assert render.missed_text(unavailable) == render.MISSED_UNKNOWN
     log = render.gap_log_html([("reconnecting", unavailable)], total=1)
-    assert log.endswith(f'<td><span class="lash-muted">{html.escape(render.MISSED_UNKNOWN)}</span></td></tr></table>')
+    assert log.endswith(f'<td><span class="lash-muted">{html.escape(render.MISSED_UNKNOWN)}</span></td><td></td></tr></table>')
     assert "<td>?</td>" not in log
 
     # a gap read from elsewhere may hold cursors that do not parse: rendered, count unknown
@@ -698,13 +698,13 @@ def test_monitor_header_shows_the_state_escaped_and_bounded():
     for part in ("live", "revision", "25 events", "10 rows kept", "15 rolled over", "4 lagged", "0 gaps", "7 redraws"):
         assert part in text, part
     assert "fallback" not in text and "lash-error" not in header and "Replay gap" not in text
-    assert 'class="lash-badge lash-live"' in header
+    assert 'class="lash-badge lash-live lash-badge-ok"' in header
     gap = LiveReplayGap("s", SessionCursor("lashsc1:1:2:s"), SessionCursor("lashsc1:3:9:s"), SessionRevision(3), LiveReplayGapReason.TRIMMED)
     header = render.monitor_header_html(
         monitor_stats(connected=False, fallback_rows=2, gaps=1, last_gap=gap, last_error=f"RuntimeError: {IMG}")
     )
     parsed = assert_safe(header, IMG, "2 fallback rows", "Replay gap", "lashsc1:1:2:s")
-    assert 'class="lash-badge lash-stopped"' in header and '<div class="lash-error">' in header
+    assert 'class="lash-badge lash-stopped lash-badge-warn"' in header and '<div class="lash-error">' in header
     header = render.monitor_header_html(monitor_stats(foreign_events=3))
     assert_safe(header, "3 events of other sessions")
     huge = render.monitor_header_html(monitor_stats(session_id="s" * 100_000, last_error="e" * 1_000_000))
@@ -742,7 +742,7 @@ def test_control_markup_counts_what_it_does_not_list():
     assert_safe(render.reconnect_gap_html(HOSTILE, gap, observation), f"{HOSTILE}: gap", "trimmed", "fresh view")
     batch = make_batch("qwb-1", IMG)
     assert_safe(render.queue_row_html(batch, pending=True), "pending", IMG)
-    assert 'class="lash-state lash-claimed"' in render.queue_row_html(batch, pending=False)
+    assert 'class="lash-state lash-claimed lash-badge"' in render.queue_row_html(batch, pending=False)
     assert render.more_batches_html(0) == "" and "7 more batches not listed" in render.more_batches_html(7)
     result = render.enqueue_result_html(batch, events[:1], existing=True)
     assert_safe(result, "the source key matched a batch already queued", "qwb-1", "enqueued r1")
@@ -843,7 +843,13 @@ def test_missed_is_an_integer_or_plain_words_never_a_float_or_nan():
     gap = LiveReplayGap("s", SessionCursor("lashsc1:1:2:s"), SessionCursor("lashsc1:1:14:s"), SessionRevision(3), LiveReplayGapReason.TRIMMED)
     assert gap.missed_events == 12 and render.missed_text(gap) == "12"
     assert "<dt>missed events</dt><dd>12</dd>" in render.gap_html(gap)
-    assert render.gap_log_html([("A", gap)], total=1).endswith("<td>12</td></tr></table>")
+    assert render.gap_log_html([("A", gap)], total=1).endswith("<td>12</td><td></td></tr></table>")
+    # with the explanation made when the gap was met: which bound trimmed, and the missed range
+    why = lash_nb.explain_gap(gap, first_retained=15, tail=20, max_events=6)
+    assert why.cause == lash_nb.TrimCause.COUNT and why.missed == 12
+    log = render.gap_log_html([("A", gap)], total=1, explanations={id(gap): why})
+    assert log.endswith(f"<td>12</td><td>{html.escape(why.text)}</td></tr></table>") and "count" in why.text
+    assert f"<dt>why</dt><dd>{html.escape(why.text)}</dd>" in render.gap_html(gap, explanation=why)
 
     class FloatCount:  # a gap whose count went through a float column (a DataFrame of gaps)
         reason, session_id, latest_revision = "trimmed", "s", 3

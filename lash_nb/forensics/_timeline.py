@@ -22,13 +22,13 @@ Rules (read these before the code)
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 
 from lash_core import short_repr
 
+from .._mpl import inline_figure_class
 from ._analysis import _GAP, _MARKER, _EVENT, _columns, _values, as_loaded_log, gap_report
 
 __all__ = ["timeline", "TIMELINE_BY", "MAX_TIMELINE_SESSIONS"]
@@ -49,27 +49,6 @@ _COLORS = {
     "lag": "tab:brown",
     "revision": "0.35",
 }
-
-_FIGURE_CLASS: Any = None
-
-
-def _figure_class() -> Any:
-    """``matplotlib.figure.Figure`` with ``_repr_png_``, made on first use (lazy import)."""
-    global _FIGURE_CLASS
-    if _FIGURE_CLASS is None:
-        from matplotlib.figure import Figure
-
-        class TimelineFigure(Figure):
-            """A ``Figure`` that Jupyter shows inline without pyplot (``_repr_png_``)."""
-
-            def _repr_png_(self) -> bytes:
-                buffer = io.BytesIO()
-                self.savefig(buffer, format="png", bbox_inches="tight")
-                return buffer.getvalue()
-
-        _FIGURE_CLASS = TimelineFigure
-    return _FIGURE_CLASS
-
 
 def _label(value: Any) -> str:
     text = value if isinstance(value, str) else short_repr(value)
@@ -144,7 +123,7 @@ def timeline(log: Any, *, by: str = "time", session_id: str | None = None, ax: A
     figure = None
     if ax is None:
         kinds_guess = len({c.ev_event_type[i] or c.ev_payload[i] for i in shown}) or 1
-        figure = _figure_class()(figsize=(11, min(2.0 + 0.35 * kinds_guess, 12)), layout="constrained")
+        figure = inline_figure_class()(figsize=(11, min(2.0 + 0.35 * kinds_guess, 12)), layout="constrained")
         ax = figure.add_subplot()
     else:
         figure = ax.figure

@@ -61,6 +61,25 @@ def html(nb, tag: str) -> str:
     return "".join(o.data.get("text/html", "") for o in outputs(nb, tag) if "data" in o)
 
 
+def widget_models(nb, model_name: str) -> list[dict]:
+    """The states of the widget models of one kind (``"HTMLModel"``...) as nbclient saved them with
+    the executed notebook (its widget state: each model's last state)."""
+    saved = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    return [m["state"] for m in saved.get("state", {}).values() if m.get("model_name") == model_name]
+
+
+def widget_html(nb) -> str:
+    return "\n".join(str(state.get("value", "")) for state in widget_models(nb, "HTMLModel"))
+
+
+#: a line of the tour's run-turn cell: the header's two cursors at one moment
+_CURSORS = re.compile(
+    r"^(before|during|after)\s+last event applied: position (\d+) \| "
+    r"last commit: revision (\d+) at position (\d+) \| turn running: (True|False)$",
+    re.M,
+)
+
+
 def test_every_notebook_is_covered():
     names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
     assert names == {
@@ -121,6 +140,33 @@ def test_tour_outputs():
     assert "after_current_turn_commit" in html(nb, "enqueue")  # the batch's rich view
     queue_events = text(nb, "queue-events")
     assert "enqueued qwb-" in queue_events
+    # the monitor's header labels the two cursors
+    header = widget_html(nb)
+    assert "last event applied" in header and "last commit" in header
+
+
+def test_tour_run_turn_moves_the_last_commit():
+    nb = executed("01_tour.ipynb")
+    run_turn = text(nb, "run-turn")
+    seen = {m[0]: (int(m[1]), int(m[2]), int(m[3]), m[4] == "True") for m in _CURSORS.findall(run_turn)}
+    assert set(seen) == {"before", "during", "after"}, run_turn
+    (pos0, rev0, commit0, busy0), (pos1, rev1, commit1, busy1), (pos2, rev2, commit2, busy2) = (
+        seen["before"], seen["during"], seen["after"]
+    )
+    assert pos0 == commit0 and not busy0  # idle: the two cursors meet
+    # mid-turn: the resume point runs ahead, the last commit stays, the badge says running
+    assert pos1 > pos0 and (rev1, commit1) == (rev0, commit0) and busy1
+    # committed: the last commit moved on by one revision, to the newest event
+    assert rev2 == rev0 + 1 and commit2 > commit0 and pos2 == commit2 and not busy2
+    assert f"turn finished: committed revision {rev2}" in run_turn
+    # run_sync from a button's on_click ran a whole turn: the next revision
+    answer = re.search(r"the callback's answer: finished at revision (\d+): \S", text(nb, "run-sync"))
+    assert answer and int(answer.group(1)) == rev2 + 1
+    # Pause loses nothing: events kept arriving, Follow put every one in the grid
+    pause = text(nb, "pause")
+    arrived = int(re.search(r"paused: True \| events that arrived meanwhile: (\d+)", pause).group(1))
+    grid_rows, kept = map(int, re.search(r"rows in the grid: (\d+) \| rows kept: (\d+)", pause).groups())
+    assert arrived > 0 and grid_rows == kept > 0
 
 
 def test_reconnect_outputs():
@@ -128,20 +174,55 @@ def test_reconnect_outputs():
     replay = text(nb, "replay")
     assert re.search(r"replayed - \d+ events replayed", replay)
     assert "A's view equals the server's: True" in replay
+    # before B reconnects, the retention strip already says it will gap (and why)
+    strip = text(nb, "strip")
+    assert re.search(r"A at \d+: live", strip)
+    assert re.search(r"B at \d+: will gap \(trimmed by count: \d+ needed events? dropped\)", strip)
+    assert any("image/png" in o.get("data", {}) for o in outputs(nb, "retention-figure"))
+    # the count gap, explained: cause count, integer counts (dropped by retention, missed in all:
+    # the gap's own missed_events, the same number everywhere), the exact dropped range
     trimmed = text(nb, "trimmed")
     assert "gap - trimmed" in trimmed and "view equals the server's: True" in trimmed
-    missed = int(re.search(r"missed events: (\d+)", trimmed).group(1))
-    assert missed > 5
+    cause, dropped, missed = re.search(
+        r"cause: (\S+) \| dropped: (\d+) \| missed events: (\d+) \| by count: True\n", trimmed
+    ).groups()
+    assert cause == "count"
+    dropped, missed = int(dropped), int(missed)
+    lo, hi = map(int, re.search(
+        rf"trimmed by count: retention dropped {dropped} events? this client still needed \(positions (\d+)\.\.(\d+);",
+        trimmed,
+    ).groups())
+    assert hi - lo + 1 == dropped > 0
+    assert f"(gap.missed_events): {missed}\n" in trimmed and f", {missed} events after its cursor" in trimmed
+    assert missed > dropped  # a gap replays nothing: the retained positions are missed too
     gap_html = html(nb, "gap-html")
     assert "trimmed" in gap_html and "lashsc1:" in gap_html
-    assert "gap - trimmed" in text(nb, "age") and "retained_events=0" in text(nb, "age")
+    # the age gap: cause age, everything gone
+    age = text(nb, "age")
+    assert "gap - trimmed" in age and "retained_events=0" in age
+    cause, age_dropped, age_missed = re.search(
+        r"cause: (\S+) \| dropped: (\d+) \| missed events: (\d+) \| by age: True\n", age
+    ).groups()
+    assert cause == "age" and int(age_dropped) > 0 and age_missed == age_dropped  # none retained
+    assert f"trimmed by age: retention dropped {age_dropped} events" in age and "the store kept none" in age
     unavailable = text(nb, "unavailable")
     assert "gap - unavailable" in unavailable
+    assert "cause: None | dropped: None | missed events: None" in unavailable and "unavailable: " in unavailable
     assert "B's view equals the server's: True" in unavailable
+    # the gap log: one row per gap, its cause and integer counts, <NA> where there is none
     log = text(nb, "gap-log")
-    assert log.count("trimmed") == 2 and log.count("unavailable") == 1
-    # missed counts are integers, <NA> for the unavailable gap (not 12.0 / NaN)
-    assert "<NA>" in log and "NaN" not in log and not re.search(r"\b\d+\.0\b", log)
+    rows = re.findall(r"^\d+\s+(A|B)\s+(trimmed|unavailable)\s+(count|age|<NA>)\s+(\d+|<NA>)\s+(\d+|<NA>)\s", log, re.M)
+    assert rows == [
+        ("B", "trimmed", "count", str(missed), str(dropped)),
+        ("A", "trimmed", "age", age_missed, age_dropped),
+        ("B", "unavailable", "<NA>", "<NA>", "<NA>"),
+    ], log
+    assert "NaN" not in log and not re.search(r"\b\d+\.0\b", log)
+    assert f"trimmed by count: retention dropped {dropped} events" in log and "unavailable: " in log
+    # the Reconnect lab's own gap log has the why column, with both causes
+    lab = widget_html(nb)
+    assert "<th>why</th>" in lab
+    assert "trimmed by count" in lab and "trimmed by age" in lab
 
 
 def test_queue_outputs():
@@ -149,11 +230,20 @@ def test_queue_outputs():
     enqueue = text(nb, "enqueue")
     assert "same batch for the retry: True" in enqueue
     assert "after_current_turn_commit" in enqueue and "earliest_safe_boundary" in enqueue
+    assert "rows in the Queue tab: 2 | pending: 2" in enqueue
     cancel = text(nb, "cancel")
-    assert "refused -> None" in cancel and "cancelled -> True" in cancel and "unknown -> None" in cancel
-    assert "'refused'" in cancel and "'cancelled'" in cancel and "'unknown'" in cancel
+    assert "refused -> None | <CancelOutcome.REFUSED: 'refused'> | refused: a worker holds its claim" in cancel
+    assert "cancelled -> True | <CancelOutcome.CANCELLED: 'cancelled'> | cancelled" in cancel
+    assert "unknown -> None | <CancelOutcome.UNKNOWN: 'unknown'> | unknown batch id" in cancel
+    assert "outcomes: ['refused', 'cancelled', 'unknown']" in cancel
     drain = text(nb, "drain")
-    assert "turns run from the queue: 1" in drain and "queued_work_started" in drain
+    assert "waiting before the drain: 3" in drain and "turns run from the queue: 3" in drain
+    assert "left in the queue: 0 | rows in the Queue tab: 0" in drain
+    assert drain.count("queued_work_started") == 3
+    # the drain's progress bar (tqdm, in the Queue tab) went to the end: 3 of 3 batches
+    bars = [b for b in widget_models(nb, "FloatProgressModel") if b.get("max") == 3]
+    assert bars and all(b["value"] == 3 and b["bar_style"] == "success" for b in bars), bars
+    assert re.search(r"draining\squeued\swork:\s100%", widget_html(nb))  # tqdm spaces are U+2007
     assert text(nb, "join").startswith("True | The answer is 42.")
 
 
