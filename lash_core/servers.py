@@ -108,10 +108,17 @@ class _LocalServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def kill(self) -> None:
-        """SIGKILL the server (a crash); ``restart()`` brings it back."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(10)
+        """SIGKILL the server and every process it started (a crash: PostgreSQL's backends
+        would otherwise outlive their postmaster and answer one more query on a connection they
+        already hold); ``restart()`` brings it back. Each server runs in a process group of its
+        own, so this is one ``killpg``."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:  # gone in between
+                pass
+            process.wait(10)
 
     def _halt(self) -> None:
         process = self._process
@@ -169,7 +176,9 @@ class LocalRedisServer(_LocalServer):
             "--logfile", self.log_path,
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
         ]  # fmt: skip
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         self._started(process)
 
 
@@ -267,6 +276,6 @@ class LocalPostgresServer(_LocalServer):
         args = [os.path.join(bindir, "postgres"), "-D", self.data, *options.split()]
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, **self._as_user
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._as_user
             )
         self._started(process)

@@ -116,6 +116,7 @@ class EnqueuePanel(widgets.VBox):
     ) -> None:
         self._handle = handle
         self._on_change = on_change
+        self._in_flight = 0  # turns started here and not yet returned
         self.text = widgets.Textarea(
             placeholder="Turn input: Run turn now, or Enqueue it",
             rows=1,
@@ -191,6 +192,7 @@ class EnqueuePanel(widgets.VBox):
         return await self._run(text, from_form=False)
 
     async def _run(self, text: Any, *, from_form: bool) -> Any:
+        self._in_flight += 1  # turns may overlap (run_turn called twice): the last one ends it
         self.running = self.run_button.disabled = True
         try:
             if not isinstance(text, (str, bytes)):
@@ -204,7 +206,9 @@ class EnqueuePanel(widgets.VBox):
             self._show_error(err)
             raise
         finally:
-            self.running = self.run_button.disabled = False
+            self._in_flight -= 1
+            if not self._in_flight:
+                self.running = self.run_button.disabled = False
         line = render.turn_outcome_text(outcome)
         with _hold(self, self.result, self.text):
             self.turns_run += 1
@@ -874,9 +878,14 @@ class ReconnectSimulator(widgets.VBox):
         except LashError as err:
             return None, "", render.error_text(err)
 
-    def _draw_strip(self, stats: Any) -> None:
-        """Move the retention strip to the store's range and the clients' cursors now."""
+    def _draw_strip(self, stats: Any, why_not: str = "") -> None:
+        """Move the retention strip to the store's range and the clients' cursors now; when the
+        store cannot say (no ``statistics``, or it is down), say so in its caption instead."""
         if stats is None:
+            self.strip.caption.value = render.note_html(
+                "retention strip not drawn: the store does not report its retained range"
+                + (f" ({why_not})" if why_not else "")
+            )
             return
         try:
             self._update_strip(stats)
@@ -914,7 +923,7 @@ class ReconnectSimulator(widgets.VBox):
         stats, note, store_error = self._statistics()
         self._sync_retention_controls()
         self._collect_gaps()
-        self._draw_strip(stats)
+        self._draw_strip(stats, note or store_error)
         matches = {name: _view_matches(c) for name, c in self.clients.items()}
         clients = [
             (name, c.connected, c.follower.cursor, c.received, c.gap_count, c.lagged, matches[name])

@@ -99,9 +99,11 @@ import pandas as pd
 
 from lash_core import short_repr
 
+from ._files import check_path, write_text_atomic
 from ._frames import COLUMNS, DEFAULT_MAX_ROWS, STRING_DTYPE, UTC_NS_DTYPE, _type_set, _utc_timestamp
 
 __all__ = [
+    "CELL_MAX_CHARS",
     "EventGrid",
     "GridStatistics",
     "grid_available",
@@ -381,8 +383,22 @@ def _u64_column(series: pd.Series, name: str) -> list[Any]:
     return out
 
 
+#: A string cell holds at most this many characters (then a note of how many more there were):
+#: the grid keeps every row of the history, so a 2 MB delta would otherwise cost 2 MB of kernel
+#: memory per row and be resent with its update. The whole event stays in the monitor's history
+#: (the Event detail tab, ``monitor.event(position)``).
+CELL_MAX_CHARS = 2_000
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > CELL_MAX_CHARS:
+        return f"{value[:CELL_MAX_CHARS]}\u2026 ({len(value) - CELL_MAX_CHARS} more characters)"
+    return value
+
+
 def _string_column(series: pd.Series) -> list[Any]:
-    return series.to_numpy(dtype=object, na_value=None).tolist()
+    values = series.to_numpy(dtype=object, na_value=None).tolist()
+    return [_cell(v) for v in values] if any(isinstance(v, str) and len(v) > CELL_MAX_CHARS for v in values) else values
 
 
 def _ids_cell(value: Any) -> str | None:
@@ -720,8 +736,12 @@ class EventGrid:
         rules). Queued rows are not in it. Numbers are as Perspective writes them (whole floats
         as integers, from 1e15 in exponent form, always exact); datetimes in UTC to the ms.
 
-        Writes it to ``path`` (UTF-8) too when given. Returns the CSV text. Raises ``ValueError``
-        when Perspective refuses the viewer's configuration."""
+        Writes it to ``path`` (UTF-8) too when given, whole or not at all. Returns the CSV text.
+        Raises ``ValueError`` when Perspective refuses the viewer's configuration, ``TypeError``
+        for a ``path`` that is not a ``str`` or ``os.PathLike`` (an ``int`` would be taken for a
+        file descriptor), ``OSError`` when the file cannot be written."""
+        if path is not None:
+            check_path(path)
         self._check_open()
         try:
             view = self._table.view(**self._csv_config())
@@ -732,8 +752,7 @@ class EventGrid:
         finally:
             view.delete()
         if path is not None:
-            with open(path, "w", encoding="utf-8", newline="") as out:
-                out.write(text)
+            write_text_atomic(path, text)
         return text
 
     def statistics(self) -> GridStatistics:

@@ -54,6 +54,7 @@ from ._controls import EnqueuePanel, QueuePanel, ReconnectSimulator, _hold, _wra
 from ._loop import kernel_loop, logger, spawn
 from ._pictures import event_kind
 from ._state import (
+    MARKERS_KEPT,
     DEFAULT_HISTORY_ROWS,
     DEFAULT_MAX_REDRAW_HZ,
     DEFAULT_VISIBLE_ROWS,
@@ -98,6 +99,16 @@ def _grid_kind(grid: Any) -> str:
 
         EventGrid()  # raises the ImportError that says what to install
     return "html"
+
+
+def _check_time_source(time_source: Any) -> None:
+    """``time_source`` must be a callable returning finite seconds (read once here, so a bad one
+    is named at once, not deep inside a redraw)."""
+    if not callable(time_source):
+        raise TypeError(f"time_source must be a callable returning seconds, not {short_repr(time_source)}")
+    now = time_source()
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise ValueError(f"time_source must return a finite number of seconds, returned {short_repr(now)}")
 
 
 def _progress_bar(total: int, desc: str, unit: str) -> Any:
@@ -191,6 +202,7 @@ class SessionMonitor(widgets.VBox):
         ``"html"`` the HTML table of the newest ``visible_rows`` rows (filtered by the payload
         and event selections), ``"auto"`` the grid when ``perspective-python`` is installed."""
         clients = check_names("clients", clients)
+        _check_time_source(time_source)
         read_only = not acts_on_runtime(handle)
         if isinstance(retry, str) and retry == "auto":
             retry = RetryPolicy() if read_only else None
@@ -266,7 +278,7 @@ class SessionMonitor(widgets.VBox):
             EnqueuePanel(handle, on_change=self._refresh_queue_soon, style=False) if controls else None
         )
         if self.enqueue_panel is not None:
-            self.enqueue_panel.observe(lambda _ch: self._header_soon(), "running")
+            self.enqueue_panel.observe(self._run_state_changed, "running")
         self.queue_panel = QueuePanel(handle, style=False) if controls else None
         self.simulator = (
             ReconnectSimulator(handle, clock=clock, clients=clients, style=False) if controls else None
@@ -645,7 +657,7 @@ class SessionMonitor(widgets.VBox):
             stats = self.grid.statistics()
             waiting, held, limit = stats.rows_queued, stats.rows_held, stats.limit
         else:
-            waiting = history.total_rows - self._table_total
+            waiting = max(history.total_rows - self._table_total, 0)
             held, limit = min(len(history), self.state.visible_rows), self.state.visible_rows
         return render.grid_note_html(
             paused=self.paused, waiting=waiting, held=held, limit=limit, grid=self.grid is not None
@@ -660,6 +672,14 @@ class SessionMonitor(widgets.VBox):
 
         return dataclasses.replace(self.state.statistics(), turn_running=self._is_turn_running())
 
+    def _run_state_changed(self, change: dict[str, Any]) -> None:
+        """Run turn started or ended. When the last turn started here has returned, no turn of
+        this monitor's own is running, whatever the events said (a turn whose commit the store
+        failed to append never shows a ``committed`` event)."""
+        if not change["new"]:
+            self.state.turn_running = False
+        self._header_soon()
+
     def _header_soon(self) -> None:
         self.header.value = render.monitor_header_html(self._statistics())
         self.turn_running = self._is_turn_running()
@@ -671,9 +691,20 @@ class SessionMonitor(widgets.VBox):
         grid, state = self.grid, self.state
         history = state.history
         total = history.total_rows
+        if total < self._grid_rows:  # the history was cleared: so is the grid, from scratch
+            grid.clear()
+            self._grid_rows = 0
         new = total - self._grid_rows
         frame = history.tail(min(new, len(history))) if new > 0 else None
         markers = [m for m in state.markers if m.seq >= self._grid_markers]
+        if markers and markers[0].seq > self._grid_markers:  # more came than ``markers`` keeps
+            lost = markers[0].seq - self._grid_markers
+            grid.add_marker(
+                f"{lost} stream markers not kept (more than {MARKERS_KEPT} between two redraws): "
+                "the epochs of the rows up to the next marker are not known exactly",
+                epoch=self._grid_epoch,
+            )
+            self._grid_markers = markers[0].seq
         start = self._grid_rows
         for marker in markers:
             if frame is not None and marker.row > start:
@@ -736,15 +767,19 @@ class SessionMonitor(widgets.VBox):
         self.flush()
 
     def to_csv(self, path: Any = None) -> str:
-        """The event view's rows as CSV text (also written to ``path`` when given): the grid's
-        (``EventGrid.to_csv``), else the whole kept history."""
+        """The event view's rows as CSV text (also written to ``path`` when given, whole or not
+        at all): the grid's (``EventGrid.to_csv``), else the whole kept history. ``TypeError``
+        for a ``path`` that is not a ``str`` or ``os.PathLike``."""
+        from ._files import check_path, utf8_text, write_text_atomic
+
+        if path is not None:
+            check_path(path)
         if self.grid is not None:
             return str(self.grid.to_csv(path))
-        text = self.state.frame().to_csv(index=False)
+        text = utf8_text(str(self.state.frame().to_csv(index=False)))
         if path is not None:
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-        return str(text)
+            write_text_atomic(path, text)
+        return text
 
     # -- saved notebooks ---------------------------------------------------------------------------
 
@@ -754,8 +789,12 @@ class SessionMonitor(widgets.VBox):
         (the notebook reopened without its kernel, or converted with nbconvert). The copy is
         kept current (at most once a second, and when the monitor stops) through its display
         id, so a saved notebook holds the monitor's last state."""
+        from IPython import get_ipython
         from IPython.display import display
 
+        if get_ipython() is None:  # not in IPython: nothing renders widgets or keeps a display
+            print(repr(self))
+            return
         bundle = self._repr_mimebundle_(**kwargs)
         data = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
         # what a reader without widgets sees in place of the live view (a frozen repr would say
@@ -772,12 +811,17 @@ class SessionMonitor(widgets.VBox):
         self._snapshot_at = self._time()
 
     def _snapshot_html(self) -> str:
+        import dataclasses
+
         state = self.state
         observation = state.observation
+        # a copy is never live and runs no turn: it shows what was, as of its time
+        stats = dataclasses.replace(self._statistics(), connected=False, turn_running=False)
+        newest = state.table().iloc[-SNAPSHOT_ROWS:]
         return render.monitor_snapshot_html(
             snapshot_id=self._snapshot_id,
-            header=render.monitor_header_html(self._statistics()),
-            table=render.monitor_table_html(state.table(), min(state.visible_rows, SNAPSHOT_ROWS)),
+            header=render.monitor_header_html(stats),
+            table=render.monitor_table_html(newest, SNAPSHOT_ROWS),
             observation=(
                 render.observation_html(observation, with_style=False) if observation is not None else ""
             ),
@@ -899,8 +943,13 @@ class SessionMonitor(widgets.VBox):
             while await handle.drain_queued_work(max_turns=1):
                 ran += 1
                 if bar is not None:
-                    with translated(QUEUE_STORE, "listing pending queued work"):
-                        left = len(await store.list_pending_queued_work(handle.session_id))
+                    bar.set_postfix_str(f"{ran} turns", refresh=False)
+                    try:
+                        with translated(QUEUE_STORE, "listing pending queued work"):
+                            left = len(await store.list_pending_queued_work(handle.session_id))
+                    except Exception:
+                        bar.update(min(1, pending - bar.n))  # at least this turn's batch is done
+                        raise
                     bar.update(max(0, min(pending, pending - left)) - bar.n)
         finally:
             if bar is not None:

@@ -51,7 +51,7 @@ import math
 import zlib
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from lash_core import LiveReplayGapReason, TurnActivityPayload
+from lash_core import LiveReplayGapReason, TurnActivityPayload, short_repr
 
 from ._explain import TrimCause, dropped_count, trim_cause
 
@@ -462,6 +462,15 @@ def event_kind(event: SessionObservationEvent) -> str:
     return payload.type
 
 
+#: A kind's name is cut to this many characters (an unknown type read from the wire may be of
+#: any length; the legend and the caption show every kind, at every chart redraw).
+KIND_MAX_CHARS = 60
+
+
+def _clip_kind(kind: str) -> str:
+    return kind if len(kind) <= KIND_MAX_CHARS else kind[: KIND_MAX_CHARS - 1] + "\u2026"
+
+
 def kind_color(kind: str) -> str:
     """The colour of ``kind`` in every rate chart: a fixed one for kinds the wire knows, else one
     of a palette picked by a stable hash of the name."""
@@ -581,7 +590,12 @@ class RateCounter:
         for kind, count in items:
             if not isinstance(kind, str):
                 raise TypeError(f"kinds must be str, not {type(kind).__name__}")
-            _int(f"count of {kind!r}", count)
+            _int(f"count of {short_repr(kind, KIND_MAX_CHARS)}", count)
+        if any(len(kind) > KIND_MAX_CHARS for kind, _count in items):  # a newer runtime's type
+            clipped: collections.Counter[str] = collections.Counter()
+            for kind, count in items:
+                clipped[_clip_kind(kind)] += count
+            items = list(clipped.items())
         second = math.floor(now)
         newest = self._newest
         if newest is None or second > newest:

@@ -239,6 +239,18 @@ STYLE = """
 .lash-monitor { max-width: 100%; min-width: 0; }
 .lash-monitor .widget-html-content { min-width: 0; }
 .lash-monitor .lash-pane { overflow: auto; }
+.lash-monitor .lash-badge {
+  display: inline-block; padding: 0 6px; margin-right: 4px; border-radius: 8px;
+  background: var(--jp-layout-color3, #e6e6e6); color: var(--jp-ui-font-color1, #222); font-size: 0.9em;
+}
+.lash-monitor .lash-badge-info { background: var(--jp-brand-color3, #cfe2ff); color: var(--jp-brand-color0, #084298); }
+.lash-monitor .lash-badge-ok { background: var(--jp-success-color3, #d1e7dd); color: var(--jp-success-color0, #0f5132); }
+.lash-monitor .lash-badge-warn { background: var(--jp-warn-color3, #fff3cd); color: var(--jp-warn-color0, #7a5b00); }
+.lash-monitor code {
+  font-family: var(--jp-code-font-family, monospace); font-size: var(--jp-code-font-size, 12px);
+  background: var(--jp-layout-color2, #f3f3f3); padding: 0 3px; border-radius: 3px;
+}
+.lash-monitor .lash-muted { color: var(--jp-ui-font-color2, #666); }
 /* the grid (Perspective) follows the JupyterLab theme. Light: its CSS variables read Jupyter's
    (more specific than Perspective's own theme rules, inherited into its shadow DOM). Dark: its
    datagrid paints light cells whatever the variables say, so the whole viewer is shown inverted
@@ -1063,9 +1075,6 @@ def monitor_header_html(stats: Any) -> str:
     )
 
 
-_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
 def monitor_snapshot_html(
     *, snapshot_id: str, header: str, table: str, observation: str, taken_at: float
 ) -> str:
@@ -1079,9 +1088,9 @@ def monitor_snapshot_html(
 
     sid = _e(snapshot_id)
     when = datetime.datetime.fromtimestamp(taken_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    hide_dead_widget = (
+    hide_dead_widget = (  # JupyterLab's error output holds only text: no element inside
         f'.jp-OutputArea-child:has(+ .jp-OutputArea-child [data-lash-snapshot="{sid}"]) '
-        f'.jp-OutputArea-output[data-mime-type="{_WIDGET_MIME}"]:not(:has(*)) {{ display: none; }}'
+        f".jp-OutputArea-output:not(:has(*)) {{ display: none; }}"
     )
     return (
         f'<div class="lash-monitor-snapshot" data-lash-snapshot="{sid}">'
@@ -1183,7 +1192,10 @@ def replayed_html(client: str, replayed: Sequence[SessionObservationEvent]) -> s
     return (
         f"<b>{clip_html(client, ID_MAX_CHARS)}: replayed {_e(len(replayed))} events</b>"
         + (note_html(f"{unlisted} earlier replayed events not listed") if unlisted > 0 else "")
+        # folded: a long replay would otherwise push everything under it far down
+        + '<div class="lash-nb"><details><summary>the replayed events</summary>'
         + "".join(event_html(e, with_style=False) for e in replayed[-REPLAY_LIST_LIMIT:])
+        + "</details></div>"
     )
 
 

@@ -47,6 +47,7 @@ Rules (read these before the code)
 from __future__ import annotations
 
 import collections
+import collections.abc
 import dataclasses
 import enum
 import math
@@ -174,6 +175,10 @@ def check_types(name: str, values: Sequence[str] | str) -> tuple[str, ...]:
     """``values`` (one name or several) as a tuple of known ``payload_types`` / ``event_types``;
     ``ValueError`` naming the unknown ones (bounded) otherwise."""
     known = PAYLOAD_TYPES if name == "payload_types" else EVENT_TYPES
+    if values is None:
+        return ()
+    if not isinstance(values, str) and not isinstance(values, collections.abc.Iterable):
+        raise ValueError(f"{name} must be a type name or a list of them, not {short_repr(values)}")
     values = (values,) if isinstance(values, str) else tuple(values)
     unknown = [t for t in values if not (isinstance(t, str) and t in known)]
     if unknown:
@@ -260,7 +265,9 @@ class RedrawThrottle:
         self._interval = 1.0 / self._max_hz
 
     def wait(self, now: float) -> float:
-        return self.last + self._interval - now
+        """Seconds until the next redraw may run (<= 0: now). Never more than one interval, so
+        a clock that steps back (a wall clock corrected) cannot put the next redraw hours away."""
+        return min(self.last + self._interval - now, self._interval)
 
     def drew(self, now: float) -> None:
         self.last = now

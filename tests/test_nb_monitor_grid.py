@@ -232,8 +232,10 @@ def test_a_displayed_monitor_publishes_a_static_copy_after_the_widget(monkeypatc
     def fake_update(obj, **kw):
         published.append(((obj,), dict(kw, update=True)))
 
+    import IPython
     import IPython.display
 
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())  # as in a kernel
     monkeypatch.setattr(IPython.display, "display", fake_display)
     monkeypatch.setattr(IPython.display, "update_display", fake_update)
 
@@ -307,3 +309,178 @@ def test_an_unknown_grid_kind_is_refused_plainly():
             s.close()
 
     asyncio.run(run())
+
+
+def test_displayed_outside_ipython_the_monitor_prints_its_repr_and_publishes_nothing(capsys):
+    async def run():
+        s, m = await make()
+        try:
+            m._ipython_display_()
+            assert not m._snapshot_displayed  # so no static copy is published every second
+            await s.handle.run_turn("go")
+            await settle(m)
+        finally:
+            m.stop()
+            s.close()
+
+    asyncio.run(run())
+    out = capsys.readouterr().out
+    assert out.startswith("<SessionMonitor session='demo-session'") and out.count("\n") == 1
+
+
+async def test_csv_refuses_a_file_descriptor_and_writes_whole_files(tmp_path):
+    s, m = await make(replies=["ok"], cycle=False)
+    try:
+        await s.handle.run_turn("go")
+        await settle(m)
+        for bad in (1, True, 3.5, None.__class__):
+            with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+                m.to_csv(bad)
+            with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+                m.grid.to_csv(bad)
+        target = tmp_path / "events.csv"
+        text = m.to_csv(target)
+        assert target.read_text(encoding="utf-8") == text and [p.name for p in tmp_path.iterdir()] == ["events.csv"]
+    finally:
+        m.stop()
+        s.close()
+
+
+# --- what the break-it pass found ------------------------------------------------------------------
+
+
+def test_a_clock_stepping_back_never_puts_the_next_redraw_more_than_one_interval_away():
+    from lash_nb import RedrawThrottle
+
+    throttle = RedrawThrottle(10)
+    throttle.drew(1_000_000.0)
+    assert throttle.wait(1_000.0) == pytest.approx(0.1)  # the clock went back 999,000 s
+    assert throttle.wait(1_000_000.05) == pytest.approx(0.05)
+
+
+def test_rate_kinds_of_any_length_are_cut():
+    from lash_nb import RateCounter
+    from lash_nb._pictures import KIND_MAX_CHARS
+
+    counter = RateCounter()
+    counter.add(["x" * 1_000_000, "x" * 1_000_000, "committed"], 10.0)
+    series = counter.series(10.5)
+    assert all(len(k) <= KIND_MAX_CHARS for k in series.kinds) and series.total == 3
+    assert len(series.caption) < 400
+
+
+async def test_a_cleared_history_clears_the_grid_and_new_rows_still_arrive():
+    s, m = await make(replies=["a b c d"], cycle=False)
+    try:
+        await s.handle.run_turn("one")
+        await settle(m)
+        m.history.clear()
+        await s.handle.run_turn("two")
+        await settle(m)
+        assert len(grid_events(m)) == len(m.history) > 0
+    finally:
+        m.stop()
+        s.close()
+
+
+async def test_more_markers_than_kept_between_two_redraws_are_said_not_silently_lost():
+    from lash_nb._state import MARKERS_KEPT
+
+    s, m = await make(replies=["x"], cycle=False)
+    try:
+        m.stop()
+        for _ in range(MARKERS_KEPT + 30):
+            m.state._mark("lag", "lagged: 1 events missed (resubscribed)")
+        m.flush()
+        text = m.grid.frame()["marker"].fillna("")
+        notes = [t for t in text if "stream markers not kept" in t]
+        assert notes == [f"30 stream markers not kept (more than {MARKERS_KEPT} between two redraws): "
+                         "the epochs of the rows up to the next marker are not known exactly"]
+        assert sum(1 for t in text if t.startswith("lagged")) == MARKERS_KEPT
+    finally:
+        s.close()
+
+
+async def test_turn_running_ends_when_the_turns_started_here_have_returned():
+    s, m = await make(replies=["one", "two"], cycle=False, delay=0.02, fake_clock=False)
+    try:
+        panel = m.enqueue_panel
+        first = asyncio.ensure_future(panel.run_turn("a"))
+        second = asyncio.ensure_future(panel.run_turn("b"))
+        await asyncio.sleep(0)
+        assert panel.running
+        await first
+        assert panel.running and panel.run_button.disabled  # the second is still in flight
+        await second
+        assert not panel.running and not panel.run_button.disabled
+        m.state.turn_running = True  # as after a turn whose commit the store failed to append
+        panel.running = True
+        panel.running = False  # what the end of a run does
+        assert not m.state.turn_running and not m.turn_running
+    finally:
+        m.stop()
+        s.close()
+
+
+async def test_grid_cells_are_bounded_and_the_whole_event_stays_in_the_history():
+    from lash_core import AssistantProseDelta, TurnActivity
+    from lash_nb._grid import CELL_MAX_CHARS
+
+    s, m = await make()
+    try:
+        big = "<b>" + "y" * 100_000
+        s.handle.record_turn_activity(TurnActivity.independent(AssistantProseDelta(big)))
+        await settle(m)
+        cell = grid_events(m)["text"].iloc[-1]
+        assert len(cell) < CELL_MAX_CHARS + 40 and cell.endswith(f"({100_003 - CELL_MAX_CHARS} more characters)")
+        assert m.state.history.frame()["text"].iloc[-1] == big
+    finally:
+        m.stop()
+        s.close()
+
+
+def test_filters_take_none_as_all_and_a_bad_time_source_is_named():
+    from lash_nb._state import check_types
+
+    assert check_types("payload_types", None) == ()
+    with pytest.raises(ValueError, match="payload_types must be a type name or a list of them"):
+        check_types("payload_types", 3)
+
+    async def run():
+        s = await Scenario.create()
+        try:
+            with pytest.raises(ValueError, match="time_source must return a finite number of seconds"):
+                SessionMonitor(s.handle, time_source=lambda: float("inf"), start=False)
+        finally:
+            s.close()
+
+    asyncio.run(run())
+
+
+async def test_the_retention_strip_says_why_it_is_not_drawn_for_a_store_without_statistics():
+    s, m = await make()  # the SQLite store reports no retained range
+    try:
+        assert not hasattr(m.simulator._replay_store, "statistics")
+        assert "retention strip not drawn: the store does not report its retained range" in m.simulator.strip.caption.value
+    finally:
+        m.stop()
+        s.close()
+
+
+async def test_the_static_copy_is_never_live_and_holds_the_newest_rows():
+    from lash_nb._monitor import SNAPSHOT_ROWS
+
+    s, m = await make(replies=["a b c d e f g h i j k l m n o p"], cycle=False, chunk_size=1)
+    try:
+        await s.handle.run_turn("go")
+        await s.handle.run_turn("again")
+        await settle(m)
+        html = m._snapshot_html()
+        assert "lash-live" not in html and "turn running" not in html and "lash-stopped" in html
+        newest = int(m.state.frame()["position"].iloc[-1])
+        assert f"<td>{newest}</td>" in html and f"<td>{newest - SNAPSHOT_ROWS}</td>" not in html
+        # the dead widget output above it (text only, whatever its attributes) is what it hides
+        assert ".jp-OutputArea-output:not(:has(*))" in html and "data-mime-type" not in html
+    finally:
+        m.stop()
+        s.close()

@@ -914,7 +914,16 @@ class Grid:
         keys that differ, then wait until the viewer and its model hold them; tried three times."""
         self.track()
         for _ in range(3):
-            changed = {k: v for k, v in config.items() if not self.matches(**{k: v})}
+            differs = self.page.evaluate(
+                """async ([scope, wanted]) => {
+                  const norm = """ + _JS_NORMALISE + """;
+                  const viewer = document.querySelector(scope + ' perspective-viewer');
+                  const config = await (viewer.__lashOriginal || viewer).save();
+                  return Object.keys(wanted).filter(key => norm(key, config[key]) !== norm(key, wanted[key]));
+                }""",
+                [self.scope, config],
+            )
+            changed = {k: config[k] for k in differs}
             if not changed:
                 self.settle()
                 if self.matches(**config):
