@@ -715,11 +715,16 @@ _JS_TRACK_SYNC = """
   return viewer.save === viewer.save && Object.getOwnPropertyDescriptor(viewer, 'save') !== undefined;
 }
 """
+#: quiet this long (ms) with nothing in flight counts as settled (see ``_JS_SETTLED``)
+SETTLED_STALE_MS = 2_000
 _JS_SETTLED = """
 async ([scope, keys, quiet]) => {
   const S = window.__lashSync;
   const norm = """ + _JS_NORMALISE + """;
   if (!S || S.busy || Object.keys(S.pending).length || performance.now() - S.changed < quiet) return false;
+  // nothing in flight and quiet for a while: settled, even when the widget never copied the
+  // viewer's state into its model (then no read-back is coming to undo the next action either)
+  if (performance.now() - S.changed >= """ + str(SETTLED_STALE_MS) + """) return true;
   const config = await document.querySelector(scope + ' perspective-viewer').__lashOriginal.save();
   return keys.every(key => norm(key, config[key]) === norm(key, JSON.parse(S.model[key] || 'null')));
 }
